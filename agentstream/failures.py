@@ -1,0 +1,24 @@
+"""Exceptions that end a run with a specific terminal event.
+
+They carry only text that is safe to show to a client: the code is stable and machine-readable,
+the message is written for people and never contains exception text from a library.
+"""
+
+from __future__ import annotations
+
+
+class RunFailure(Exception):
+    """End the run with ``run.failed`` carrying this code and message."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class RunCancelled(Exception):
+    """The run's cancel flag was seen; end it with ``run.cancelled``."""
+
+
+class RunAlreadyFinished(Exception):
+    """The run already has its terminal event; nothing more may be written to it."""
