@@ -67,9 +67,9 @@ class Event:
     @classmethod
     def from_entry(cls, entry_id: str | bytes, fields: Mapping[Any, Any]) -> Event:
         """Build an event from a raw ``XREAD`` entry (bytes or str fields)."""
-        text = {_text(k): _text(v) for k, v in fields.items()}
+        text = {as_text(k): as_text(v) for k, v in fields.items()}
         return cls(
-            id=_text(entry_id),
+            id=as_text(entry_id),
             type=text["type"],
             run=text["run"],
             seq=int(text["seq"]),
@@ -92,7 +92,7 @@ class Event:
         return public
 
 
-def _text(value: str | bytes) -> str:
+def as_text(value: str | bytes) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 

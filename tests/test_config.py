@@ -15,8 +15,10 @@ from agentstream.config import ConfigError, RedisSettings, Settings, parse_redis
             "redis://user:p%40ss@host:7000",
             RedisSettings("host", 7000, username="user", password="p@ss"),
         ),
-        ("rediss://:secret@host.redis.azure.net:10000", RedisSettings(
-            "host.redis.azure.net", 10000, password="secret", ssl=True)),
+        (
+            "rediss://:secret@host.redis.azure.net:10000",
+            RedisSettings("host.redis.azure.net", 10000, password="secret", ssl=True),
+        ),
         (
             "myapp.redis.cache.windows.net:6380,password=abc=,ssl=True,abortConnect=False",
             RedisSettings("myapp.redis.cache.windows.net", 6380, password="abc=", ssl=True),
@@ -31,7 +33,12 @@ def test_every_connection_string_form_parses(value: str, expected: RedisSettings
 def test_azure_form_keeps_password_with_equals_signs() -> None:
     parsed = parse_redis_connection_string("h:6380,password=a=b==,ssl=True")
     assert parsed.connection_kwargs() == {
-        "host": "h", "port": 6380, "db": 0, "password": "a=b==", "ssl": True}
+        "host": "h",
+        "port": 6380,
+        "db": 0,
+        "password": "a=b==",
+        "ssl": True,
+    }
 
 
 @pytest.mark.parametrize(
@@ -67,8 +74,11 @@ def test_defaults() -> None:
 
 def test_model_settings_choose_the_provider() -> None:
     azure_key = Settings.from_env(
-        {"AZURE_OPENAI_ENDPOINT": "https://r.openai.azure.com", "AZURE_OPENAI_DEPLOYMENT": "d",
-         "AZURE_OPENAI_KEY": "k"}
+        {
+            "AZURE_OPENAI_ENDPOINT": "https://r.openai.azure.com",
+            "AZURE_OPENAI_DEPLOYMENT": "d",
+            "AZURE_OPENAI_KEY": "k",
+        }
     ).model
     assert azure_key is not None and azure_key.provider == "azure" and not azure_key.uses_entra_id
     azure_entra = Settings.from_env(

@@ -12,8 +12,8 @@ from agentstream.events import (
     SSE,
     TEXT,
     Event,
-    negotiate,
     ndjson_event,
+    negotiate,
     sse_event,
     sse_keepalive,
     sse_retry,
@@ -75,8 +75,13 @@ def test_ndjson_round_trip() -> None:
     lines = body.splitlines()  # splitlines splits on \u2028 too: escaping must prevent that
     assert [json.loads(line)["text"] for line in lines] == AWKWARD_TEXTS
     assert json.loads(lines[1]) == {
-        "id": "1700000000000-1", "type": MESSAGE_DELTA, "run": "r1", "seq": 1,
-        "ts": 1700000000000, "text": AWKWARD_TEXTS[1]}
+        "id": "1700000000000-1",
+        "type": MESSAGE_DELTA,
+        "run": "r1",
+        "seq": 1,
+        "ts": 1700000000000,
+        "text": AWKWARD_TEXTS[1],
+    }
 
 
 def test_text_is_the_assistant_text_exactly() -> None:
@@ -85,10 +90,22 @@ def test_text_is_the_assistant_text_exactly() -> None:
 
 
 def test_payload_cannot_override_event_fields() -> None:
-    event = Event(id="1-0", type="tool.result", run="r", seq=3, ts=5,
-                  data={"id": "forged", "seq": 99, "result": "ok"})
-    assert event.to_public() == {"id": "1-0", "type": "tool.result", "run": "r", "seq": 3,
-                                 "ts": 5, "result": "ok"}
+    event = Event(
+        id="1-0",
+        type="tool.result",
+        run="r",
+        seq=3,
+        ts=5,
+        data={"id": "forged", "seq": 99, "result": "ok"},
+    )
+    assert event.to_public() == {
+        "id": "1-0",
+        "type": "tool.result",
+        "run": "r",
+        "seq": 3,
+        "ts": 5,
+        "result": "ok",
+    }
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 
 _CONVERSATION_ID = re.compile(r"^[0-9a-f]{32}$")
-_STREAM_ID = re.compile(r"^(\d{1,20})-(\d{1,20})$")
+_STREAM_ID = re.compile(r"^([0-9]{1,20})-([0-9]{1,20})$")
 _MAX_SEQ = 2**64 - 1
 
 

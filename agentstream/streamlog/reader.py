@@ -56,7 +56,9 @@ class OpenStream:
             block_ms = None
             if caught_up:
                 block_ms = max(1, int(min(self.keepalive_seconds, remaining) * 1000))
-            reply = await self.client.xread({self.key: last_id}, count=self.batch_size, block=block_ms)
+            reply = await self.client.xread(
+                {self.key: last_id}, count=self.batch_size, block=block_ms
+            )
             entries = reply[0][1] if reply else []
             if not entries:
                 if caught_up:

@@ -26,6 +26,7 @@ from ..events import (
     RUN_RESTARTED,
     RUN_STARTED,
     TERMINAL_TYPES,
+    as_text,
     dumps_line,
 )
 from ..failures import RunAlreadyFinished, RunCancelled, RunFailure
@@ -44,6 +45,27 @@ _STATUS_AFTER = {
 }
 
 INTERNAL_ERROR_MESSAGE = "The agent stopped because of an internal error. Please try again."
+
+
+def append_args(
+    run_id: str,
+    event_type: str,
+    data: dict[str, Any],
+    ttl_ms: int,
+    maxlen: int,
+    now: float | None = None,
+) -> list[Any]:
+    """The ``ARGV`` of the ``APPEND`` script for one event."""
+    return [
+        run_id,
+        event_type,
+        dumps_line(data),
+        int((time.time() if now is None else now) * 1000),
+        ttl_ms,
+        maxlen,
+        _STATUS_AFTER.get(event_type, ""),
+        "1" if event_type in TERMINAL_TYPES else "0",
+    ]
 
 
 @dataclass(frozen=True)
@@ -78,26 +100,19 @@ class RunLog:
         """Append one event; raises :class:`RunAlreadyFinished` after the run's terminal event."""
         reply = self._append(
             keys=self._keys,
-            args=[
-                self.run_id,
-                event_type,
-                dumps_line(data),
-                int(self._clock() * 1000),
-                self._ttl_ms,
-                self._maxlen,
-                _STATUS_AFTER.get(event_type, ""),
-                "1" if event_type in TERMINAL_TYPES else "0",
-            ],
+            args=append_args(
+                self.run_id, event_type, data, self._ttl_ms, self._maxlen, self._clock()
+            ),
         )
         if not reply or reply[0] is None:
             raise RunAlreadyFinished(self.run_id)
         entry_id, seq, cancel = reply
-        return Appended(id=_text(entry_id), seq=int(seq), cancel_requested=bool(int(cancel)))
+        return Appended(id=as_text(entry_id), seq=int(seq), cancel_requested=bool(int(cancel)))
 
     def status(self) -> str | None:
         """The run's status in Redis: queued, running, completed, failed, cancelled or None."""
         value = self._client.hget(self._keys[1], f"status:{self.run_id}")
-        return None if value is None else _text(value)
+        return None if value is None else as_text(value)
 
     def count_attempt(self) -> int:
         """Count one more delivery of the run. Redis keeps it even if entity state rolls back."""
@@ -209,7 +224,9 @@ def terminal_guard(writer: StreamWriter) -> Iterator[StreamWriter]:
         return
     except Exception as exc:  # noqa: BLE001 - every failure must end the stream
         logger.error("run %s failed: %s", writer.run_id, type(exc).__name__)
-        _finish_once(writer, RUN_FAILED, {"code": "internal_error", "message": INTERNAL_ERROR_MESSAGE})
+        _finish_once(
+            writer, RUN_FAILED, {"code": "internal_error", "message": INTERNAL_ERROR_MESSAGE}
+        )
         return
     if writer.terminal_type is None:
         _finish_once(
@@ -227,7 +244,3 @@ def _finish_once(writer: StreamWriter, event_type: str, data: dict[str, Any]) ->
         writer.finish(event_type, data)
     except RunAlreadyFinished:
         logger.info("run %s already finished; nothing more written", writer.run_id)
-
-
-def _text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value
