@@ -1,0 +1,222 @@
+"""The travel-planner agent: a streaming chat-completions loop with tool calls.
+
+The agent is synchronous (durable entities run on a worker thread) and knows nothing of Redis:
+it reports what happens to an :class:`AgentSink`. Model failures become :class:`RunFailure` with a
+stable code and a message that is safe to show; the exception text of the library never leaves
+this module.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any, Protocol
+
+import httpx
+import openai
+
+from .failures import RunFailure
+from .tools import Toolbox
+
+logger = logging.getLogger(__name__)
+
+SYSTEM_PROMPT = """You are a friendly travel planner. Today is {today}.
+When the user names a destination, check the weather forecast{events_hint} with your tools before
+planning. Then write a short day-by-day plan (Day 1, Day 2, ...) that fits the forecast. Keep
+earlier turns of the conversation in mind. Never invent weather or events: say when a tool
+returned an error."""
+
+Message = dict[str, Any]
+
+
+class AgentSink(Protocol):
+    """Where the agent reports its output, in order."""
+
+    def text(self, delta: str) -> None: ...
+
+    def tool_call(self, call_id: str, name: str, arguments: str) -> None: ...
+
+    def tool_result(self, call_id: str, name: str, result: str) -> None: ...
+
+    def completed(self, finish_reason: str, usage: dict[str, int] | None) -> None: ...
+
+
+FAILURE_MESSAGES = {
+    "model_unavailable": "The language model is unavailable right now. Please try again shortly.",
+    "model_rejected": "The language model rejected the request.",
+    "model_interrupted": "The language model's answer was cut off. Please try again.",
+    "model_timeout": "The language model did not answer in time. Please try again.",
+    "content_filtered": "The request or the answer was blocked by the content filter.",
+    "tool_rounds_exhausted": "The agent used too many tool rounds without finishing.",
+}
+
+
+def failure(code: str) -> RunFailure:
+    return RunFailure(code, FAILURE_MESSAGES[code])
+
+
+@dataclass
+class _Turn:
+    """What one streamed model response contained."""
+
+    text: list[str] = field(default_factory=list)
+    calls: dict[int, dict[str, Any]] = field(default_factory=dict)
+    finish_reason: str | None = None
+
+    def assistant_message(self) -> Message:
+        message: Message = {"role": "assistant", "content": "".join(self.text) or None}
+        if self.calls:
+            message["tool_calls"] = [
+                {
+                    "id": call["id"],
+                    "type": "function",
+                    "function": {"name": call["name"], "arguments": "".join(call["arguments"])},
+                }
+                for _, call in sorted(self.calls.items())
+            ]
+        return message
+
+
+class TravelPlannerAgent:
+    def __init__(
+        self,
+        client: openai.OpenAI,
+        model: str,
+        toolbox: Toolbox,
+        *,
+        max_tool_rounds: int,
+        today: Callable[[], date] = date.today,
+    ) -> None:
+        self._client = client
+        self._model = model
+        self._toolbox = toolbox
+        self._max_tool_rounds = max_tool_rounds
+        self._today = today
+
+    def system_prompt(self) -> str:
+        events = " and local events" if "get_local_events" in self._toolbox.names else ""
+        return SYSTEM_PROMPT.format(today=self._today().isoformat(), events_hint=events)
+
+    def run(self, history: list[Message], user_message: str, sink: AgentSink) -> list[Message]:
+        """Answer one user message; return the history extended with this turn's messages."""
+        conversation = [*history, {"role": "user", "content": user_message}]
+        usage: dict[str, int] = {}
+        rounds = 0
+        while True:
+            turn = self._stream_turn(conversation, sink, usage)
+            conversation.append(turn.assistant_message())
+            if turn.finish_reason == "content_filter":
+                raise failure("content_filtered")
+            if not turn.calls:
+                sink.completed(turn.finish_reason or "stop", usage or None)
+                return conversation
+            if rounds >= self._max_tool_rounds:
+                raise failure("tool_rounds_exhausted")
+            rounds += 1
+            for message in self._run_tools(turn, sink):
+                conversation.append(message)
+
+    def _run_tools(self, turn: _Turn, sink: AgentSink) -> Iterator[Message]:
+        for call in turn.assistant_message()["tool_calls"]:
+            name, arguments = call["function"]["name"], call["function"]["arguments"]
+            sink.tool_call(call["id"], name, arguments)
+            result = self._toolbox.call(name, arguments)
+            sink.tool_result(call["id"], name, result)
+            yield {"role": "tool", "tool_call_id": call["id"], "content": result}
+
+    def _stream_turn(
+        self, conversation: list[Message], sink: AgentSink, usage: dict[str, int]
+    ) -> _Turn:
+        request: dict[str, Any] = {
+            "model": self._model,
+            "messages": [{"role": "system", "content": self.system_prompt()}, *conversation],
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        schemas = self._toolbox.schemas()
+        if schemas:
+            request["tools"] = schemas
+        stream = self._open(request)
+        turn = _Turn()
+        try:
+            for chunk in _guarded(stream):
+                if chunk.usage is not None:
+                    _add_usage(usage, chunk.usage)
+                for choice in chunk.choices:
+                    if choice.index != 0:
+                        continue
+                    delta = choice.delta
+                    if delta is not None and delta.content:
+                        turn.text.append(delta.content)
+                        sink.text(delta.content)
+                    for call_delta in (delta.tool_calls if delta is not None else None) or []:
+                        _merge_call(turn.calls, call_delta)
+                    if choice.finish_reason:
+                        turn.finish_reason = choice.finish_reason
+        finally:
+            stream.close()
+        return turn
+
+    def _open(self, request: dict[str, Any]) -> Any:
+        """Start the streamed response; the client has already retried what is retryable."""
+        try:
+            return self._client.chat.completions.create(**request)
+        except openai.APITimeoutError:
+            raise failure("model_timeout") from None
+        except openai.BadRequestError as exc:
+            if _is_content_filter(exc):
+                raise failure("content_filtered") from None
+            logger.warning("model rejected the request: HTTP %s", exc.status_code)
+            raise failure("model_rejected") from None
+        except openai.APIStatusError as exc:
+            logger.warning("model request failed: HTTP %s", exc.status_code)
+            code = "model_rejected" if exc.status_code < 500 and exc.status_code != 429 else None
+            raise failure(code or "model_unavailable") from None
+        except openai.APIConnectionError:
+            logger.warning("model unreachable")
+            raise failure("model_unavailable") from None
+
+
+def _guarded(stream: Iterable[Any]) -> Iterator[Any]:
+    """Chunks of the stream, with transport failures turned into run failures.
+
+    Only the stream's own ``next()`` is guarded: exceptions raised by the sink while a chunk is
+    handled (a cancel, a Redis error) pass through untouched.
+    """
+    chunks = iter(stream)
+    while True:
+        try:
+            chunk = next(chunks)
+        except StopIteration:
+            return
+        except (openai.APITimeoutError, httpx.TimeoutException):
+            raise failure("model_timeout") from None
+        except (openai.APIError, httpx.HTTPError) as exc:
+            logger.warning("model stream broke: %s", type(exc).__name__)
+            raise failure("model_interrupted") from None
+        yield chunk
+
+
+def _merge_call(calls: dict[int, dict[str, Any]], call_delta: Any) -> None:
+    """Reassemble a tool call whose id, name and arguments arrive spread over chunks."""
+    call = calls.setdefault(call_delta.index, {"id": "", "name": "", "arguments": []})
+    if call_delta.id:
+        call["id"] = call_delta.id
+    function = call_delta.function
+    if function is not None:
+        if function.name:
+            call["name"] += function.name
+        if function.arguments:
+            call["arguments"].append(function.arguments)
+
+
+def _add_usage(total: dict[str, int], usage: Any) -> None:
+    for name in ("prompt_tokens", "completion_tokens", "total_tokens"):
+        total[name] = total.get(name, 0) + int(getattr(usage, name, 0) or 0)
+
+
+def _is_content_filter(exc: openai.BadRequestError) -> bool:
+    body = exc.body if isinstance(exc.body, dict) else {}
+    return exc.code == "content_filter" or body.get("code") == "content_filter"

@@ -1,0 +1,229 @@
+"""What the scripted model answers: a pure function of the request (plus failure markers)."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Any
+
+# Markers a test puts in the user message to make the server misbehave on purpose.
+MARKERS = (
+    "fail-once:429",
+    "fail-once:500",
+    "fail-always:500",
+    "error-midstream",
+    "drop-midstream",
+    "stall",
+    "content-filter",
+    "tool-loop",
+)
+_MARKER = re.compile(r"\[\[([a-z:\-0-9]+)\]\]")
+
+KNOWN_PLACES = (
+    "Amsterdam",
+    "Athens",
+    "Bangkok",
+    "Barcelona",
+    "Berlin",
+    "Boston",
+    "Buenos Aires",
+    "Cairo",
+    "Cape Town",
+    "Chicago",
+    "Copenhagen",
+    "Dublin",
+    "Edinburgh",
+    "Florence",
+    "Hong Kong",
+    "Istanbul",
+    "Kyoto",
+    "Lisbon",
+    "London",
+    "Los Angeles",
+    "Madrid",
+    "Marrakesh",
+    "Melbourne",
+    "Mexico City",
+    "Milan",
+    "Montreal",
+    "Munich",
+    "New York",
+    "Oslo",
+    "Paris",
+    "Prague",
+    "Reykjavik",
+    "Rome",
+    "San Francisco",
+    "Seattle",
+    "Seoul",
+    "Singapore",
+    "Stockholm",
+    "Sydney",
+    "Tokyo",
+    "Toronto",
+    "Vancouver",
+    "Venice",
+    "Vienna",
+    "Zurich",
+)
+_PLACE_AFTER = re.compile(
+    r"\b(?:to|in|visit|visiting|around|for|at)\s+([A-Z][\w'\-]+(?:\s+[A-Z][\w'\-]+){0,2})"
+)
+_DAYS = re.compile(r"\b(\d{1,2})\s*-?\s*days?\b", re.IGNORECASE)
+_TODAY = re.compile(r"Today is (\d{4}-\d{2}-\d{2})")
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One scripted response: text and/or tool calls, how it ends, and any injected fault."""
+
+    text: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+    finish_reason: str = "stop"
+    markers: frozenset[str] = field(default_factory=frozenset)
+
+
+def markers_in(text: str) -> frozenset[str]:
+    return frozenset(m for m in _MARKER.findall(text) if m in MARKERS)
+
+
+def strip_markers(text: str) -> str:
+    return _MARKER.sub("", text).strip()
+
+
+def find_place(text: str) -> str | None:
+    for place in KNOWN_PLACES:
+        if re.search(rf"\b{re.escape(place)}\b", text, re.IGNORECASE):
+            return place
+    match = _PLACE_AFTER.search(text)
+    return match.group(1) if match else None
+
+
+def reply_to(messages: list[dict[str, Any]], offered_tools: set[str]) -> Reply:
+    user_turns = [i for i, m in enumerate(messages) if m.get("role") == "user"]
+    if not user_turns:
+        return Reply(text="Hello! Where would you like to travel?")
+    last_user = user_turns[-1]
+    request = _content(messages[last_user])
+    markers = markers_in(request)
+    request = strip_markers(request)
+    earlier = [strip_markers(_content(messages[i])) for i in user_turns[:-1]]
+    tool_results = [m for m in messages[last_user + 1 :] if m.get("role") == "tool"]
+    today = _today(messages)
+
+    if "content-filter" in markers:
+        return Reply(finish_reason="content_filter", markers=markers)
+    place = find_place(request)
+    days = _days(request)
+    wants_tools = place is not None and "get_weather_forecast" in offered_tools
+    if wants_tools and (not tool_results or "tool-loop" in markers):
+        round_number = sum(1 for m in messages[last_user:] if m.get("role") == "assistant")
+        calls = [
+            ToolCall(
+                f"call_w{round_number}_{last_user}",
+                "get_weather_forecast",
+                json.dumps({"location": place, "days": days}),
+            )
+        ]
+        if "get_local_events" in offered_tools:
+            end = today + timedelta(days=days - 1)
+            arguments = {"location": place, "start": today.isoformat(), "end": end.isoformat()}
+            calls.append(
+                ToolCall(
+                    f"call_e{round_number}_{last_user}", "get_local_events", json.dumps(arguments)
+                )
+            )
+        return Reply(tool_calls=tuple(calls), finish_reason="tool_calls", markers=markers)
+    text = _plan(place, days, tool_results, earlier) if place else _no_place(earlier)
+    return Reply(text=text, markers=markers)
+
+
+def _content(message: dict[str, Any]) -> str:
+    content = message.get("content")
+    if isinstance(content, list):  # content parts
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return content or ""
+
+
+def _today(messages: list[dict[str, Any]]) -> date:
+    for message in messages:
+        if message.get("role") == "system":
+            match = _TODAY.search(_content(message))
+            if match:
+                return date.fromisoformat(match.group(1))
+    return date(2025, 1, 1)
+
+
+def _days(text: str) -> int:
+    match = _DAYS.search(text)
+    return max(1, min(7, int(match.group(1)))) if match else 3
+
+
+def _recall(earlier: list[str]) -> str:
+    if not earlier:
+        return ""
+    previous = earlier[-1]
+    if len(previous) > 60:
+        previous = previous[:57] + "..."
+    return f'Earlier you asked: "{previous}". I have kept that in mind.\n'
+
+
+def _no_place(earlier: list[str]) -> str:
+    remembered = [p for p in (find_place(e) for e in earlier) if p]
+    if remembered:
+        return (
+            _recall(earlier)
+            + f"We were talking about {remembered[-1]}. Tell me how many days you have and I "
+            "will plan them."
+        )
+    return "Where would you like to go? Name a city and how many days you have."
+
+
+def _plan(place: str, days: int, tool_results: list[dict[str, Any]], earlier: list[str]) -> str:
+    weather, events = None, []
+    notes = []
+    for result in tool_results:
+        try:
+            payload = json.loads(result.get("content") or "{}")
+        except json.JSONDecodeError:
+            continue
+        if "error" in payload:
+            notes.append(f"(A tool reported: {payload['error']}.)")
+        elif "days" in payload:
+            weather = payload
+        elif "events" in payload:
+            events = payload["events"]
+    where = weather["location"] if weather else place
+    lines = [f"Here is your {days}-day plan for {where}.", _recall(earlier).rstrip("\n")]
+    lines.extend(notes)
+    forecast = weather["days"] if weather else []
+    for number in range(1, days + 1):
+        day = forecast[number - 1] if number - 1 < len(forecast) else None
+        lines.append(_day_line(number, day, events))
+    lines.append("Enjoy your trip!")
+    return "\n".join(line for line in lines if line)
+
+
+def _day_line(number: int, day: dict[str, Any] | None, events: list[dict[str, Any]]) -> str:
+    if day is None:
+        return f"Day {number}: explore the old town and try the local food."
+    conditions = str(day.get("conditions", "unknown"))
+    wet = any(word in conditions for word in ("rain", "drizzle", "shower", "snow", "thunder"))
+    activity = "a museum morning and a long lunch indoors" if wet else "a walking tour and a park"
+    line = (
+        f"Day {number} ({day.get('date')}): {conditions}, {day.get('min_c')} to "
+        f"{day.get('max_c')} °C. Plan {activity}."
+    )
+    todays = [e for e in events if e.get("date") == day.get("date")]
+    if todays:
+        line += f" In the evening: {todays[0].get('name')} at {todays[0].get('venue')}."
+    return line

@@ -1,0 +1,5 @@
+"""The travel planner's tools: JSON schemas the model sees and the code that runs them."""
+
+from .toolbox import Tool, Toolbox, build_toolbox
+
+__all__ = ["Tool", "Toolbox", "build_toolbox"]
