@@ -13,6 +13,9 @@ from typing import Any
 
 import redis
 import redis.asyncio as aioredis
+import redis.retry
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.credentials import CredentialProvider
 
 from .config import RedisSettings, Settings, get_settings
@@ -68,7 +71,12 @@ def sync_redis(settings: Settings | None = None) -> redis.Redis:
     with _sync_lock:
         if _sync_client is None:
             settings = settings or get_settings()
-            _sync_client = redis.Redis(**client_kwargs(settings.redis, socket_timeout=30.0))
+            # No automatic retries: a stream append retried after a lost reply would be written
+            # twice. A failed write ends the run through the terminal guard instead.
+            _sync_client = redis.Redis(
+                **client_kwargs(settings.redis, socket_timeout=30.0),
+                retry=redis.retry.Retry(NoBackoff(), 0),
+            )
         return _sync_client
 
 
@@ -79,6 +87,10 @@ def async_redis(settings: Settings | None = None) -> aioredis.Redis:
     if client is None:
         settings = settings or get_settings()
         timeout = settings.keepalive_seconds + _SOCKET_TIMEOUT_MARGIN
-        client = aioredis.Redis(**client_kwargs(settings.redis, socket_timeout=timeout))
+        # Reads are safe to retry; keep the retries short so an outage is a quick 503.
+        client = aioredis.Redis(
+            **client_kwargs(settings.redis, socket_timeout=timeout),
+            retry=AsyncRetry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+        )
         _async_clients[loop] = client
     return client

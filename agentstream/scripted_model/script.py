@@ -18,6 +18,7 @@ MARKERS = (
     "stall",
     "content-filter",
     "tool-loop",
+    "slow",
 )
 _MARKER = re.compile(r"\[\[([a-z:\-0-9]+)\]\]")
 

@@ -28,6 +28,7 @@ from .script import Reply, reply_to
 
 _PIECE = re.compile(r"\S+\s*|\s+")
 CREATED = 1_700_000_000
+SLOW_DELAY_SECONDS = 0.02  # pace of a reply whose prompt has the [[slow]] marker
 
 
 class DroppedConnection(Exception):
@@ -170,8 +171,9 @@ async def _chunks(
             if fault is not None:
                 yield fault
                 return
-        if state.delay_seconds:
-            await asyncio.sleep(state.delay_seconds)
+        delay = SLOW_DELAY_SECONDS if "slow" in reply.markers else state.delay_seconds
+        if delay:
+            await asyncio.sleep(delay)
         yield chunk({"content": piece})
     for index, call in enumerate(reply.tool_calls):
         yield chunk(

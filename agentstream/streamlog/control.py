@@ -84,12 +84,18 @@ async def fail_queued_run(
     conversation_id: str,
     run_id: str,
     *,
+    idempotency_key: str | None,
     code: str,
     message: str,
     ttl_seconds: int,
     maxlen: int,
 ) -> None:
-    """End a run that never reached the entity (its signal failed) and release the lock."""
+    """End a run that never reached the entity (its signal failed) and release the lock.
+
+    The idempotency key is forgotten too, so the client's retry starts a fresh run.
+    """
+    if idempotency_key is not None:
+        await client.hdel(meta_key(conversation_id), f"idem:{idempotency_key}")
     script = client.register_script(scripts.APPEND)
     await script(
         keys=[stream_key(conversation_id), meta_key(conversation_id)],

@@ -1,0 +1,60 @@
+"""JSON error responses; nothing of an exception's text reaches a client."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, ParamSpec
+
+import redis.exceptions
+from fastapi import Response
+from fastapi.responses import JSONResponse
+
+from ..config import ConfigError
+
+logger = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, **details: Any) -> None:
+        super().__init__(code)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details
+
+
+def error_response(status: int, code: str, message: str, **details: Any) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"code": code, "message": message, **details}},
+        status_code=status,
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+def json_errors(
+    handler: Callable[P, Awaitable[Response]],
+) -> Callable[P, Awaitable[Response]]:
+    """Turn every failure of a handler into a JSON error with the right status."""
+
+    @functools.wraps(handler)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> Response:
+        try:
+            return await handler(*args, **kwargs)
+        except ApiError as exc:
+            return error_response(exc.status, exc.code, exc.message, **exc.details)
+        except ConfigError as exc:
+            # Configuration messages name a setting and never carry a secret.
+            logger.error("configuration error: %s", exc)
+            return error_response(503, "misconfigured", str(exc))
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            logger.error("redis unavailable: %s", type(exc).__name__)
+            return error_response(503, "redis_unavailable", "The stream store is unreachable.")
+        except Exception as exc:  # noqa: BLE001 - the last line of defence
+            logger.error("%s failed: %s", handler.__name__, type(exc).__name__)
+            return error_response(500, "internal_error", "Something went wrong on our side.")
+
+    return wrapper

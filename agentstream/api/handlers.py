@@ -1,0 +1,260 @@
+"""The HTTP functions' logic, on the FastAPI request and response types.
+
+``function_app.py`` binds each handler to its route; the handlers do the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import azure.durable_functions as df
+import redis.exceptions
+from fastapi import Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from ..config import Settings, get_settings
+from ..conversation import ENTITY_NAME, RUN_OPERATION
+from ..events import StreamFormat, negotiate, stream_format
+from ..redis_clients import async_redis
+from ..streamlog import control
+from ..streamlog.cursor import MalformedCursor, parse_cursor
+from ..streamlog.reader import (
+    ConversationNotFound,
+    CursorTrimmed,
+    NothingToDeliver,
+    OpenStream,
+    open_stream,
+)
+from . import validation
+from .errors import ApiError, json_errors
+
+logger = logging.getLogger(__name__)
+
+STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def entity_instance_id(conversation_id: str) -> str:
+    return f"@{ENTITY_NAME}@{conversation_id}"
+
+
+def _urls(agent: str, conversation_id: str, run_id: str, cursor: str) -> dict[str, str]:
+    base = f"/api/agents/{agent}/conversations/{conversation_id}"
+    return {
+        "stream_url": f"{base}/stream?cursor={cursor}",
+        "status_url": base,
+        "cancel_url": f"{base}/runs/{run_id}/cancel",
+    }
+
+
+@json_errors
+async def start_conversation(req: Request, client: df.DurableOrchestrationClient) -> Response:
+    """``POST /api/agents/{agent}/conversations``: a new conversation and its first message."""
+    settings = get_settings()
+    agent = validation.agent_name(req)
+    key = validation.idempotency_key(req)
+    message = await validation.message(req, settings.max_message_chars)
+    conversation_id = uuid.uuid4().hex
+    if key is not None:
+        conversation_id = await control.claim_new_conversation(
+            async_redis(settings), key, conversation_id, settings.stream_ttl_seconds
+        )
+    return await _start(settings, client, agent, conversation_id, message, key, new=True)
+
+
+@json_errors
+async def post_message(req: Request, client: df.DurableOrchestrationClient) -> Response:
+    """``POST /api/agents/{agent}/conversations/{cid}/messages``: the next message."""
+    settings = get_settings()
+    agent = validation.agent_name(req)
+    conversation_id = validation.conversation_id(req)
+    key = validation.idempotency_key(req)
+    message = await validation.message(req, settings.max_message_chars)
+    return await _start(settings, client, agent, conversation_id, message, key, new=False)
+
+
+async def _start(
+    settings: Settings,
+    client: df.DurableOrchestrationClient,
+    agent: str,
+    conversation_id: str,
+    message: str,
+    key: str | None,
+    *,
+    new: bool,
+) -> Response:
+    redis = async_redis(settings)
+    started = await control.start_run(
+        redis,
+        conversation_id,
+        uuid.uuid4().hex,
+        message,
+        idempotency_key=key,
+        must_exist=not new,
+        ttl_seconds=settings.stream_ttl_seconds,
+        maxlen=settings.stream_maxlen,
+    )
+    if started.outcome == "unknown":
+        raise ApiError(404, "conversation_not_found", "No such conversation, or it expired.")
+    if started.outcome == "busy":
+        raise ApiError(
+            409,
+            "run_active",
+            "A run is already in progress in this conversation; wait for it to end or cancel it.",
+            active_run=started.run_id,
+        )
+    assert started.run_id is not None and started.cursor is not None
+    if started.outcome == "started":
+        try:
+            await client.signal_entity(
+                df.EntityId(ENTITY_NAME, conversation_id),
+                RUN_OPERATION,
+                # Always an object: signal_entity drops falsy inputs.
+                {"run_id": started.run_id, "message": message},
+            )
+        except Exception as exc:  # noqa: BLE001 - any signalling failure is a 503
+            logger.error("signalling the entity failed: %s", type(exc).__name__)
+            await control.fail_queued_run(
+                redis,
+                conversation_id,
+                started.run_id,
+                idempotency_key=key,
+                code="not_started",
+                message="The run could not be started. Please try again.",
+                ttl_seconds=settings.stream_ttl_seconds,
+                maxlen=settings.stream_maxlen,
+            )
+            raise ApiError(
+                503, "durable_unavailable", "The agent could not be started. Please try again."
+            ) from None
+    urls = _urls(agent, conversation_id, started.run_id, started.cursor)
+    body = {
+        "conversation_id": conversation_id,
+        "entity_id": entity_instance_id(conversation_id),
+        "run_id": started.run_id,
+        "cursor": started.cursor,
+        **urls,
+    }
+    return JSONResponse(body, status_code=202, headers={"Location": urls["stream_url"]})
+
+
+@json_errors
+async def stream(req: Request) -> Response:
+    """``GET .../stream``: the events after the cursor, live, until the run's terminal event."""
+    settings = get_settings()
+    validation.agent_name(req)
+    conversation_id = validation.conversation_id(req)
+    media_type = negotiate(req.headers.get("accept"))
+    if media_type is None:
+        raise ApiError(
+            406, "not_acceptable", "Accept text/event-stream, application/x-ndjson or text/plain."
+        )
+    try:
+        cursor = parse_cursor(req.query_params.get("cursor"), req.headers.get("last-event-id"))
+    except MalformedCursor as exc:
+        raise ApiError(400, "invalid_cursor", str(exc)) from None
+    try:
+        opened = await open_stream(
+            async_redis(settings),
+            conversation_id,
+            cursor,
+            keepalive_seconds=settings.keepalive_seconds,
+            max_seconds=settings.max_stream_seconds,
+        )
+    except ConversationNotFound:
+        raise ApiError(
+            404, "conversation_not_found", "No such conversation, or it expired."
+        ) from None
+    except CursorTrimmed:
+        raise ApiError(
+            410,
+            "cursor_trimmed",
+            "Events after this cursor are no longer kept; start again from the "
+            "conversation's status.",
+        ) from None
+    except NothingToDeliver:
+        return Response(status_code=204, headers=STREAM_HEADERS)
+    fmt = stream_format(media_type, settings.sse_retry_ms)
+    return StreamingResponse(
+        _encoded(opened, fmt),
+        media_type=f"{fmt.media_type}; charset=utf-8",
+        headers=STREAM_HEADERS,
+    )
+
+
+async def _encoded(opened: OpenStream, fmt: StreamFormat) -> AsyncIterator[str]:
+    if fmt.preamble:
+        yield fmt.preamble
+    try:
+        async for item in opened.items():
+            if item is None:
+                if fmt.keepalive:
+                    yield fmt.keepalive
+            else:
+                yield fmt.encode(item)
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        # The response has started; end it cleanly and let the client resume from its cursor.
+        logger.warning("stream ended early, redis unavailable: %s", type(exc).__name__)
+
+
+@json_errors
+async def status(req: Request) -> Response:
+    """``GET /api/agents/{agent}/conversations/{cid}``."""
+    settings = get_settings()
+    agent = validation.agent_name(req)
+    conversation_id = validation.conversation_id(req)
+    found = await control.conversation_status(async_redis(settings), conversation_id)
+    if found is None:
+        raise ApiError(404, "conversation_not_found", "No such conversation, or it expired.")
+    base = f"/api/agents/{agent}/conversations/{conversation_id}"
+    body: dict[str, Any] = {
+        "conversation_id": conversation_id,
+        "entity_id": entity_instance_id(conversation_id),
+        **found,
+        "stream_url": f"{base}/stream",
+    }
+    return JSONResponse(body)
+
+
+@json_errors
+async def cancel(req: Request) -> Response:
+    """``POST .../runs/{run_id}/cancel``: best effort; the run ends with ``run.cancelled``."""
+    settings = get_settings()
+    validation.agent_name(req)
+    conversation_id = validation.conversation_id(req)
+    run_id = validation.run_id(req)
+    found = await control.request_cancel(async_redis(settings), conversation_id, run_id)
+    if found is None:
+        raise ApiError(404, "run_not_found", "No such run in this conversation, or it expired.")
+    if found not in ("queued", "running"):
+        raise ApiError(409, "run_finished", f"The run already ended ({found}).", run_status=found)
+    return JSONResponse(
+        {"conversation_id": conversation_id, "run_id": run_id, "status": "cancel_requested"},
+        status_code=202,
+    )
+
+
+async def health(req: Request) -> Response:
+    """``GET /api/health``: Redis reachable and settings sane; never shows a secret."""
+    try:
+        settings = get_settings()
+    except Exception as exc:  # noqa: BLE001 - a ConfigError names the setting
+        return JSONResponse({"status": "unhealthy", "settings": str(exc)}, status_code=503)
+    try:
+        await asyncio.wait_for(async_redis(settings).ping(), timeout=5)
+        redis_state = "ok"
+    except Exception as exc:  # noqa: BLE001 - any failure means unhealthy
+        redis_state = f"unreachable ({type(exc).__name__})"
+    healthy = redis_state == "ok"
+    return JSONResponse(
+        {
+            "status": "ok" if healthy else "unhealthy",
+            "redis": redis_state,
+            "settings": settings.describe(),
+        },
+        status_code=200 if healthy else 503,
+        headers={"Cache-Control": "no-store"},
+    )

@@ -1,0 +1,51 @@
+"""``python -m agentstream.devhost``: serve ``function_app.py`` without the Functions host."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+import uvicorn
+
+from ..config import ConfigError
+from .app import create_app, load_function_app
+
+BANNER = """\
+==========================================================================================
+ DEVELOPMENT HOST - this is not the Azure Functions runtime.
+ It serves function_app.py's HTTP functions and runs its durable entities in memory
+ (state is lost on restart, function keys are not checked). Use `func start` or Azure
+ for the real thing.
+=========================================================================================="""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "7071")))
+    parser.add_argument("--app", default="function_app", help="module with the function app")
+    parser.add_argument(
+        "--durable-unavailable",
+        action="store_true",
+        help="answer 503 to entity signals, as if the Durable backend were down",
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    sys.path.insert(0, os.getcwd())
+    try:
+        function_app = load_function_app(args.app)
+    except ConfigError as exc:
+        print(f"Configuration error: {exc}", file=sys.stderr)
+        return 2
+    app = create_app(function_app, durable_available=not args.durable_unavailable)
+    print(BANNER, flush=True)
+    for path, methods in app.state.http_routes:
+        print(f"  {','.join(methods):<9} http://{args.host}:{args.port}{path}", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

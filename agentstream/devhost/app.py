@@ -1,0 +1,149 @@
+"""Builds the development host's ASGI app from a Functions app's own function metadata."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import logging
+import re
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import azure.functions as func
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from .entities import EntityHost
+
+logger = logging.getLogger(__name__)
+
+ROUTE_PREFIX = "/api"
+DURABLE_PREFIX = "/runtime/webhooks/durabletask"
+TASK_HUB = "DevHostHub"
+
+_ROUTE_PARAMETER = re.compile(r"\{(\w+)(?::[^}]*)?\}")
+
+
+def load_function_app(module_name: str = "function_app") -> func.FunctionRegister:
+    module = importlib.import_module(module_name)
+    apps = [v for v in vars(module).values() if isinstance(v, func.FunctionRegister)]
+    if len(apps) != 1:
+        raise RuntimeError(f"{module_name} must define exactly one function app")
+    return apps[0]
+
+
+def create_app(function_app: func.FunctionRegister, durable_available: bool = True) -> Starlette:
+    """Serve every HTTP function of the app, and the durable entity endpoints.
+
+    ``durable_available=False`` makes the durable endpoints answer 503, to try out how the app
+    behaves when the Durable Task backend is down.
+    """
+    routes: list[Route] = []
+    entity_handlers: dict[str, Callable[[str], str]] = {}
+    for function in function_app.get_functions():
+        trigger = function.get_trigger()
+        if trigger.get_binding_name() == "httpTrigger":
+            routes.append(_http_route(function))
+        elif trigger.get_binding_name() == "entityTrigger":
+            name = trigger.entity_name or function.get_function_name()
+            entity_handlers[name] = function.get_user_function()
+        else:
+            logger.warning(
+                "%s: %s triggers are not served by the development host",
+                function.get_function_name(),
+                trigger.get_binding_name(),
+            )
+    entities = EntityHost(entity_handlers)
+    routes.extend(_durable_routes(entities, durable_available))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        entities.close()
+
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.entities = entities
+    app.state.http_routes = [(r.path, sorted(r.methods or [])) for r in routes]
+    return app
+
+
+def _http_route(function: Any) -> Route:
+    trigger = function.get_trigger()
+    user_function = function.get_user_function()
+    request_name = trigger.name
+    client_names = [b.name for b in function.get_bindings() if b.type == "durableClient"]
+    path = ROUTE_PREFIX + "/" + _ROUTE_PARAMETER.sub(r"{\1}", trigger.route.strip("/"))
+    methods = [str(getattr(m, "value", m)).upper() for m in (trigger.methods or ["GET", "POST"])]
+
+    async def endpoint(request: Request) -> Response:
+        kwargs: dict[str, Any] = {request_name: request}
+        for client_name in client_names:
+            kwargs[client_name] = _durable_client_binding(request)
+        try:
+            return await _call(user_function, kwargs)
+        except Exception as exc:  # noqa: BLE001 - the host answers 500, as the real one does
+            logger.error("%s raised %s", function.get_function_name(), type(exc).__name__)
+            return JSONResponse(
+                {"error": {"code": "internal_error", "message": "The function failed."}},
+                status_code=500,
+            )
+
+    return Route(path, endpoint, methods=methods, name=function.get_function_name())
+
+
+async def _call(user_function: Callable[..., Any], kwargs: dict[str, Any]) -> Response:
+    result = user_function(**kwargs)
+    if isinstance(result, Awaitable):
+        result = await result
+    if not isinstance(result, Response):
+        raise TypeError("HTTP functions must return a FastAPI/Starlette response")
+    return result
+
+
+def _durable_client_binding(request: Request) -> str:
+    """The JSON the Functions host passes for a ``durableClient`` binding."""
+    base = str(request.base_url).rstrip("/") + DURABLE_PREFIX + "/"
+    instance = base + "instances/INSTANCEID"
+    return json.dumps(
+        {
+            "taskHubName": TASK_HUB,
+            "creationUrls": {},
+            "managementUrls": {"id": "INSTANCEID", "statusQueryGetUri": instance},
+            "rpcBaseUrl": base,
+            "baseUrl": base,
+            "requiredQueryStringParameters": "",
+            "invocationId": str(uuid.uuid4()),
+        }
+    )
+
+
+def _durable_routes(entities: EntityHost, available: bool) -> list[Route]:
+    async def signal(request: Request) -> Response:
+        if not available:
+            return JSONResponse({"message": "durable backend unavailable (simulated)"}, 503)
+        name, key = request.path_params["name"], request.path_params["key"]
+        operation = request.query_params.get("op")
+        if not entities.knows(name):
+            return JSONResponse({"message": f"no entity function named {name}"}, 404)
+        if not operation:
+            return JSONResponse({"message": "the op query parameter is required"}, 400)
+        body = (await request.body()).decode() or None
+        entities.signal(name, key, operation, body)
+        return Response(status_code=202)
+
+    async def read_state(request: Request) -> Response:
+        name, key = request.path_params["name"], request.path_params["key"]
+        state = entities.state(name, key)
+        if state is None:
+            return Response(status_code=404)
+        return JSONResponse(state)
+
+    path = DURABLE_PREFIX + "/entities/{name}/{key}"
+    return [
+        Route(path, signal, methods=["POST"]),
+        Route(path, read_state, methods=["GET"]),
+    ]

@@ -1,0 +1,57 @@
+"""Azure Functions entry point: binds the HTTP API and the conversation entity. Wiring only.
+
+Every HTTP function uses the FastAPI request/response types of
+``azurefunctions.extensions.http.fastapi`` (HTTP streaming needs them app-wide).
+"""
+
+import azure.durable_functions as df
+import azure.functions as func
+from azurefunctions.extensions.http.fastapi import Request, Response
+
+from agentstream import conversation
+from agentstream.api import handlers
+from agentstream.config import get_settings
+
+# Validated once at start-up: a bad setting stops indexing with a message that names it.
+settings = get_settings()
+
+app = df.DFApp(http_auth_level=func.AuthLevel[settings.http_auth_level])
+
+CONVERSATIONS = "agents/{agent}/conversations"
+
+
+@app.route(route=CONVERSATIONS, methods=["POST"])
+@app.durable_client_input(client_name="client")
+async def start_conversation(req: Request, client) -> Response:
+    return await handlers.start_conversation(req, client)
+
+
+@app.route(route=CONVERSATIONS + "/{cid}/messages", methods=["POST"])
+@app.durable_client_input(client_name="client")
+async def post_message(req: Request, client) -> Response:
+    return await handlers.post_message(req, client)
+
+
+@app.route(route=CONVERSATIONS + "/{cid}/stream", methods=["GET"])
+async def stream(req: Request) -> Response:
+    return await handlers.stream(req)
+
+
+@app.route(route=CONVERSATIONS + "/{cid}", methods=["GET"])
+async def conversation_status(req: Request) -> Response:
+    return await handlers.status(req)
+
+
+@app.route(route=CONVERSATIONS + "/{cid}/runs/{run_id}/cancel", methods=["POST"])
+async def cancel_run(req: Request) -> Response:
+    return await handlers.cancel(req)
+
+
+@app.route(route="health", methods=["GET"])
+async def health(req: Request) -> Response:
+    return await handlers.health(req)
+
+
+@app.entity_trigger(context_name="context", entity_name=conversation.ENTITY_NAME)
+def travelplanner(context: df.DurableEntityContext) -> None:
+    conversation.handle_operation(context)
