@@ -2,10 +2,11 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-PORT ?= 7071
+# Python 3.13 for the worker-indexing test (azure-functions-runtime needs it); optional.
+PYTHON313 ?= $(shell p=$$(pyenv prefix 3.13 2>/dev/null) && echo $$p/bin/python3.13 || command -v python3.13)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint format bench redis-server
+.PHONY: run test lint bench redis-server worker-venv
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -13,15 +14,32 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
+.venv313/.installed: requirements.txt tests/requirements-worker.txt
+	@if [ -n "$(PYTHON313)" ] && "$(PYTHON313)" --version >/dev/null 2>&1; then \
+		"$(PYTHON313)" -m venv .venv313 && \
+		.venv313/bin/python -m pip install --quiet -r tests/requirements-worker.txt && \
+		touch $@; \
+	else \
+		echo "python3.13 not found: the worker-indexing test will be skipped"; \
+	fi
+
+worker-venv: .venv313/.installed
+
 redis-server:
 	@command -v redis-server >/dev/null || { \
 		echo "Installing redis-server from the distribution's packages"; \
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-server >/dev/null; }
 
-test: $(VENV)/.installed redis-server
+test: $(VENV)/.installed worker-venv redis-server
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest
+
+run: $(VENV)/.installed redis-server
+	PORT=$${PORT:-7071} $(PY) -m agentstream.launcher
+
+bench: $(VENV)/.installed redis-server
+	$(PY) -m bench
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check --fix .
