@@ -1,0 +1,1 @@
+"""The console client: an interactive chat and a pipe-friendly one-shot mode."""
