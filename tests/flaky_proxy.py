@@ -65,10 +65,7 @@ def flaky_proxy(
                 await client_writer.drain()
 
         tasks = [asyncio.create_task(to_upstream()), asyncio.create_task(to_client())]
-        try:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        except (ConnectionError, OSError):
-            pass
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         for task in tasks:
             task.cancel()
         for writer in (client_writer, upstream_writer):
