@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PYTHON313 ?= $(shell p=$$(pyenv prefix 3.13 2>/dev/null) && echo $$p/bin/python3.13 || command -v python3.13)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint bench redis-server worker-venv
+.PHONY: run test lint bench redis-server chromium worker-venv
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,7 +31,13 @@ redis-server:
 		echo "Installing redis-server from the distribution's packages"; \
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-server >/dev/null; }
 
-test: $(VENV)/.installed worker-venv redis-server
+# Debian's Chromium, for the browser-page tests (Playwright drives it; no browser download).
+chromium:
+	@command -v chromium >/dev/null || { \
+		echo "Installing chromium from the distribution's packages"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null; }
+
+test: $(VENV)/.installed worker-venv redis-server chromium
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest

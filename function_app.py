@@ -52,6 +52,11 @@ async def health(req: Request) -> Response:
     return await handlers.health(req)
 
 
+@app.route(route="ui", methods=["GET"])
+async def ui(req: Request) -> Response:
+    return await handlers.page(req)
+
+
 @app.entity_trigger(context_name="context", entity_name=conversation.ENTITY_NAME)
 def travelplanner(context: df.DurableEntityContext) -> None:
     conversation.handle_operation(context)

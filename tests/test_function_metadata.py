@@ -20,6 +20,7 @@ ROUTES = {
     "conversation_status": ("agents/{agent}/conversations/{cid}", ["GET"], False),
     "cancel_run": ("agents/{agent}/conversations/{cid}/runs/{run_id}/cancel", ["POST"], False),
     "health": ("health", ["GET"], False),
+    "ui": ("ui", ["GET"], False),
 }
 
 _DUMP_BINDINGS = """

@@ -9,12 +9,13 @@ import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator
+from importlib import resources
 from typing import Any
 
 import azure.durable_functions as df
 import redis.exceptions
 from fastapi import Request, Response
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 
 from ..config import Settings, get_settings
 from ..conversation import ENTITY_NAME, RUN_OPERATION
@@ -235,6 +236,14 @@ async def cancel(req: Request) -> Response:
         {"conversation_id": conversation_id, "run_id": run_id, "status": "cancel_requested"},
         status_code=202,
     )
+
+
+_PAGE = resources.files("agentstream.web").joinpath("index.html")
+
+
+async def page(req: Request) -> Response:
+    """``GET /api/ui``: the browser client (one static page, no build step, no CDN)."""
+    return HTMLResponse(_PAGE.read_text(encoding="utf-8"), headers={"Cache-Control": "no-cache"})
 
 
 async def health(req: Request) -> Response:
