@@ -24,6 +24,7 @@ import httpx
 import redis
 
 from .config import ConfigError, Settings
+from .local_redis import start_redis_server
 
 REPO = Path(__file__).resolve().parent.parent
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
@@ -84,38 +85,7 @@ def _ensure_redis(settings: Settings, children: list[subprocess.Popen]) -> None:
         pass
     if target.host not in LOCAL_HOSTS or target.password or target.ssl:
         raise RuntimeError(f"Redis at {target.host}:{target.port} is not reachable")
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise RuntimeError("redis-server is not installed (make run installs it with apt)")
-    data_dir = REPO / ".run" / "redis"
-    data_dir.mkdir(parents=True, exist_ok=True)
-    children.append(
-        subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(target.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(data_dir),
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-    )
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.RedisError:
-            if time.monotonic() > deadline:
-                raise RuntimeError("the local redis-server did not start") from None
-            time.sleep(0.05)
+    children.append(start_redis_server(target.port, REPO / ".run" / "redis"))
     print(f"Redis: started a local redis-server on port {target.port}")
 
 

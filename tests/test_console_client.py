@@ -148,3 +148,21 @@ def test_interactive_interrupt_resume_follow_up_and_a_dropped_connection(
     finally:
         child.close()
     assert child.exitstatus == 0
+
+
+def test_ctrl_c_mid_stream_exits_cleanly(app_url: str) -> None:
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "agentstream.client", "--url", app_url],
+        cwd=str(REPO),
+        encoding="utf-8",
+        timeout=60,
+    )
+    child.expect_exact("You: ")
+    child.sendline("Plan 5 days in Lisbon [[slow]]")
+    child.expect_exact("Day 1")
+    child.sendintr()
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 130
+    assert "Traceback" not in (child.before or "")

@@ -27,7 +27,6 @@ class _Instance:
     state: str | None = None  # the serialized state, exactly as the SDK returned it
     queue: asyncio.Queue[tuple[str, str | None]] = field(default_factory=asyncio.Queue)
     worker: asyncio.Task[None] | None = None
-    processed: int = 0
 
 
 class EntityHost:
@@ -36,9 +35,6 @@ class EntityHost:
         self._handlers = {name.lower(): handler for name, handler in handlers.items()}
         self._instances: dict[tuple[str, str], _Instance] = {}
         self._executor = ThreadPoolExecutor(max_workers, thread_name_prefix="entity")
-        self._pending = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
 
     def knows(self, name: str) -> bool:
         return name.lower() in self._handlers
@@ -47,8 +43,6 @@ class EntityHost:
         """Queue one operation; ``body`` is the request body exactly as the client posted it."""
         instance = self._instance(name, key)
         instance.queue.put_nowait((operation, body))
-        self._pending += 1
-        self._idle.clear()
         if instance.worker is None or instance.worker.done():
             instance.worker = asyncio.get_running_loop().create_task(self._drain(instance))
 
@@ -57,13 +51,6 @@ class EntityHost:
         if instance is None or instance.state is None:
             return None
         return json.loads(instance.state)
-
-    def processed(self, name: str, key: str) -> int:
-        instance = self._instances.get((name.lower(), key))
-        return 0 if instance is None else instance.processed
-
-    async def wait_idle(self) -> None:
-        await self._idle.wait()
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -88,10 +75,6 @@ class EntityHost:
                     operation,
                     type(exc).__name__,
                 )
-            instance.processed += 1
-            self._pending -= 1
-            if self._pending == 0:
-                self._idle.set()
 
     def _execute(self, instance: _Instance, operation: str, body: str | None) -> None:
         context = {

@@ -143,7 +143,6 @@ class StreamWriter:
         self._buffered_chars = 0
         self._buffer_started = 0.0
         self.terminal_type: str | None = None
-        self.last_id: str | None = None
         self.entries_written = 0
 
     @property
@@ -193,7 +192,6 @@ class StreamWriter:
 
     def _write(self, event_type: str, data: dict[str, Any]) -> None:
         appended = self._log.append(event_type, data)
-        self.last_id = appended.id
         self.entries_written += 1
         if event_type in TERMINAL_TYPES:
             self.terminal_type = event_type

@@ -1,0 +1,50 @@
+"""Start a throwaway local ``redis-server`` (for ``make run``, the tests and the benchmarks)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+
+
+def start_redis_server(port: int, data_dir: Path) -> subprocess.Popen:
+    """Start ``redis-server`` on 127.0.0.1:``port`` without persistence; return once it answers."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not installed (make run / make test install it)")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    process = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(data_dir),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    client = redis.Redis(port=port, socket_connect_timeout=0.2)
+    deadline = time.monotonic() + 10
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"redis-server exited with {process.returncode}")
+        try:
+            client.ping()
+            return process
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                process.terminate()
+                raise RuntimeError("redis-server did not start within 10 s") from None
+            time.sleep(0.02)  # the server gives no other readiness signal than accepting PING
+        finally:
+            client.close()
