@@ -12,7 +12,6 @@ checked first, so the redelivery writes nothing.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,8 +80,6 @@ class ConversationState:
             self.runs.pop(next(iter(self.runs)))
 
 
-AgentFactory = Callable[[Settings], TravelPlannerAgent]
-
 _toolbox: Toolbox | None = None
 
 
@@ -95,9 +92,7 @@ def default_agent(settings: Settings) -> TravelPlannerAgent:
     return TravelPlannerAgent(client, model, _toolbox, max_tool_rounds=settings.max_tool_rounds)
 
 
-def handle_operation(
-    context: df.DurableEntityContext, make_agent: AgentFactory = default_agent
-) -> None:
+def handle_operation(context: df.DurableEntityContext) -> None:
     """Entry point for the entity function."""
     state = ConversationState.from_entity(context.get_state(lambda: {}))
     operation = (context.operation_name or "").lower()
@@ -107,11 +102,9 @@ def handle_operation(
             logger.error("entity %s: malformed run input ignored", context.entity_key)
             context.set_result({"error": "malformed run input"})
             return
-        run(context.entity_key, payload["run_id"], payload["message"], state, make_agent)
+        run(context.entity_key, payload["run_id"], payload["message"], state)
         context.set_state(state.to_entity())
         context.set_result({"run_id": payload["run_id"], **state.runs[payload["run_id"]]})
-    elif operation == "get":
-        context.set_result(state.to_entity())
     else:
         context.set_result({"error": f"unknown operation {context.operation_name!r}"})
 
@@ -121,7 +114,6 @@ def run(
     run_id: str,
     message: str,
     state: ConversationState,
-    make_agent: AgentFactory,
     settings: Settings | None = None,
 ) -> None:
     """Run one turn of the conversation; update ``state`` in place."""
@@ -150,7 +142,7 @@ def run(
         if attempt > 1:
             writer.event(RUN_RESTARTED, {"attempt": attempt})
         writer.event(RUN_STARTED, {"attempt": attempt})
-        agent = make_agent(settings)
+        agent = default_agent(settings)
         sink = StreamSink(writer, settings.tools.result_max_chars)
         new_history = agent.run(state.history, message, sink)
     outcome = (writer.terminal_type or "").removeprefix("run.") or log.status() or "failed"
