@@ -36,6 +36,9 @@ class AgentSink(Protocol):
 
     def text(self, delta: str) -> None: ...
 
+    def tick(self) -> None:
+        """Called for every chunk from the model, text or not (time-based flushing)."""
+
     def tool_call(self, call_id: str, name: str, arguments: str) -> None: ...
 
     def tool_result(self, call_id: str, name: str, result: str) -> None: ...
@@ -155,6 +158,7 @@ class TravelPlannerAgent:
                         _merge_call(turn.calls, call_delta)
                     if choice.finish_reason:
                         turn.finish_reason = choice.finish_reason
+                sink.tick()
         finally:
             stream.close()
         return turn

@@ -49,6 +49,10 @@ class StreamSink:
     def text(self, delta: str) -> None:
         self._writer.text(delta)
 
+    def tick(self) -> None:
+        # Text buffered before a long run of tool-call chunks still goes out on time.
+        self._writer.flush_if_due()
+
     def tool_call(self, call_id: str, name: str, arguments: str) -> None:
         self._writer.event(TOOL_CALL, {"call_id": call_id, "name": name, "arguments": arguments})
 

@@ -24,9 +24,13 @@ from .standins import TODAY, external_apis, tool_env
 class RecordingSink:
     def __init__(self) -> None:
         self.events: list[tuple[str, Any]] = []
+        self.ticks = 0
 
     def text(self, delta: str) -> None:
         self.events.append(("text", delta))
+
+    def tick(self) -> None:
+        self.ticks += 1
 
     def tool_call(self, call_id: str, name: str, arguments: str) -> None:
         self.events.append(("tool_call", (call_id, name, arguments)))
@@ -140,6 +144,7 @@ def test_tool_round_then_plan(model_url: str, apis_url: str, received: list) -> 
     assert [m["role"] for m in history] == ["user", "assistant", "tool", "tool", "assistant"]
     assert history[-1]["content"] == EXPECTED_PLAN
     assert len(received) == 2
+    assert sink.ticks > sum(1 for kind, _ in sink.events if kind == "text")  # every chunk ticks
     assert received[1]["body"]["messages"][-1]["role"] == "tool"
     assert received[0]["body"]["stream_options"] == {"include_usage": True}
 

@@ -294,6 +294,12 @@ def test_deltas_flush_by_age() -> None:
     now[0] = 0.030
     writer.text("c")
     assert written == [(MESSAGE_DELTA, {"text": "abc"})]
+    writer.text("d")
+    writer.flush_if_due()
+    assert len(written) == 1  # not yet due
+    now[0] = 0.060
+    writer.flush_if_due()  # no new delta needed
+    assert written[-1] == (MESSAGE_DELTA, {"text": "d"})
 
 
 @pytest.mark.parametrize("raw", ["abc", "12-", "-1", "1-2-3", "１-2", "99999999999999999999999-0"])

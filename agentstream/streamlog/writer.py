@@ -123,7 +123,8 @@ class StreamWriter:
     """Coalesces text deltas and guarantees the run ends with exactly one terminal event.
 
     Deltas are buffered and flushed when the buffer reaches ``flush_chars`` characters or is
-    ``flush_ms`` old when the next delta arrives, and always before any other event. A cancel flag
+    ``flush_ms`` old (checked on each delta and on :meth:`flush_if_due`), and always before any
+    other event. A cancel flag
     reported by a write raises :class:`RunCancelled` so the caller stops generating.
     """
 
@@ -156,10 +157,14 @@ class StreamWriter:
             self._buffer_started = self._clock()
         self._buffer.append(delta)
         self._buffered_chars += len(delta)
-        if (
-            self._buffered_chars >= self._flush_chars
-            or self._clock() - self._buffer_started >= self._flush_seconds
-        ):
+        if self._buffered_chars >= self._flush_chars:
+            self.flush()
+        else:
+            self.flush_if_due()
+
+    def flush_if_due(self) -> None:
+        """Flush buffered text that has waited ``flush_ms``; cheap to call often."""
+        if self._buffer and self._clock() - self._buffer_started >= self._flush_seconds:
             self.flush()
 
     def flush(self) -> None:
