@@ -109,7 +109,8 @@ class TravelPlannerAgent:
         rounds = 0
         while True:
             turn = self._stream_turn(conversation, sink, usage)
-            conversation.append(turn.assistant_message())
+            assistant = turn.assistant_message()
+            conversation.append(assistant)
             if turn.finish_reason == "content_filter":
                 raise failure("content_filtered")
             if not turn.calls:
@@ -118,11 +119,10 @@ class TravelPlannerAgent:
             if rounds >= self._max_tool_rounds:
                 raise failure("tool_rounds_exhausted")
             rounds += 1
-            for message in self._run_tools(turn, sink):
-                conversation.append(message)
+            conversation.extend(self._run_tools(assistant["tool_calls"], sink))
 
-    def _run_tools(self, turn: _Turn, sink: AgentSink) -> Iterator[Message]:
-        for call in turn.assistant_message()["tool_calls"]:
+    def _run_tools(self, tool_calls: list[Message], sink: AgentSink) -> Iterator[Message]:
+        for call in tool_calls:
             name, arguments = call["function"]["name"], call["function"]["arguments"]
             sink.tool_call(call["id"], name, arguments)
             result = self._toolbox.call(name, arguments)
@@ -176,8 +176,8 @@ class TravelPlannerAgent:
             raise failure("model_rejected") from None
         except openai.APIStatusError as exc:
             logger.warning("model request failed: HTTP %s", exc.status_code)
-            code = "model_rejected" if exc.status_code < 500 and exc.status_code != 429 else None
-            raise failure(code or "model_unavailable") from None
+            retryable = exc.status_code == 429 or exc.status_code >= 500
+            raise failure("model_unavailable" if retryable else "model_rejected") from None
         except openai.APIConnectionError:
             logger.warning("model unreachable")
             raise failure("model_unavailable") from None

@@ -28,14 +28,13 @@ from .events import (
 )
 from .model_client import shared_model_client
 from .redis_clients import sync_redis
-from .streamlog.writer import RunLog, StreamWriter, terminal_guard
+from .streamlog.writer import FINISHED_STATUSES, RunLog, StreamWriter, terminal_guard
 from .tools import Toolbox, build_toolbox
 
 logger = logging.getLogger(__name__)
 
 ENTITY_NAME = "travelplanner"
 RUN_OPERATION = "run"
-FINISHED = frozenset({"completed", "failed", "cancelled"})
 RUN_RECORDS_KEPT = 50
 
 
@@ -122,7 +121,7 @@ def run(
 ) -> None:
     """Run one turn of the conversation; update ``state`` in place."""
     settings = settings or get_settings()
-    if state.runs.get(run_id, {}).get("status") in FINISHED:
+    if state.runs.get(run_id, {}).get("status") in FINISHED_STATUSES:
         logger.info("run %s already finished (entity state); duplicate ignored", run_id)
         return
     log = RunLog(
@@ -133,7 +132,7 @@ def run(
         maxlen=settings.stream_maxlen,
     )
     status = log.status()
-    if status in FINISHED:
+    if status in FINISHED_STATUSES:
         logger.info("run %s already finished (stream log); duplicate ignored", run_id)
         state.record(run_id, status, None)
         return

@@ -50,9 +50,10 @@ def main() -> int:
     except ConfigError as exc:
         print(f"Configuration error: {exc}", file=sys.stderr)
         return 2
-    except (RuntimeError, KeyboardInterrupt) as exc:
-        if isinstance(exc, RuntimeError):
-            print(f"make run: {exc}", file=sys.stderr)
+    except RuntimeError as exc:
+        print(f"make run: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
         return 1
     finally:
         for child in reversed(children):

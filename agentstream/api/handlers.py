@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -30,6 +31,7 @@ from ..streamlog.reader import (
     OpenStream,
     open_stream,
 )
+from ..streamlog.writer import FINISHED_STATUSES
 from . import validation
 from .errors import ApiError, json_errors
 
@@ -42,8 +44,16 @@ def entity_instance_id(conversation_id: str) -> str:
     return f"@{ENTITY_NAME}@{conversation_id}"
 
 
+def _conversation_path(agent: str, conversation_id: str) -> str:
+    return f"/api/agents/{agent}/conversations/{conversation_id}"
+
+
+def _conversation_not_found() -> ApiError:
+    return ApiError(404, "conversation_not_found", "No such conversation, or it expired.")
+
+
 def _urls(agent: str, conversation_id: str, run_id: str, cursor: str) -> dict[str, str]:
-    base = f"/api/agents/{agent}/conversations/{conversation_id}"
+    base = _conversation_path(agent, conversation_id)
     return {
         "stream_url": f"{base}/stream?cursor={cursor}",
         "status_url": base,
@@ -99,7 +109,7 @@ async def _start(
         maxlen=settings.stream_maxlen,
     )
     if started.outcome == "unknown":
-        raise ApiError(404, "conversation_not_found", "No such conversation, or it expired.")
+        raise _conversation_not_found()
     if started.outcome == "busy":
         raise ApiError(
             409,
@@ -166,9 +176,7 @@ async def stream(req: Request) -> Response:
             max_seconds=settings.max_stream_seconds,
         )
     except ConversationNotFound:
-        raise ApiError(
-            404, "conversation_not_found", "No such conversation, or it expired."
-        ) from None
+        raise _conversation_not_found() from None
     except CursorTrimmed:
         raise ApiError(
             410,
@@ -209,13 +217,12 @@ async def status(req: Request) -> Response:
     conversation_id = validation.conversation_id(req)
     found = await control.conversation_status(async_redis(settings), conversation_id)
     if found is None:
-        raise ApiError(404, "conversation_not_found", "No such conversation, or it expired.")
-    base = f"/api/agents/{agent}/conversations/{conversation_id}"
+        raise _conversation_not_found()
     body: dict[str, Any] = {
         "conversation_id": conversation_id,
         "entity_id": entity_instance_id(conversation_id),
         **found,
-        "stream_url": f"{base}/stream",
+        "stream_url": f"{_conversation_path(agent, conversation_id)}/stream",
     }
     return JSONResponse(body)
 
@@ -230,7 +237,7 @@ async def cancel(req: Request) -> Response:
     found = await control.request_cancel(async_redis(settings), conversation_id, run_id)
     if found is None:
         raise ApiError(404, "run_not_found", "No such run in this conversation, or it expired.")
-    if found not in ("queued", "running"):
+    if found in FINISHED_STATUSES:
         raise ApiError(409, "run_finished", f"The run already ended ({found}).", run_status=found)
     return JSONResponse(
         {"conversation_id": conversation_id, "run_id": run_id, "status": "cancel_requested"},
@@ -238,12 +245,14 @@ async def cancel(req: Request) -> Response:
     )
 
 
-_PAGE = resources.files("agentstream.web").joinpath("index.html")
+@functools.cache
+def _page_html() -> str:
+    return resources.files("agentstream.web").joinpath("index.html").read_text(encoding="utf-8")
 
 
 async def page(req: Request) -> Response:
     """``GET /api/ui``: the browser client (one static page, no build step, no CDN)."""
-    return HTMLResponse(_PAGE.read_text(encoding="utf-8"), headers={"Cache-Control": "no-cache"})
+    return HTMLResponse(_page_html(), headers={"Cache-Control": "no-cache"})
 
 
 async def health(req: Request) -> Response:

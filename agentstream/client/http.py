@@ -11,7 +11,8 @@ from typing import Any
 import httpx
 from httpx_sse import connect_sse
 
-TERMINAL = frozenset({"run.completed", "run.failed", "run.cancelled"})
+from ..events import TERMINAL_TYPES
+
 AGENT_PATH = "/api/agents/travelplanner/conversations"
 
 
@@ -127,7 +128,7 @@ class ApiClient:
                     continue
                 event = json.loads(sse.data)
                 position.cursor = event["id"]
-                if event["type"] in TERMINAL:
+                if event["type"] in TERMINAL_TYPES:
                     position.ended = True
                 yield event
                 if position.ended:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ class _Instance:
     name: str
     key: str
     state: str | None = None  # the serialized state, exactly as the SDK returned it
-    queue: asyncio.Queue[tuple[str, str | None]] = field(default_factory=asyncio.Queue)
+    queue: deque[tuple[str, str | None]] = field(default_factory=deque)
     worker: asyncio.Task[None] | None = None
 
 
@@ -42,7 +43,7 @@ class EntityHost:
     def signal(self, name: str, key: str, operation: str, body: str | None) -> None:
         """Queue one operation; ``body`` is the request body exactly as the client posted it."""
         instance = self._instance(name, key)
-        instance.queue.put_nowait((operation, body))
+        instance.queue.append((operation, body))
         if instance.worker is None or instance.worker.done():
             instance.worker = asyncio.get_running_loop().create_task(self._drain(instance))
 
@@ -63,8 +64,8 @@ class EntityHost:
 
     async def _drain(self, instance: _Instance) -> None:
         loop = asyncio.get_running_loop()
-        while not instance.queue.empty():
-            operation, body = instance.queue.get_nowait()
+        while instance.queue:
+            operation, body = instance.queue.popleft()
             try:
                 await loop.run_in_executor(self._executor, self._execute, instance, operation, body)
             except Exception as exc:  # noqa: BLE001 - keep serving the other operations

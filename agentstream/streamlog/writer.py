@@ -44,6 +44,9 @@ _STATUS_AFTER = {
     RUN_CANCELLED: "cancelled",
 }
 
+# Statuses of a run that has its terminal event.
+FINISHED_STATUSES = frozenset(_STATUS_AFTER[t] for t in TERMINAL_TYPES)
+
 INTERNAL_ERROR_MESSAGE = "The agent stopped because of an internal error. Please try again."
 
 
@@ -124,8 +127,8 @@ class StreamWriter:
 
     Deltas are buffered and flushed when the buffer reaches ``flush_chars`` characters or is
     ``flush_ms`` old (checked on each delta and on :meth:`flush_if_due`), and always before any
-    other event. A cancel flag
-    reported by a write raises :class:`RunCancelled` so the caller stops generating.
+    other event. A cancel flag reported by a write raises :class:`RunCancelled` so the caller
+    stops generating.
     """
 
     def __init__(
