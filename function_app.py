@@ -42,6 +42,12 @@ async def conversation_status(req: Request) -> Response:
     return await handlers.status(req)
 
 
+@app.route(route=CONVERSATIONS + "/{cid}", methods=["DELETE"])
+@app.durable_client_input(client_name="client")
+async def delete_conversation(req: Request, client) -> Response:
+    return await handlers.delete(req, client)
+
+
 @app.route(route=CONVERSATIONS + "/{cid}/runs/{run_id}/cancel", methods=["POST"])
 async def cancel_run(req: Request) -> Response:
     return await handlers.cancel(req)
