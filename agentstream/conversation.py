@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import azure.durable_functions as df
+import redis
 
 from .agent import Message, TravelPlannerAgent
 from .config import Settings, get_settings
@@ -142,18 +143,22 @@ def run(
     message: str,
     state: ConversationState,
     settings: Settings | None = None,
+    *,
+    redis_client: redis.Redis | None = None,
+    agent: TravelPlannerAgent | None = None,
 ) -> bool:
     """Run one turn of the conversation; update ``state`` in place.
 
     Returns whether ``state`` changed (nothing to save for a duplicate or an unknown run, so a
-    run meeting a deleted conversation does not bring its entity back).
+    run meeting a deleted conversation does not bring its entity back). The Redis client and the
+    agent default to the process-wide ones.
     """
     settings = settings or get_settings()
     if state.runs.get(run_id, {}).get("status") in FINISHED_STATUSES:
         logger.info("run %s already finished (entity state); duplicate ignored", run_id)
         return False
     log = RunLog(
-        sync_redis(settings),
+        redis_client or sync_redis(settings),
         conversation_id,
         run_id,
         ttl_seconds=settings.stream_ttl_seconds,
@@ -189,7 +194,7 @@ def run(
         if begun.attempt > 1:
             writer.event(RUN_RESTARTED, {"attempt": begun.attempt})
         writer.event(RUN_STARTED, {"attempt": begun.attempt})
-        agent = default_agent(settings)
+        agent = agent or default_agent(settings)
         sink = StreamSink(writer, settings.tools.result_max_chars)
         history = bounded_history(state.history, _bound(settings))
         new_history = agent.run(history, message, sink)
