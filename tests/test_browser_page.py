@@ -287,6 +287,30 @@ def test_a_conversation_that_is_gone_is_reported_and_a_new_one_starts(
     page.close()
 
 
+def test_a_stream_whose_conversation_is_gone_says_so_and_the_next_message_starts_anew(
+    app_url: str, browser: Any, redis_port: int
+) -> None:
+    page = browser.new_page()
+    page.goto(f"{app_url}/api/ui")
+    ask(page, "Plan 3 days in Lisbon [[stall]]")  # the model pauses half-way through its text
+    page.wait_for_function("window.agentState.runText.includes('Day 1')")
+    old = page.evaluate("window.agentState.conversationId")
+    page.click("#toggle")
+    assert page.inner_text("#status") == "disconnected"
+    store = redis.Redis(port=redis_port, decode_responses=True)
+    store.delete(*store.scan_iter(match=f"*{{{old}}}*"))
+    page.click("#toggle")  # the stream now answers 404 and EventSource gives up
+    page.wait_for_function("document.getElementById('status').textContent === 'gone'")
+    assert "This conversation is gone" in page.inner_text("#output")
+    assert page.inner_text("#conversation") == "—"
+    assert page.is_enabled("#send")
+    ask(page, "Plan 1 day in Rome")
+    state = answered(page)
+    assert state["conversationId"] not in (None, old)
+    assert "Rome" in state["runText"]
+    page.close()
+
+
 def test_screenshots_at_desktop_and_phone_width(app_url: str, browser: Any) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     for name, width, height in (("desktop", 1280, 900), ("phone", 390, 844)):
