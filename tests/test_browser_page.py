@@ -175,6 +175,8 @@ def test_send_is_disabled_with_a_reason_during_a_run_and_cancel_ends_it(
     page.wait_for_function("window.agentState.runText.includes('Day 1')")
     assert page.is_disabled("#send")
     assert "Cancel" in page.inner_text("#hint")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "browser-page-running.png"), full_page=True)
     page.fill("#message", "Something else")
     page.press("#message", "Enter")  # ignored while the run is active
     page.click("#cancel")
