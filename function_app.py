@@ -9,7 +9,7 @@ import azure.functions as func
 from azurefunctions.extensions.http.fastapi import Request, Response
 
 from agentstream import conversation
-from agentstream.api import handlers
+from agentstream.api import handlers, openapi
 from agentstream.config import get_settings
 
 # Validated once at start-up: a bad setting stops indexing with a message that names it.
@@ -61,6 +61,11 @@ async def health(req: Request) -> Response:
 @app.route(route="ui", methods=["GET"])
 async def ui(req: Request) -> Response:
     return await handlers.page(req)
+
+
+@app.route(route="openapi.json", methods=["GET"])
+async def openapi_document(req: Request) -> Response:
+    return await openapi.document(req)
 
 
 @app.entity_trigger(context_name="context", entity_name=conversation.ENTITY_NAME)

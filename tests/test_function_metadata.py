@@ -22,6 +22,7 @@ ROUTES = {
     "cancel_run": ("agents/{agent}/conversations/{cid}/runs/{run_id}/cancel", ["POST"], False),
     "health": ("health", ["GET"], False),
     "ui": ("ui", ["GET"], False),
+    "openapi_document": ("openapi.json", ["GET"], False),
 }
 
 _DUMP_BINDINGS = """
