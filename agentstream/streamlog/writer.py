@@ -320,6 +320,9 @@ class StreamWriter:
             self._closing = True  # the pacer writes nothing more
             self._lock.notify_all()
             if event_type == RUN_COMPLETED:
+                # A background write that failed (its text is gone) or saw a cancel must not
+                # be followed by "completed".
+                self._raise_pending()
                 self._flush()
             else:
                 self._buffer.clear()
