@@ -34,7 +34,7 @@ def running_devhost(env: dict[str, str], *extra_args: str) -> Iterator[str]:
             stderr=subprocess.STDOUT,
         )
         try:
-            _wait_until_serving(base_url, process, Path(log.name))
+            wait_until_serving(base_url, process, Path(log.name))
             yield base_url
         finally:
             process.terminate()
@@ -44,14 +44,20 @@ def running_devhost(env: dict[str, str], *extra_args: str) -> Iterator[str]:
                 process.kill()
 
 
-def _wait_until_serving(base_url: str, process: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + 30
+def wait_until_serving(
+    base_url: str,
+    process: subprocess.Popen,
+    log: Path,
+    timeout: float = 30,
+    what: str = "the development host",
+) -> None:
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"the development host exited:\n{log.read_text()}")
+            raise RuntimeError(f"{what} exited:\n{log.read_text()}")
         try:
             httpx.get(f"{base_url}/api/health", timeout=10)
             return
-        except httpx.ConnectError:
+        except (httpx.ConnectError, httpx.RemoteProtocolError):
             time.sleep(0.05)  # the process signals readiness only by accepting connections
-    raise RuntimeError("the development host did not start within 30 s")
+    raise RuntimeError(f"{what} did not start within {timeout:.0f} s:\n{log.read_text()}")
