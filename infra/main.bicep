@@ -74,7 +74,7 @@ param httpPerInstanceConcurrency int = 64
 param instanceMemoryMB int = 2048
 
 @description('Flex Consumption scale-out limit.')
-@minValue(40)
+@minValue(1)
 @maxValue(1000)
 param maximumInstanceCount int = 100
 
