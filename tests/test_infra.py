@@ -60,8 +60,8 @@ PLATFORM_NAMES = {
     "DURABLE_TASK_SCHEDULER_CONNECTION_STRING",
 }
 PLATFORM_PREFIXES = ("AzureWebJobsStorage__", "AzureFunctionsJobHost__")
-# Flex Consumption takes the runtime from functionAppConfig and rejects these as app settings.
-FLEX_REJECTED = {"FUNCTIONS_WORKER_RUNTIME", "FUNCTIONS_EXTENSION_VERSION"}
+# Flex Consumption takes the runtime from functionAppConfig: these app settings are deprecated.
+FLEX_DEPRECATED = {"FUNCTIONS_WORKER_RUNTIME", "FUNCTIONS_EXTENSION_VERSION"}
 
 _READER_METHODS = {"text", "flag", "integer", "number", "url", "get", "getenv"}
 _SETTING_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
@@ -160,7 +160,7 @@ def test_platform_settings_are_ones_the_host_or_libraries_read() -> None:
     for block in ("platformSettings", "schedulerSettings"):
         for name in blocks[block]:
             assert name in PLATFORM_NAMES or name.startswith(PLATFORM_PREFIXES), name
-    assert not (FLEX_REJECTED & set(all_infra_settings()))
+    assert not (FLEX_DEPRECATED & set(all_infra_settings()))
 
 
 def test_secrets_are_never_plain_values() -> None:
