@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PYTHON313 ?= $(shell p=$$(pyenv prefix 3.13 2>/dev/null) && echo $$p/bin/python3.13 || command -v python3.13)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint bench redis-server chromium worker-venv
+.PHONY: run test lint bench redis-server chromium worker-venv infra-tools
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,14 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 
 worker-venv: .venv313/.installed
 
+# checkov (Bicep) and actionlint (the GitHub Actions workflow) for tests/test_infra.py.
+.venv-infra/.installed: requirements-infra.txt
+	$(PYTHON) -m venv .venv-infra
+	.venv-infra/bin/python -m pip install --quiet -r requirements-infra.txt
+	touch $@
+
+infra-tools: .venv-infra/.installed
+
 redis-server:
 	@command -v redis-server >/dev/null || { \
 		echo "Installing redis-server from the distribution's packages"; \
@@ -37,7 +45,7 @@ chromium:
 		echo "Installing chromium from the distribution's packages"; \
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null; }
 
-test: $(VENV)/.installed worker-venv redis-server chromium
+test: $(VENV)/.installed worker-venv infra-tools redis-server chromium
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest

@@ -42,7 +42,7 @@ class DevHostProcess:
         self._process = subprocess.Popen(
             self._args, cwd=REPO, env=self._env, stdout=self._log, stderr=subprocess.STDOUT
         )
-        _wait_until_serving(self.base_url, self._process, Path(self._log.name))
+        wait_until_serving(self.base_url, self._process, Path(self._log.name))
 
     def kill(self) -> None:
         """SIGKILL: the process dies mid-whatever, as a crashed worker does."""
@@ -70,14 +70,20 @@ def devhost_process(env: dict[str, str], port: int, *extra_args: str) -> Iterato
         process.stop()
 
 
-def _wait_until_serving(base_url: str, process: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + 30
+def wait_until_serving(
+    base_url: str,
+    process: subprocess.Popen,
+    log: Path,
+    timeout: float = 30,
+    what: str = "the development host",
+) -> None:
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"the development host exited:\n{log.read_text()}")
+            raise RuntimeError(f"{what} exited:\n{log.read_text()}")
         try:
             httpx.get(f"{base_url}/api/health", timeout=10)
             return
-        except httpx.ConnectError:
+        except (httpx.ConnectError, httpx.RemoteProtocolError):
             time.sleep(0.05)  # the process signals readiness only by accepting connections
-    raise RuntimeError("the development host did not start within 30 s")
+    raise RuntimeError(f"{what} did not start within {timeout:.0f} s:\n{log.read_text()}")

@@ -18,6 +18,7 @@ from agentstream.streamlog.writer import RunLog
 
 from .api_client import AGENT, Api, text_of
 from .devhost_process import running_devhost
+from .func_host import running_app
 from .servers import serve_in_thread
 from .standins import external_apis, tool_env
 
@@ -44,7 +45,8 @@ def app_env(redis_port: int, model_app: Any) -> Iterator[dict[str, str]]:
 
 @pytest.fixture(scope="module")
 def base_url(app_env: dict[str, str]) -> Iterator[str]:
-    with running_devhost(app_env) as url:
+    """The development host, or ``func start`` with AGENTSTREAM_E2E_HOST=func (func_host.py)."""
+    with running_app(app_env) as url:
         yield url
 
 
