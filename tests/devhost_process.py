@@ -21,6 +21,15 @@ REPO = Path(__file__).resolve().parent.parent
 @contextmanager
 def running_devhost(env: dict[str, str], *extra_args: str) -> Iterator[str]:
     """Start ``python -m agentstream.devhost`` on a free port; yield its base URL."""
+    with devhost_process(env, *extra_args) as (base_url, _):
+        yield base_url
+
+
+@contextmanager
+def devhost_process(
+    env: dict[str, str], *extra_args: str
+) -> Iterator[tuple[str, subprocess.Popen]]:
+    """Like :func:`running_devhost`, also yielding the process (for tests that kill it)."""
     port = free_port()
     process_env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "OPENAI_"))}
     process_env.update(env)
@@ -35,9 +44,10 @@ def running_devhost(env: dict[str, str], *extra_args: str) -> Iterator[str]:
         )
         try:
             _wait_until_serving(base_url, process, Path(log.name))
-            yield base_url
+            yield base_url, process
         finally:
-            process.terminate()
+            if process.poll() is None:
+                process.terminate()
             try:
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:

@@ -151,10 +151,10 @@ def _stderr_line(text: str) -> None:
 
 def _print_stream(client: ApiClient, conversation: str, cursor: str | None, fmt: str) -> int:
     position = StreamPosition(cursor=cursor)
-    show = _printer(fmt, sys.stdout)
+    show, note = _printer(fmt, sys.stdout)
     last_type = None
     try:
-        for event in client.follow(conversation, position, on_retry=_stderr_line):
+        for event in client.follow(conversation, position, on_retry=note):
             show(event)
             last_type = event["type"]
     except ServerLost as exc:
@@ -172,16 +172,23 @@ def _print_stream(client: ApiClient, conversation: str, cursor: str | None, fmt:
     return EXIT_BY_TERMINAL.get(last_type or "", EXIT_ERROR)
 
 
-def _printer(fmt: str, out: TextIO) -> Callable[[dict[str, Any]], None]:
+Show = Callable[[dict[str, Any]], None]
+
+
+def _printer(fmt: str, out: TextIO) -> tuple[Show, Callable[[str], None]]:
+    """How to show an event, and how to show a note (on stderr) in that format."""
     if fmt == "ndjson":
-        return lambda event: print(dumps_line(event), file=out, flush=True)
+        return (lambda event: print(dumps_line(event), file=out, flush=True)), _stderr_line
     if fmt == "sse":
-        return lambda event: print(
-            f"id: {event['id']}\nevent: {event['type']}\ndata: {dumps_line(event)}\n",
-            file=out,
-            flush=True,
-        )
-    return TerminalRenderer(out, notes=sys.stderr).show
+        return (
+            lambda event: print(
+                f"id: {event['id']}\nevent: {event['type']}\ndata: {dumps_line(event)}\n",
+                file=out,
+                flush=True,
+            )
+        ), _stderr_line
+    renderer = TerminalRenderer(out, notes=sys.stderr)
+    return renderer.show, renderer.note
 
 
 # --- interactive ------------------------------------------------------------------------------
