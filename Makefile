@@ -43,7 +43,7 @@ test: $(VENV)/.installed worker-venv redis-server chromium
 	$(PY) -m pytest
 
 run: $(VENV)/.installed redis-server
-	PORT=$${PORT:-7071} $(PY) -m agentstream.launcher
+	@$(PY) -m agentstream.launcher
 
 bench: $(VENV)/.installed redis-server
 	$(PY) -m bench

@@ -151,13 +151,16 @@ def _check_redis(settings: Settings) -> None:
 
 
 def _start_private_redis(children: list[subprocess.Popen], cleanup: list[Path]) -> str:
-    port = _free_port()
     data_dir = Path(tempfile.mkdtemp(prefix="agentstream-redis-"))
     cleanup.append(data_dir)
-    try:
-        children.append(start_redis_server(port, data_dir))
-    except RuntimeError as exc:
-        raise LaunchError(str(exc)) from None
+    for attempt in range(3):  # another program may take the free port before redis-server does
+        port = _free_port()
+        try:
+            children.append(start_redis_server(port, data_dir))
+            break
+        except RuntimeError as exc:
+            if attempt == 2:
+                raise LaunchError(str(exc)) from None
     print(f"Redis: started a private redis-server on port {port} (stopped on exit)")
     return f"127.0.0.1:{port}"
 

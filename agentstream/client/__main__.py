@@ -48,9 +48,6 @@ def main(argv: list[str] | None = None) -> int:
     except Unreachable as exc:
         _error_line(f"{exc}; is it running? (`make run` starts it)")
         return EXIT_ERROR
-    except ServerLost as exc:
-        _error_line(str(exc))
-        return EXIT_ERROR
     except ApiError as exc:
         _error_line(f"{exc.message} ({exc.code})")
         return EXIT_ERROR
