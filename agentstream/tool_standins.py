@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+from collections import deque
 from collections.abc import Callable
 from datetime import date, timedelta
 from typing import Any
@@ -67,12 +68,12 @@ def create_app(
     required_events_key: str | None = None,
     weather_status: int = 200,
 ) -> Starlette:
-    """The stand-in services. ``app.state.seen`` lists the query of every request received.
+    """The stand-in services. ``app.state.seen`` holds the queries of the latest requests.
 
     ``required_events_key``: answer ``401`` to any other Ticketmaster key (the real API does);
     ``weather_status``: make the forecast endpoint fail with this status.
     """
-    seen: list[dict[str, str]] = []
+    seen: deque[dict[str, str]] = deque(maxlen=100)
 
     async def search(request: Request) -> JSONResponse:
         seen.append(dict(request.query_params))

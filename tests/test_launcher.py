@@ -13,9 +13,13 @@ from contextlib import contextmanager
 import pexpect
 import redis
 
+from agentstream.scripted_model.server import create_app as create_model_app
+
 from .api_client import Api, text_of
 from .devhost_process import REPO
 from .redis_server import free_port
+from .servers import serve_in_thread
+from .standins import external_apis, tool_env
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 ID = re.compile(r"\b[0-9a-f]{32}\b")
@@ -42,6 +46,7 @@ def launcher(**settings: str) -> Iterator[pexpect.spawn]:
         encoding="utf-8",
         timeout=90,
     )
+    child.logfile_read = io.StringIO()  # everything it printed, for assertions on the whole
     try:
         yield child
     finally:
@@ -182,3 +187,24 @@ def test_an_explicit_redis_is_used(redis_port: int) -> None:
     with launcher(PORT=str(port), REDIS_CONNECTION_STRING=f"127.0.0.1:{redis_port}") as child:
         child.expect_exact(f"Redis: using 127.0.0.1:{redis_port} (REDIS_CONNECTION_STRING)")
         child.expect_exact(f"Ready: http://localhost:{port}/api")
+
+
+def test_with_a_model_configured_there_is_no_offline_demo() -> None:
+    port = free_port()
+    apis = external_apis()
+    with serve_in_thread(create_model_app()) as model_url, serve_in_thread(apis) as apis_url:
+        settings = {"OPENAI_BASE_URL": f"{model_url}/v1", "OPENAI_MODEL": "scripted"}
+        with launcher(PORT=str(port), **settings, **tool_env(apis_url)) as child:
+            wait_until_ready(child, port)
+            api = Api(f"http://127.0.0.1:{port}")
+            started = api.start("Plan 2 days in Lisbon").json()
+            events = api.read_run(started["conversation_id"])
+            api.http.close()
+            output = child.logfile_read.getvalue()
+    assert "OFFLINE DEMO" not in output and "STAND-INS" not in output
+    assert [e["name"] for e in events if e["type"] == "tool.result"] == [
+        "get_weather_forecast",
+        "get_local_events",
+    ]
+    # The tools called the services the settings name, not stand-ins of the launcher's own.
+    assert {"name": "Lisbon", "count": "1", "language": "en", "format": "json"} in apis.state.seen
