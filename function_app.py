@@ -9,7 +9,7 @@ import azure.functions as func
 from azurefunctions.extensions.http.fastapi import Request, Response
 
 from agentstream import conversation
-from agentstream.api import handlers
+from agentstream.api import handlers, openapi
 from agentstream.config import get_settings
 
 # Validated once at start-up: a bad setting stops indexing with a message that names it.
@@ -42,6 +42,12 @@ async def conversation_status(req: Request) -> Response:
     return await handlers.status(req)
 
 
+@app.route(route=CONVERSATIONS + "/{cid}", methods=["DELETE"])
+@app.durable_client_input(client_name="client")
+async def delete_conversation(req: Request, client) -> Response:
+    return await handlers.delete(req, client)
+
+
 @app.route(route=CONVERSATIONS + "/{cid}/runs/{run_id}/cancel", methods=["POST"])
 async def cancel_run(req: Request) -> Response:
     return await handlers.cancel(req)
@@ -55,6 +61,11 @@ async def health(req: Request) -> Response:
 @app.route(route="ui", methods=["GET"])
 async def ui(req: Request) -> Response:
     return await handlers.page(req)
+
+
+@app.route(route="openapi.json", methods=["GET"])
+async def openapi_document(req: Request) -> Response:
+    return await openapi.document(req)
 
 
 @app.entity_trigger(context_name="context", entity_name=conversation.ENTITY_NAME)

@@ -43,7 +43,10 @@ class AgentSink(Protocol):
 
     def tool_result(self, call_id: str, name: str, result: str) -> None: ...
 
-    def completed(self, finish_reason: str, usage: dict[str, int] | None) -> None: ...
+    def completed(
+        self, finish_reason: str, usage: dict[str, int] | None, turn: list[Message]
+    ) -> None:
+        """The answer is complete; ``turn`` is what this turn adds to the history."""
 
 
 FAILURE_MESSAGES = {
@@ -114,7 +117,9 @@ class TravelPlannerAgent:
             if turn.finish_reason == "content_filter":
                 raise failure("content_filtered")
             if not turn.calls:
-                sink.completed(turn.finish_reason or "stop", usage or None)
+                sink.completed(
+                    turn.finish_reason or "stop", usage or None, conversation[len(history) :]
+                )
                 return conversation
             if rounds >= self._max_tool_rounds:
                 raise failure("tool_rounds_exhausted")

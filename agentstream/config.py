@@ -89,6 +89,12 @@ class Settings:
     max_message_chars: int = 16_000
     max_tool_rounds: int = 5
     http_auth_level: str = "FUNCTION"
+    # Run lifecycle (DESIGN.md 5): every run ends, every conversation outlives its stream.
+    conversation_ttl_seconds: int = 30 * 86_400
+    run_lease_seconds: float = 30.0
+    run_start_deadline_seconds: float = 300.0
+    redis_retry_seconds: float = 20.0
+    history_max_messages: int = 100
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -119,9 +125,7 @@ class Settings:
             )
         auth_level = reader.text("HTTP_AUTH_LEVEL", "FUNCTION").upper()
         if auth_level not in {"ANONYMOUS", "FUNCTION", "ADMIN"}:
-            raise ConfigError(
-                f"HTTP_AUTH_LEVEL must be ANONYMOUS, FUNCTION or ADMIN, got {auth_level!r}"
-            )
+            raise ConfigError("HTTP_AUTH_LEVEL must be ANONYMOUS, FUNCTION or ADMIN")
         return cls(
             redis=redis,
             model=_model_settings(reader),
@@ -143,6 +147,11 @@ class Settings:
             max_message_chars=reader.integer("MAX_MESSAGE_CHARS", 16_000),
             max_tool_rounds=reader.integer("MAX_TOOL_ROUNDS", 5),
             http_auth_level=auth_level,
+            conversation_ttl_seconds=86_400 * reader.integer("CONVERSATION_TTL_DAYS", 30),
+            run_lease_seconds=reader.number("RUN_LEASE_SECONDS", 30.0),
+            run_start_deadline_seconds=reader.number("RUN_START_DEADLINE_SECONDS", 300.0),
+            redis_retry_seconds=reader.number("REDIS_RETRY_SECONDS", 20.0),
+            history_max_messages=reader.integer("HISTORY_MAX_MESSAGES", 100, minimum=2),
         )
 
     def describe(self) -> dict[str, Any]:
@@ -167,6 +176,8 @@ class Settings:
             "events_tool": self.tools.ticketmaster_api_key is not None,
             "stream_ttl_seconds": self.stream_ttl_seconds,
             "max_stream_seconds": self.max_stream_seconds,
+            "conversation_ttl_seconds": self.conversation_ttl_seconds,
+            "run_lease_seconds": self.run_lease_seconds,
         }
 
 
@@ -197,7 +208,7 @@ def parse_redis_connection_string(value: str) -> RedisSettings:
             continue
         name, sep, raw = option.partition("=")
         if not sep:
-            raise ConfigError(f"REDIS_CONNECTION_STRING has an option without '=': {name!r}")
+            raise ConfigError("REDIS_CONNECTION_STRING has an option without '='")
         name = name.strip().lower()
         raw = raw.strip()
         if name == "password":
@@ -216,9 +227,7 @@ def parse_redis_connection_string(value: str) -> RedisSettings:
 def _parse_redis_url(value: str) -> RedisSettings:
     parts = urlsplit(value)
     if parts.scheme not in {"redis", "rediss"}:
-        raise ConfigError(
-            f"REDIS_CONNECTION_STRING scheme must be redis:// or rediss://, got {parts.scheme!r}"
-        )
+        raise ConfigError("REDIS_CONNECTION_STRING scheme must be redis:// or rediss://")
     if not parts.hostname:
         raise ConfigError("REDIS_CONNECTION_STRING has no host")
     try:
@@ -256,7 +265,7 @@ def _parse_int(name: str, raw: str) -> int:
     try:
         return int(raw)
     except ValueError:
-        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+        raise ConfigError(f"{name} must be a whole number") from None
 
 
 def _parse_bool(name: str, raw: str) -> bool:
@@ -265,7 +274,7 @@ def _parse_bool(name: str, raw: str) -> bool:
         return True
     if lowered in _FALSE:
         return False
-    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+    raise ConfigError(f"{name} must be true or false")
 
 
 class _Reader:
@@ -287,7 +296,7 @@ class _Reader:
             return default
         value = _parse_int(name, raw)
         if value < minimum:
-            raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+            raise ConfigError(f"{name} must be at least {minimum}")
         return value
 
     def number(self, name: str, default: float) -> float:
@@ -297,15 +306,15 @@ class _Reader:
         try:
             value = float(raw)
         except ValueError:
-            raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+            raise ConfigError(f"{name} must be a number") from None
         if value <= 0:
-            raise ConfigError(f"{name} must be greater than 0, got {raw!r}")
+            raise ConfigError(f"{name} must be greater than 0")
         return value
 
     def url(self, name: str, default: str) -> str:
         value = self.text(name, default) or default
         if urlsplit(value).scheme not in {"http", "https"}:
-            raise ConfigError(f"{name} must be an http(s) URL, got {value!r}")
+            raise ConfigError(f"{name} must be an http(s) URL")
         return value
 
 
@@ -315,7 +324,7 @@ def _model_settings(reader: _Reader) -> ModelSettings | None:
     endpoint = reader.text("AZURE_OPENAI_ENDPOINT", "")
     if endpoint:
         if urlsplit(endpoint).scheme not in {"http", "https"}:
-            raise ConfigError(f"AZURE_OPENAI_ENDPOINT must be an http(s) URL, got {endpoint!r}")
+            raise ConfigError("AZURE_OPENAI_ENDPOINT must be an http(s) URL")
         deployment = reader.text("AZURE_OPENAI_DEPLOYMENT", "")
         if not deployment:
             raise ConfigError("AZURE_OPENAI_DEPLOYMENT is required with AZURE_OPENAI_ENDPOINT")
@@ -343,7 +352,7 @@ def _model_settings(reader: _Reader) -> ModelSettings | None:
     if not base_url and not api_key:
         return None
     if base_url and urlsplit(base_url).scheme not in {"http", "https"}:
-        raise ConfigError(f"OPENAI_BASE_URL must be an http(s) URL, got {base_url!r}")
+        raise ConfigError("OPENAI_BASE_URL must be an http(s) URL")
     model = reader.text("OPENAI_MODEL", "")
     if not model:
         raise ConfigError("OPENAI_MODEL is required with OPENAI_BASE_URL or OPENAI_API_KEY")

@@ -6,16 +6,20 @@ Functions) is the chat history and a short record per run; everything a reader n
 Why Redis decides "already finished" too: if the worker dies after the terminal event was written
 but before the entity state was committed, Durable delivers the operation again with the old
 state. The stream log refuses writes after a run's terminal event, and the run's status there is
-checked first, so the redelivery writes nothing.
+checked first, so the redelivery writes nothing; the history messages the run added were kept with
+its terminal event, so the redelivery restores them into the state instead of losing the turn.
+The same holds for a run a request ended because its lease ran out (``worker_lost``).
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import azure.durable_functions as df
+import redis
 
 from .agent import Message, TravelPlannerAgent
 from .config import Settings, get_settings
@@ -28,6 +32,7 @@ from .events import (
 )
 from .model_client import shared_model_client
 from .redis_clients import sync_redis
+from .streamlog.retry import StoreUnavailable
 from .streamlog.writer import FINISHED_STATUSES, RunLog, StreamWriter, terminal_guard
 from .tools import Toolbox, build_toolbox
 
@@ -35,6 +40,7 @@ logger = logging.getLogger(__name__)
 
 ENTITY_NAME = "travelplanner"
 RUN_OPERATION = "run"
+DELETE_OPERATION = "delete"
 RUN_RECORDS_KEPT = 50
 
 
@@ -60,8 +66,13 @@ class StreamSink:
             result = result[: self._result_max_chars] + "…[truncated]"
         self._writer.event(TOOL_RESULT, {"call_id": call_id, "name": name, "result": result})
 
-    def completed(self, finish_reason: str, usage: dict[str, int] | None) -> None:
-        self._writer.finish(RUN_COMPLETED, {"finish_reason": finish_reason, "usage": usage})
+    def completed(
+        self, finish_reason: str, usage: dict[str, int] | None, turn: list[Message]
+    ) -> None:
+        # The turn goes with the terminal event, so it survives a lost entity commit.
+        self._writer.finish(
+            RUN_COMPLETED, {"finish_reason": finish_reason, "usage": usage}, turn=turn
+        )
 
 
 @dataclass
@@ -76,6 +87,11 @@ class ConversationState:
 
     def to_entity(self) -> dict[str, Any]:
         return {"history": self.history, "runs": self.runs}
+
+    def finished_runs(self, most: int = 5) -> list[str]:
+        """The newest runs this state records as finished (their turns are in ``history``)."""
+        done = [rid for rid, record in self.runs.items() if record["status"] in FINISHED_STATUSES]
+        return done[-most:]
 
     def record(self, run_id: str, status: str, attempt: int | None) -> None:
         self.runs[run_id] = {"status": status, "attempt": attempt}
@@ -96,20 +112,29 @@ def default_agent(settings: Settings) -> TravelPlannerAgent:
 
 
 def handle_operation(context: df.DurableEntityContext) -> None:
-    """Entry point for the entity function."""
-    state = ConversationState.from_entity(context.get_state(lambda: {}))
+    """Entry point for the entity function: one operation of a batch."""
     operation = (context.operation_name or "").lower()
-    if operation == RUN_OPERATION:
-        payload = context.get_input()
-        if not _valid_run_input(payload):
-            logger.error("entity %s: malformed run input ignored", context.entity_key)
-            context.set_result({"error": "malformed run input"})
-            return
-        run(context.entity_key, payload["run_id"], payload["message"], state)
-        context.set_state(state.to_entity())
-        context.set_result({"run_id": payload["run_id"], **state.runs[payload["run_id"]]})
-    else:
+    if operation == DELETE_OPERATION:
+        # set_result before destruct_on_exit: a result (or state) set after it would undo it.
+        context.set_result({"deleted": True})
+        context.destruct_on_exit()
+        return
+    if operation != RUN_OPERATION:
         context.set_result({"error": f"unknown operation {context.operation_name!r}"})
+        return
+    try:
+        payload = context.get_input()
+    except (TypeError, ValueError):  # a null or undecodable input
+        payload = None
+    if not _valid_run_input(payload):
+        logger.error("entity %s: malformed run input ignored", context.entity_key)
+        context.set_result({"error": "malformed run input"})
+        return
+    state = ConversationState.from_entity(context.get_state(lambda: {}))
+    run_id = payload["run_id"]
+    if run(context.entity_key, run_id, payload["message"], state):
+        context.set_state(state.to_entity())
+    context.set_result({"run_id": run_id, **state.runs.get(run_id, {"status": "unknown"})})
 
 
 def run(
@@ -118,40 +143,86 @@ def run(
     message: str,
     state: ConversationState,
     settings: Settings | None = None,
-) -> None:
-    """Run one turn of the conversation; update ``state`` in place."""
+    *,
+    redis_client: redis.Redis | None = None,
+    agent: TravelPlannerAgent | None = None,
+) -> bool:
+    """Run one turn of the conversation; update ``state`` in place.
+
+    Returns whether ``state`` changed (nothing to save for a duplicate or an unknown run, so a
+    run meeting a deleted conversation does not bring its entity back). The Redis client and the
+    agent default to the process-wide ones.
+    """
     settings = settings or get_settings()
     if state.runs.get(run_id, {}).get("status") in FINISHED_STATUSES:
         logger.info("run %s already finished (entity state); duplicate ignored", run_id)
-        return
+        return False
     log = RunLog(
-        sync_redis(settings),
+        redis_client or sync_redis(settings),
         conversation_id,
         run_id,
         ttl_seconds=settings.stream_ttl_seconds,
         maxlen=settings.stream_maxlen,
+        lease_seconds=settings.run_lease_seconds,
+        retry_seconds=settings.redis_retry_seconds,
     )
-    status = log.status()
-    if status in FINISHED_STATUSES:
-        logger.info("run %s already finished (stream log); duplicate ignored", run_id)
-        state.record(run_id, status, None)
-        return
-    attempt = log.count_attempt()
+    try:
+        begun = log.begin(uuid.uuid4().hex, committed_runs=state.finished_runs())
+    except StoreUnavailable:
+        # Nothing can be written; the run's start deadline (or lease) lets a request end it.
+        logger.error("run %s could not begin: the stream store is unreachable", run_id)
+        return False
+    if begun.outcome == "unknown":
+        logger.info("run %s is unknown (conversation deleted or expired); ignored", run_id)
+        return False
+    if begun.outcome == "finished":
+        # The run ended before this delivery: an earlier attempt whose entity state was lost
+        # (the worker died after the terminal event), or a run a request ended.
+        logger.info("run %s already finished (stream log); restoring its record", run_id)
+        if begun.status == "completed" and begun.turn:
+            state.history = bounded_history([*state.history, *begun.turn], _bound(settings))
+        state.record(run_id, begun.status or "failed", None)
+        return True
     writer = StreamWriter(
-        log, flush_chars=settings.delta_flush_chars, flush_ms=settings.delta_flush_ms
+        log,
+        flush_chars=settings.delta_flush_chars,
+        flush_ms=settings.delta_flush_ms,
+        heartbeat_seconds=settings.run_lease_seconds / 3,
     )
     new_history: list[Message] | None = None
-    with terminal_guard(writer):
-        if attempt > 1:
-            writer.event(RUN_RESTARTED, {"attempt": attempt})
-        writer.event(RUN_STARTED, {"attempt": attempt})
-        agent = default_agent(settings)
+    with writer.pacing(), terminal_guard(writer):
+        if begun.attempt > 1:
+            writer.event(RUN_RESTARTED, {"attempt": begun.attempt})
+        writer.event(RUN_STARTED, {"attempt": begun.attempt})
+        agent = agent or default_agent(settings)
         sink = StreamSink(writer, settings.tools.result_max_chars)
-        new_history = agent.run(state.history, message, sink)
-    outcome = (writer.terminal_type or "").removeprefix("run.") or log.status() or "failed"
+        history = bounded_history(state.history, _bound(settings))
+        new_history = agent.run(history, message, sink)
+    outcome = (writer.terminal_type or "").removeprefix("run.") or "failed"
     if outcome == "completed" and new_history is not None:
-        state.history = new_history
-    state.record(run_id, outcome, attempt)
+        state.history = bounded_history(new_history, _bound(settings))
+    state.record(run_id, outcome, begun.attempt)
+    return True
+
+
+def _bound(settings: Settings) -> int:
+    return settings.history_max_messages
+
+
+def bounded_history(history: list[Message], max_messages: int) -> list[Message]:
+    """The newest whole turns that fit in ``max_messages``.
+
+    A turn starts at a user message and keeps its assistant and tool messages with it, so a
+    tool call is never separated from its result. The latest turn is kept even when it alone is
+    longer than the bound.
+    """
+    if len(history) <= max_messages:
+        return history
+    starts = [i for i, message in enumerate(history) if message.get("role") == "user"]
+    for start in starts:
+        if len(history) - start <= max_messages:
+            return history[start:]
+    return history[starts[-1] :] if starts else history[-max_messages:]
 
 
 def _valid_run_input(payload: Any) -> bool:

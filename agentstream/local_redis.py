@@ -6,13 +6,19 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import redis
 
 
-def start_redis_server(port: int, data_dir: Path) -> subprocess.Popen:
-    """Start ``redis-server`` on 127.0.0.1:``port`` without persistence; return once it answers."""
+def start_redis_server(
+    port: int, data_dir: Path, extra_args: Sequence[str] = ()
+) -> subprocess.Popen:
+    """Start ``redis-server`` on 127.0.0.1:``port`` without persistence; return once it answers.
+
+    ``extra_args`` are further configuration options; later ones win (``--appendonly yes``).
+    """
     # REDIS_SERVER_BIN runs everything against another build, e.g. an older Redis.
     binary = os.environ.get("REDIS_SERVER_BIN") or shutil.which("redis-server")
     if binary is None:
@@ -31,6 +37,7 @@ def start_redis_server(port: int, data_dir: Path) -> subprocess.Popen:
             "no",
             "--dir",
             str(data_dir),
+            *extra_args,
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -71,10 +71,11 @@ def sync_redis(settings: Settings | None = None) -> redis.Redis:
     with _sync_lock:
         if _sync_client is None:
             settings = settings or get_settings()
-            # No automatic retries: a stream append retried after a lost reply would be written
-            # twice. A failed write ends the run through the terminal guard instead.
+            # No automatic retries here: the writer retries its own idempotent scripts for a
+            # budget (streamlog.retry). Its commands are quick, so a short socket timeout bounds
+            # one try on a connection that went silent.
             _sync_client = redis.Redis(
-                **client_kwargs(settings.redis, socket_timeout=30.0),
+                **client_kwargs(settings.redis, socket_timeout=5.0),
                 retry=redis.retry.Retry(NoBackoff(), 0),
             )
         return _sync_client

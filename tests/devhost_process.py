@@ -21,37 +21,53 @@ REPO = Path(__file__).resolve().parent.parent
 @contextmanager
 def running_devhost(env: dict[str, str], *extra_args: str) -> Iterator[str]:
     """Start ``python -m agentstream.devhost`` on a free port; yield its base URL."""
-    with devhost_process(env, *extra_args) as (base_url, _):
-        yield base_url
+    with devhost_process(env, free_port(), *extra_args) as process:
+        yield process.base_url
+
+
+class DevHostProcess:
+    """One development host process; a test may SIGKILL it and start another on its port."""
+
+    def __init__(self, env: dict[str, str], port: int, extra_args: tuple[str, ...]) -> None:
+        self.base_url = f"http://127.0.0.1:{port}"
+        self._env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "OPENAI_"))}
+        self._env.update(env)
+        self._args = [sys.executable, "-m", "agentstream.devhost", "--port", str(port)]
+        self._args.extend(extra_args)
+        # Closed in stop(); the log outlives each start so a restart appends to it.
+        self._log = tempfile.NamedTemporaryFile("w+", prefix="devhost-", suffix=".log")  # noqa: SIM115
+        self._process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self._process = subprocess.Popen(
+            self._args, cwd=REPO, env=self._env, stdout=self._log, stderr=subprocess.STDOUT
+        )
+        _wait_until_serving(self.base_url, self._process, Path(self._log.name))
+
+    def kill(self) -> None:
+        """SIGKILL: the process dies mid-whatever, as a crashed worker does."""
+        assert self._process is not None
+        self._process.kill()
+        self._process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+        self._log.close()
 
 
 @contextmanager
-def devhost_process(
-    env: dict[str, str], *extra_args: str
-) -> Iterator[tuple[str, subprocess.Popen]]:
-    """Like :func:`running_devhost`, also yielding the process (for tests that kill it)."""
-    port = free_port()
-    process_env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "OPENAI_"))}
-    process_env.update(env)
-    base_url = f"http://127.0.0.1:{port}"
-    with tempfile.NamedTemporaryFile("w+", prefix="devhost-", suffix=".log") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "agentstream.devhost", "--port", str(port), *extra_args],
-            cwd=REPO,
-            env=process_env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            _wait_until_serving(base_url, process, Path(log.name))
-            yield base_url, process
-        finally:
-            if process.poll() is None:
-                process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+def devhost_process(env: dict[str, str], port: int, *extra_args: str) -> Iterator[DevHostProcess]:
+    process = DevHostProcess(env, port, extra_args)
+    try:
+        process.start()
+        yield process
+    finally:
+        process.stop()
 
 
 def _wait_until_serving(base_url: str, process: subprocess.Popen, log: Path) -> None:

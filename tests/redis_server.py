@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,3 +32,40 @@ def running_redis_server() -> Iterator[int]:
         process.terminate()
         process.wait(timeout=10)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+class RestartableRedis:
+    """A redis-server with an append-only file (fsync every second) that a test can SIGKILL and
+    start again on the same port, as a crashed and restarted production server would be."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self._workdir = Path(tempfile.mkdtemp(prefix="redis-aof-"))
+        self._process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self._process = start_redis_server(
+            self.port, self._workdir, ["--appendonly", "yes", "--appendfsync", "everysec"]
+        )
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no final save; what was acknowledged is in the AOF."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGKILL)
+        self._process.wait(timeout=10)
+
+    def close(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            self._process.wait(timeout=10)
+        shutil.rmtree(self._workdir, ignore_errors=True)
+
+
+@contextmanager
+def restartable_redis() -> Iterator[RestartableRedis]:
+    server = RestartableRedis()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import redis
 import redis.asyncio as aioredis
 
-from agentstream.events import Event
+from agentstream.events import RUN_QUEUED, Event
 from agentstream.streamlog.cursor import Cursor
 from agentstream.streamlog.reader import open_stream
 from agentstream.streamlog.writer import RunLog, StreamWriter
@@ -26,6 +26,13 @@ def run_log(client: redis.Redis, cid: str, run_id: str, **overrides: int) -> Run
         ttl_seconds=overrides.get("ttl_seconds", 600),
         maxlen=overrides.get("maxlen", 10_000),
     )
+
+
+def queued_run_log(client: redis.Redis, cid: str, run_id: str, **overrides: int) -> RunLog:
+    """A run log whose run exists (``run.queued`` written), as the HTTP side leaves it."""
+    log = run_log(client, cid, run_id, **overrides)
+    log.append(RUN_QUEUED, {"message": "hi"})
+    return log
 
 
 def stream_writer(log: RunLog, flush_chars: int = 64, flush_ms: int = 25) -> StreamWriter:

@@ -38,8 +38,9 @@ class RecordingSink:
     def tool_result(self, call_id: str, name: str, result: str) -> None:
         self.events.append(("tool_result", (call_id, name, json.loads(result))))
 
-    def completed(self, finish_reason: str, usage: dict[str, int] | None) -> None:
+    def completed(self, finish_reason: str, usage: dict[str, int] | None, turn: list[dict]) -> None:
         self.events.append(("completed", (finish_reason, usage)))
+        self.turn = turn
 
     @property
     def full_text(self) -> str:

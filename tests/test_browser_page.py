@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from agentstream.scripted_model.server import create_app as create_model_app
 
@@ -74,6 +75,36 @@ def ask(page: Any, message: str) -> None:
     page.click("#send")
 
 
+def answered(page: Any) -> dict[str, Any]:
+    """Wait until the run in the page ended; its state then."""
+    page.wait_for_function("window.agentState.finished && !window.agentState.sending")
+    return page.evaluate("window.agentState")
+
+
+def last_event_type(app_url: str, conversation: str) -> str:
+    return Api(app_url).read_sse(conversation, cursor="0")[-1]["type"]
+
+
+MARKDOWN = """[[echo]] # Lisbon in 2 days
+
+## Day 1
+- **Morning:** the Alfama, on foot
+- *Evening:* fado, tickets from `the box office`
+
+## Day 2
+1. Belém
+2. A [map](https://example.org/map) and [not a link](javascript:alert(1))
+
+| time | plan |
+|---|---|
+| 09:00 | tram 28 |"""
+
+HOSTILE = (
+    "[[echo]] <script>window.pwned = 1</script> "
+    '<img src="x" onerror="window.pwned = 2"> **still bold**'
+)
+
+
 def test_a_prompt_streams_and_a_dropped_connection_resumes_by_itself(
     app_url: str, browser: Any
 ) -> None:
@@ -115,6 +146,191 @@ def test_disconnect_and_reconnect_controls_and_a_follow_up(app_url: str, browser
     )
     assert page.inner_text("#conversation") == state["conversationId"]
     page.close()
+
+
+def test_enter_sends_and_shift_enter_starts_a_new_line(app_url: str, browser: Any) -> None:
+    page = browser.new_page()
+    page.goto(f"{app_url}/api/ui")
+    page.click("#message")
+    page.keyboard.type("Plan 2 days")
+    page.keyboard.press("Shift+Enter")
+    page.keyboard.type("in Lisbon")
+    assert page.input_value("#message") == "Plan 2 days\nin Lisbon"
+    assert page.inner_text("#conversation") == "—", "Shift+Enter must not send"
+    page.keyboard.press("Enter")
+    state = answered(page)
+    assert page.inner_text("#status") == "completed"
+    assert page.input_value("#message") == ""
+    assert page.inner_text(".you") == "Plan 2 days\nin Lisbon"
+    assert "Lisbon" in state["runText"]
+    page.close()
+
+
+def test_send_is_disabled_with_a_reason_during_a_run_and_cancel_ends_it(
+    app_url: str, browser: Any
+) -> None:
+    page = browser.new_page()
+    page.goto(f"{app_url}/api/ui")
+    ask(page, "Plan 5 days in Lisbon [[slow]]")
+    page.wait_for_function("window.agentState.runText.includes('Day 1')")
+    assert page.is_disabled("#send")
+    assert "Cancel" in page.inner_text("#hint")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "browser-page-running.png"), full_page=True)
+    page.fill("#message", "Something else")
+    page.press("#message", "Enter")  # ignored while the run is active
+    page.click("#cancel")
+    state = answered(page)
+    assert page.inner_text("#status") == "cancelled"
+    assert last_event_type(app_url, state["conversationId"]) == "run.cancelled"
+    assert page.locator(".you").count() == 1
+    assert "Enjoy your trip!" not in state["runText"]
+    assert page.is_enabled("#send") and page.is_disabled("#cancel")
+    assert page.inner_text("#hint") == ""
+    page.close()
+
+
+def test_new_conversation_starts_one(app_url: str, browser: Any) -> None:
+    page = browser.new_page()
+    page.goto(f"{app_url}/api/ui")
+    ask(page, "Plan 1 day in Lisbon")
+    first = answered(page)["conversationId"]
+    page.click("#new")
+    assert page.inner_text("#conversation") == "—"
+    assert page.locator("#output > *").count() == 0
+    ask(page, "Plan 2 days in Rome")
+    second = answered(page)["conversationId"]
+    assert second != first
+    assert page.inner_text("#conversation") == second
+    runs = Api(app_url).http.get(f"/api/agents/travelplanner/conversations/{second}").json()
+    assert len(runs["runs"]) == 1
+    page.close()
+
+
+def test_a_markdown_answer_is_rendered(app_url: str, browser: Any) -> None:
+    page = browser.new_page()
+    page.goto(f"{app_url}/api/ui")
+    ask(page, MARKDOWN)
+    answered(page)
+    answer = page.locator(".answer")
+    assert answer.locator("h2").all_inner_texts() == ["Lisbon in 2 days"]
+    assert answer.locator("h3").all_inner_texts() == ["Day 1", "Day 2"]
+    assert answer.locator("ul > li").all_inner_texts() == [
+        "Morning: the Alfama, on foot",
+        "Evening: fado, tickets from the box office",
+    ]
+    assert answer.locator("ol > li").count() == 2
+    assert answer.locator("strong").first.inner_text() == "Morning:"
+    assert answer.locator("em").inner_text() == "Evening:"
+    assert answer.locator("code").inner_text() == "the box office"
+    assert answer.locator("a").count() == 1
+    assert answer.locator("a").get_attribute("href") == "https://example.org/map"
+    assert "not a link" in answer.inner_text()
+    assert answer.locator("td").all_inner_texts() == ["09:00", "tram 28"]
+    assert "#" not in answer.inner_text() and "**" not in answer.inner_text()
+    page.close()
+
+
+def test_html_in_model_output_is_shown_as_text_and_never_runs(app_url: str, browser: Any) -> None:
+    page = browser.new_page()
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    page.goto(f"{app_url}/api/ui")
+    ask(page, HOSTILE)
+    state = answered(page)
+    assert "<script>" in state["runText"], "the model's answer carries the markup"
+    answer = page.locator(".answer")
+    text = answer.inner_text()
+    assert "<script>window.pwned = 1</script>" in text
+    assert '<img src="x" onerror="window.pwned = 2">' in text
+    assert answer.locator("strong").inner_text() == "still bold"
+    assert page.locator("#output script, #output img").count() == 0
+    assert page.evaluate("window.pwned") is None
+    assert dialogs == []
+    page.close()
+
+
+def test_tool_calls_are_collapsed_under_their_call(app_url: str, browser: Any) -> None:
+    page = browser.new_page()
+    page.goto(f"{app_url}/api/ui")
+    ask(page, "Plan 2 days in Lisbon")
+    answered(page)
+    tools = page.locator("details.tool")
+    assert tools.count() == 2
+    summaries = tools.locator("summary").all_inner_texts()
+    assert summaries[0].startswith("↳ get_weather_forecast(")
+    assert summaries[1].startswith("↳ get_local_events(")
+    weather = tools.nth(0)
+    assert weather.get_attribute("open") is None
+    assert not weather.locator("pre.result").is_visible()
+    weather.locator("summary").click()
+    assert weather.locator("pre.result").is_visible()
+    assert "Lisbon" in weather.locator("pre.result").inner_text()
+    page.close()
+
+
+def test_a_conversation_that_is_gone_is_reported_and_a_new_one_starts(
+    app_url: str, browser: Any, redis_port: int
+) -> None:
+    page = browser.new_page()
+    page.goto(f"{app_url}/api/ui")
+    ask(page, "Plan 1 day in Lisbon")
+    old = answered(page)["conversationId"]
+    store = redis.Redis(port=redis_port, decode_responses=True)
+    keys = list(store.scan_iter(match=f"*{{{old}}}*"))
+    assert keys, "the conversation's keys carry its id as a hash tag"
+    store.delete(*keys)
+    ask(page, "Plan 2 days in Rome")
+    state = answered(page)
+    assert "This conversation is gone" in page.inner_text("#output")
+    assert state["conversationId"] != old
+    assert page.inner_text("#status") == "completed"
+    assert "Rome" in state["runText"]
+    page.close()
+
+
+def test_a_stream_whose_conversation_is_gone_says_so_and_the_next_message_starts_anew(
+    app_url: str, browser: Any, redis_port: int
+) -> None:
+    page = browser.new_page()
+    page.goto(f"{app_url}/api/ui")
+    ask(page, "Plan 3 days in Lisbon [[stall]]")  # the model pauses half-way through its text
+    page.wait_for_function("window.agentState.runText.includes('Day 1')")
+    old = page.evaluate("window.agentState.conversationId")
+    page.click("#toggle")
+    assert page.inner_text("#status") == "disconnected"
+    store = redis.Redis(port=redis_port, decode_responses=True)
+    store.delete(*store.scan_iter(match=f"*{{{old}}}*"))
+    page.click("#toggle")  # the stream now answers 404 and EventSource gives up
+    page.wait_for_function("document.getElementById('status').textContent === 'gone'")
+    assert "This conversation is gone" in page.inner_text("#output")
+    assert page.inner_text("#conversation") == "—"
+    assert page.is_enabled("#send")
+    ask(page, "Plan 1 day in Rome")
+    state = answered(page)
+    assert state["conversationId"] not in (None, old)
+    assert "Rome" in state["runText"]
+    page.close()
+
+
+def test_screenshots_at_desktop_and_phone_width(app_url: str, browser: Any) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    for name, width, height in (("desktop", 1280, 900), ("phone", 390, 844)):
+        page = browser.new_page(viewport={"width": width, "height": height})
+        page.goto(f"{app_url}/api/ui")
+        ask(page, "Plan 3 days in Lisbon")
+        answered(page)
+        ask(page, MARKDOWN)
+        answered(page)
+        page.locator("details.tool summary").first.click()
+        overflow = page.evaluate(
+            "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        )
+        assert overflow == 0, f"the page scrolls sideways at {width} px"
+        box = page.locator("#conversation").bounding_box()
+        assert box is not None and box["x"] + box["width"] <= width
+        page.screenshot(path=str(ARTIFACTS / f"browser-page-{name}.png"), full_page=True)
+        page.close()
 
 
 def test_the_page_uses_no_external_resources(app_url: str) -> None:

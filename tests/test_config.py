@@ -103,3 +103,31 @@ def test_describe_shows_no_secrets() -> None:
     text = repr(settings.describe()) + repr(settings)
     assert "redis-secret" not in text and "model-secret" not in text
     assert settings.describe()["redis"]["auth"] == "password"
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["REDIS_STREAM_TTL_MINUTES", "RUN_LEASE_SECONDS", "HTTP_AUTH_LEVEL", "OPENAI_BASE_URL"],
+)
+def test_errors_name_the_setting_and_never_repeat_its_value(name: str) -> None:
+    # A secret pasted into the wrong setting must not end up in a log line.
+    secret = "sk-live-0123456789abcdef"
+    env = {name: secret, "OPENAI_MODEL": "m"}
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env(env)
+    assert name in str(raised.value) and secret not in str(raised.value)
+
+
+def test_lifecycle_settings() -> None:
+    settings = Settings.from_env(
+        {
+            "CONVERSATION_TTL_DAYS": "2",
+            "RUN_LEASE_SECONDS": "12.5",
+            "RUN_START_DEADLINE_SECONDS": "60",
+            "REDIS_RETRY_SECONDS": "5",
+            "HISTORY_MAX_MESSAGES": "40",
+        }
+    )
+    assert settings.conversation_ttl_seconds == 2 * 86_400
+    assert settings.run_lease_seconds == 12.5 and settings.run_start_deadline_seconds == 60
+    assert settings.redis_retry_seconds == 5 and settings.history_max_messages == 40

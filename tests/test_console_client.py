@@ -224,7 +224,8 @@ def test_unreachable_app_in_interactive_mode_is_one_line_and_exit_code_2() -> No
 def test_an_app_killed_mid_stream_is_reported_after_bounded_reconnects(
     app_env: dict[str, str], interactive: bool
 ) -> None:
-    with devhost_process(app_env) as (url, devhost):
+    with devhost_process(app_env, free_port()) as devhost:
+        url = devhost.base_url
         if interactive:
             child = spawn_client("--url", url, "--no-color")
             child.expect_exact("You: ")

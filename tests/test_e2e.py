@@ -221,7 +221,7 @@ def test_redelivery_after_a_crash_restarts_once_and_after_the_end_writes_nothing
     sync.hset(meta_key(cid), mapping={"active_run": run_id, "status:" + run_id: "queued"})
     crashed.append("run.queued", {"message": "Plan 2 days in Rome"})
     sync.hset(meta_key(cid), "latest_start", sync.xrevrange(stream_key(cid), count=1)[0][0])
-    crashed.count_attempt()
+    crashed.begin("the-delivery-whose-worker-died")
     crashed.append("run.started", {"attempt": 1})
     crashed.append("message.delta", {"text": "Half a pla"})
 
@@ -335,6 +335,7 @@ def test_every_error_status_has_its_json_body(api: Api, redis_port: int) -> None
     sync.config_set("stream-node-max-entries", 4)
     try:
         log = RunLog(sync, cid, "t" * 32, ttl_seconds=600, maxlen=8)
+        log.append("run.queued", {"message": "trim the stream"})
         for _ in range(40):
             log.append("message.delta", {"text": "x"})
     finally:
@@ -357,8 +358,9 @@ def test_durable_backend_down_is_503_and_releases_the_lock(
         retry = api.start("Plan 1 day in Lisbon", **{"Idempotency-Key": "k-503"})
         assert retry.status_code == 503  # a retry starts afresh rather than replaying the 503
     sync = redis.Redis(port=redis_port, decode_responses=True)
-    cid = sync.get("agent-idem:k-503")
-    assert cid is not None
+    claim = sync.get("agent-idem:k-503")
+    assert claim is not None
+    cid = claim.split()[0]
     assert sync.hget(meta_key(cid), "active_run") is None
     types = [f["type"] for _, f in sync.xrange(stream_key(cid))]
     assert types == ["run.queued", "run.failed", "run.queued", "run.failed"]

@@ -18,9 +18,11 @@ ROUTES = {
     "post_message": ("agents/{agent}/conversations/{cid}/messages", ["POST"], True),
     "stream": ("agents/{agent}/conversations/{cid}/stream", ["GET"], False),
     "conversation_status": ("agents/{agent}/conversations/{cid}", ["GET"], False),
+    "delete_conversation": ("agents/{agent}/conversations/{cid}", ["DELETE"], True),
     "cancel_run": ("agents/{agent}/conversations/{cid}/runs/{run_id}/cancel", ["POST"], False),
     "health": ("health", ["GET"], False),
     "ui": ("ui", ["GET"], False),
+    "openapi_document": ("openapi.json", ["GET"], False),
 }
 
 _DUMP_BINDINGS = """

@@ -21,7 +21,7 @@ from agentstream.events import (
     TOOL_CALL,
 )
 from agentstream.failures import RunAlreadyFinished, RunCancelled, RunFailure
-from agentstream.streamlog.control import start_run
+from agentstream.streamlog.control import Limits, start_run
 from agentstream.streamlog.cursor import Cursor, MalformedCursor, parse_cursor
 from agentstream.streamlog.keys import meta_key, stream_id_before, stream_key
 from agentstream.streamlog.reader import (
@@ -32,7 +32,13 @@ from agentstream.streamlog.reader import (
 )
 from agentstream.streamlog.writer import terminal_guard
 
-from .streamlog_helpers import collect, new_conversation_id, run_log, stream_writer
+from .streamlog_helpers import (
+    collect,
+    new_conversation_id,
+    queued_run_log,
+    run_log,
+    stream_writer,
+)
 
 
 @pytest_asyncio.fixture
@@ -109,9 +115,8 @@ async def test_no_cursor_starts_at_the_latest_run(
         "second",
         "again",
         idempotency_key=None,
-        must_exist=True,
-        ttl_seconds=600,
-        maxlen=1000,
+        must_exist=False,
+        limits=Limits(ttl_seconds=600, maxlen=1000),
     )
     assert started.outcome == "started"
     run_log(redis_client, cid, "second").append(RUN_CANCELLED, {})
@@ -191,13 +196,13 @@ async def test_trimmed_history_is_reported_not_skipped(
 
 def test_body_that_raises_ends_with_run_failed(redis_client: redis.Redis) -> None:
     cid = new_conversation_id()
-    writer = stream_writer(run_log(redis_client, cid, "run1"), flush_chars=1000)
+    writer = stream_writer(queued_run_log(redis_client, cid, "run1"), flush_chars=1000)
     with terminal_guard(writer):
         writer.event(RUN_STARTED, {"attempt": 1})
         writer.text("half an answ")
         raise KeyError("secret-api-key-in-exception-text")
     entries = redis_client.xrange(stream_key(cid))
-    assert [fields["type"] for _, fields in entries] == [RUN_STARTED, RUN_FAILED]
+    assert [fields["type"] for _, fields in entries] == [RUN_QUEUED, RUN_STARTED, RUN_FAILED]
     assert "secret" not in entries[-1][1]["data"]
     assert '"code":"internal_error"' in entries[-1][1]["data"]
 
@@ -206,7 +211,7 @@ def test_typed_failure_keeps_its_code_and_a_second_terminal_is_refused(
     redis_client: redis.Redis,
 ) -> None:
     cid = new_conversation_id()
-    log = run_log(redis_client, cid, "run1")
+    log = queued_run_log(redis_client, cid, "run1")
     with terminal_guard(stream_writer(log)):
         raise RunFailure("model_timeout", "The model did not answer in time.")
     with pytest.raises(RunAlreadyFinished):
@@ -214,16 +219,16 @@ def test_typed_failure_keeps_its_code_and_a_second_terminal_is_refused(
     with terminal_guard(stream_writer(log)) as writer:
         writer.event(RUN_STARTED, {"attempt": 2})
     types = [fields["type"] for _, fields in redis_client.xrange(stream_key(cid))]
-    assert types == [RUN_FAILED]
-    assert log.status() == "failed"
+    assert types == [RUN_QUEUED, RUN_FAILED]
+    assert redis_client.hget(meta_key(cid), "status:run1") == "failed"
 
 
 def test_a_body_that_forgets_the_terminal_event_still_gets_one(redis_client: redis.Redis) -> None:
     cid = new_conversation_id()
-    with terminal_guard(stream_writer(run_log(redis_client, cid, "run1"))) as writer:
+    with terminal_guard(stream_writer(queued_run_log(redis_client, cid, "run1"))) as writer:
         writer.text("done?")
     types = [fields["type"] for _, fields in redis_client.xrange(stream_key(cid))]
-    assert types == [RUN_FAILED]
+    assert types == [RUN_QUEUED, RUN_FAILED]
 
 
 def test_cancel_flag_is_seen_by_the_writer(redis_client: redis.Redis) -> None:
@@ -257,7 +262,8 @@ def test_seq_has_no_gaps_across_attempts(redis_client: redis.Redis) -> None:
 
 def test_deltas_coalesce_by_size_and_lose_nothing(redis_client: redis.Redis) -> None:
     cid = new_conversation_id()
-    writer = stream_writer(run_log(redis_client, cid, "run1"), flush_chars=64, flush_ms=60_000)
+    log = queued_run_log(redis_client, cid, "run1")
+    writer = stream_writer(log, flush_chars=64, flush_ms=60_000)
     pieces = [f"tok{i} " for i in range(200)]
     with terminal_guard(writer):
         for piece in pieces:
@@ -279,7 +285,7 @@ def test_deltas_flush_by_age() -> None:
     class RecordingLog:
         run_id = "r"
 
-        def append(self, event_type: str, data: dict):  # the real RunLog is tested above
+        def append(self, event_type: str, data: dict, turn=None):  # RunLog is tested above
             written.append((event_type, data))
             from agentstream.streamlog.writer import Appended
 

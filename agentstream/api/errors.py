@@ -18,6 +18,10 @@ logger = logging.getLogger(__name__)
 P = ParamSpec("P")
 
 
+# How long a client should wait before retrying a 503 (a Redis blip, a failover, a busy worker).
+DEFAULT_RETRY_AFTER_SECONDS = 5
+
+
 class ApiError(Exception):
     def __init__(self, status: int, code: str, message: str, **details: Any) -> None:
         super().__init__(code)
@@ -28,10 +32,14 @@ class ApiError(Exception):
 
 
 def error_response(status: int, code: str, message: str, **details: Any) -> JSONResponse:
+    """The JSON error body; every ``503`` carries ``Retry-After``."""
+    headers = {"Cache-Control": "no-store"}
+    if status == 503:
+        headers["Retry-After"] = str(DEFAULT_RETRY_AFTER_SECONDS)
     return JSONResponse(
         {"error": {"code": code, "message": message, **details}},
         status_code=status,
-        headers={"Cache-Control": "no-store"},
+        headers=headers,
     )
 
 

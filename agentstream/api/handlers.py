@@ -9,17 +9,18 @@ import asyncio
 import functools
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import resources
 from typing import Any
 
 import azure.durable_functions as df
+import redis.asyncio as aioredis
 import redis.exceptions
 from fastapi import Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 
 from ..config import Settings, get_settings
-from ..conversation import ENTITY_NAME, RUN_OPERATION
+from ..conversation import DELETE_OPERATION, ENTITY_NAME, RUN_OPERATION
 from ..events import StreamFormat, negotiate, stream_format
 from ..model_probe import model_status
 from ..redis_clients import async_redis
@@ -53,6 +54,22 @@ def _conversation_not_found() -> ApiError:
     return ApiError(404, "conversation_not_found", "No such conversation, or it expired.")
 
 
+def _idempotency_key_reused() -> ApiError:
+    return ApiError(
+        422,
+        "idempotency_key_reused",
+        "This Idempotency-Key was already used for a different message; use a new key.",
+    )
+
+
+def _durable_unavailable(what: str) -> ApiError:
+    return ApiError(503, "durable_unavailable", f"{what} Please try again.")
+
+
+def _limits(settings: Settings) -> control.Limits:
+    return control.Limits.from_settings(settings)
+
+
 def _urls(agent: str, conversation_id: str, run_id: str, cursor: str) -> dict[str, str]:
     base = _conversation_path(agent, conversation_id)
     return {
@@ -69,11 +86,13 @@ async def start_conversation(req: Request, client: df.DurableOrchestrationClient
     agent = validation.agent_name(req)
     key = validation.idempotency_key(req)
     message = await validation.message(req, settings.max_message_chars)
-    conversation_id = uuid.uuid4().hex
+    conversation_id: str | None = uuid.uuid4().hex
     if key is not None:
         conversation_id = await control.claim_new_conversation(
-            async_redis(settings), key, conversation_id, settings.stream_ttl_seconds
+            async_redis(settings), key, message, conversation_id, settings.stream_ttl_seconds
         )
+        if conversation_id is None:
+            raise _idempotency_key_reused()
     return await _start(settings, client, agent, conversation_id, message, key, new=True)
 
 
@@ -106,11 +125,12 @@ async def _start(
         message,
         idempotency_key=key,
         must_exist=not new,
-        ttl_seconds=settings.stream_ttl_seconds,
-        maxlen=settings.stream_maxlen,
+        limits=_limits(settings),
     )
     if started.outcome == "unknown":
         raise _conversation_not_found()
+    if started.outcome == "mismatch":
+        raise _idempotency_key_reused()
     if started.outcome == "busy":
         raise ApiError(
             409,
@@ -136,12 +156,9 @@ async def _start(
                 idempotency_key=key,
                 code="not_started",
                 message="The run could not be started. Please try again.",
-                ttl_seconds=settings.stream_ttl_seconds,
-                maxlen=settings.stream_maxlen,
+                limits=_limits(settings),
             )
-            raise ApiError(
-                503, "durable_unavailable", "The agent could not be started. Please try again."
-            ) from None
+            raise _durable_unavailable("The agent could not be started.") from None
     urls = _urls(agent, conversation_id, started.run_id, started.cursor)
     body = {
         "conversation_id": conversation_id,
@@ -168,15 +185,22 @@ async def stream(req: Request) -> Response:
         cursor = parse_cursor(req.query_params.get("cursor"), req.headers.get("last-event-id"))
     except MalformedCursor as exc:
         raise ApiError(400, "invalid_cursor", str(exc)) from None
+    redis = async_redis(settings)
+    limits = _limits(settings)
+    # A run whose worker is gone is ended now, so this reader gets its terminal event.
+    await control.end_stale_run(redis, conversation_id, limits)
     try:
         opened = await open_stream(
-            async_redis(settings),
+            redis,
             conversation_id,
             cursor,
             keepalive_seconds=settings.keepalive_seconds,
             max_seconds=settings.max_stream_seconds,
         )
     except ConversationNotFound:
+        if await control.conversation_exists(redis, conversation_id):
+            # The stream expired but the conversation lives on: nothing to deliver.
+            return Response(status_code=204, headers=STREAM_HEADERS)
         raise _conversation_not_found() from None
     except CursorTrimmed:
         raise ApiError(
@@ -189,13 +213,25 @@ async def stream(req: Request) -> Response:
         return Response(status_code=204, headers=STREAM_HEADERS)
     fmt = stream_format(media_type, settings.sse_retry_ms)
     return StreamingResponse(
-        _encoded(opened, fmt),
+        _encoded(opened, fmt, _lease_check(redis, conversation_id, limits)),
         media_type=f"{fmt.media_type}; charset=utf-8",
         headers=STREAM_HEADERS,
     )
 
 
-async def _encoded(opened: OpenStream, fmt: StreamFormat) -> AsyncIterator[str]:
+def _lease_check(
+    redis: aioredis.Redis, conversation_id: str, limits: control.Limits
+) -> Callable[[], Awaitable[bool]]:
+    """What a reader does on each keep-alive tick: end the run if its worker is gone.
+
+    Returns False when the stream itself is gone (the conversation was deleted or expired).
+    """
+    return functools.partial(control.end_stale_run, redis, conversation_id, limits)
+
+
+async def _encoded(
+    opened: OpenStream, fmt: StreamFormat, on_idle: Callable[[], Awaitable[bool]]
+) -> AsyncIterator[str]:
     if fmt.preamble:
         yield fmt.preamble
     try:
@@ -203,6 +239,8 @@ async def _encoded(opened: OpenStream, fmt: StreamFormat) -> AsyncIterator[str]:
             if item is None:
                 if fmt.keepalive:
                     yield fmt.keepalive
+                if not await on_idle():
+                    return
             else:
                 yield fmt.encode(item)
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
@@ -216,7 +254,9 @@ async def status(req: Request) -> Response:
     settings = get_settings()
     agent = validation.agent_name(req)
     conversation_id = validation.conversation_id(req)
-    found = await control.conversation_status(async_redis(settings), conversation_id)
+    found = await control.conversation_status(
+        async_redis(settings), conversation_id, _limits(settings)
+    )
     if found is None:
         raise _conversation_not_found()
     body: dict[str, Any] = {
@@ -235,15 +275,45 @@ async def cancel(req: Request) -> Response:
     validation.agent_name(req)
     conversation_id = validation.conversation_id(req)
     run_id = validation.run_id(req)
-    found = await control.request_cancel(async_redis(settings), conversation_id, run_id)
+    found = await control.request_cancel(
+        async_redis(settings), conversation_id, run_id, _limits(settings)
+    )
     if found is None:
         raise ApiError(404, "run_not_found", "No such run in this conversation, or it expired.")
     if found in FINISHED_STATUSES:
         raise ApiError(409, "run_finished", f"The run already ended ({found}).", run_status=found)
+    # "ended": the run's worker was gone, so this request wrote its run.cancelled itself.
+    status_now = "cancelled" if found == "ended" else "cancel_requested"
     return JSONResponse(
-        {"conversation_id": conversation_id, "run_id": run_id, "status": "cancel_requested"},
+        {"conversation_id": conversation_id, "run_id": run_id, "status": status_now},
         status_code=202,
     )
+
+
+@json_errors
+async def delete(req: Request, client: df.DurableOrchestrationClient) -> Response:
+    """``DELETE /api/agents/{agent}/conversations/{cid}``: the stream, records and entity state.
+
+    The entity is told first (its state goes when its queued operations are done), so a failed
+    signal leaves everything in place for the client's retry; then an active run is ended with
+    ``run.cancelled`` and the keys are removed.
+    """
+    settings = get_settings()
+    validation.agent_name(req)
+    conversation_id = validation.conversation_id(req)
+    redis = async_redis(settings)
+    if not await control.conversation_exists(redis, conversation_id):
+        raise _conversation_not_found()
+    try:
+        await client.signal_entity(
+            df.EntityId(ENTITY_NAME, conversation_id), DELETE_OPERATION, {"reason": "deleted"}
+        )
+    except Exception as exc:  # noqa: BLE001 - any signalling failure is a 503
+        logger.error("signalling the entity failed: %s", type(exc).__name__)
+        raise _durable_unavailable("The conversation could not be deleted.") from None
+    if not await control.delete_conversation(redis, conversation_id, _limits(settings)):
+        raise _conversation_not_found()
+    return Response(status_code=204, headers={"Cache-Control": "no-store"})
 
 
 @functools.cache

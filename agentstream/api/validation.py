@@ -12,8 +12,8 @@ from ..streamlog.keys import is_conversation_id
 from .errors import ApiError
 
 AGENTS = frozenset({ENTITY_NAME})
-_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
-_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+_IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,200}")
+_RUN_ID = re.compile(r"[0-9a-f]{32}")
 
 
 def agent_name(request: Request) -> str:
@@ -36,7 +36,7 @@ def conversation_id(request: Request) -> str:
 
 def run_id(request: Request) -> str:
     value = request.path_params.get("run_id", "")
-    if not _RUN_ID.match(value):
+    if not _RUN_ID.fullmatch(value):
         raise ApiError(400, "invalid_run_id", "A run id is 32 lowercase hexadecimal characters.")
     return value
 
@@ -45,7 +45,7 @@ def idempotency_key(request: Request) -> str | None:
     value = request.headers.get("idempotency-key")
     if value is None:
         return None
-    if not _IDEMPOTENCY_KEY.match(value):
+    if not _IDEMPOTENCY_KEY.fullmatch(value):
         raise ApiError(
             400,
             "invalid_idempotency_key",
@@ -61,13 +61,17 @@ async def message(request: Request, max_chars: int) -> str:
     if media_type in ("", "application/json") or media_type.endswith("+json"):
         try:
             parsed = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
             raise ApiError(400, "invalid_json", "The body is not valid JSON.") from None
         if not isinstance(parsed, dict) or "message" not in parsed:
             raise ApiError(400, "missing_message", 'The body must be {"message": "..."}.')
         text = parsed["message"]
         if not isinstance(text, str):
             raise ApiError(400, "invalid_message", "'message' must be a string.")
+        if not _is_encodable(text):
+            raise ApiError(
+                400, "invalid_message", "'message' must be valid Unicode text (no lone surrogates)."
+            )
     elif media_type == "text/plain":
         try:
             text = body.decode("utf-8")
@@ -82,6 +86,15 @@ async def message(request: Request, max_chars: int) -> str:
             400, "message_too_long", f"The message is longer than {max_chars} characters."
         )
     return text
+
+
+def _is_encodable(text: str) -> bool:
+    """JSON's ``\\ud800`` escapes decode to lone surrogates, which no UTF-8 text can carry."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 async def _read_body(request: Request, limit: int) -> bytes:

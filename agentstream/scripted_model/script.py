@@ -19,6 +19,7 @@ MARKERS = (
     "content-filter",
     "tool-loop",
     "slow",
+    "echo",
 )
 _MARKER = re.compile(r"\[\[([a-z:\-0-9]+)\]\]")
 
@@ -123,6 +124,10 @@ def reply_to(messages: list[dict[str, Any]], offered_tools: set[str]) -> Reply:
 
     if "content-filter" in markers:
         return Reply(finish_reason="content_filter", markers=markers)
+    if "echo" in markers:
+        # The message itself is the answer: tests of how clients render model text (Markdown,
+        # HTML that must stay text) choose that text exactly.
+        return Reply(text=request, markers=markers)
     place = find_place(request)
     days = _days(request)
     wants_tools = place is not None and "get_weather_forecast" in offered_tools

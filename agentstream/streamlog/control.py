@@ -1,32 +1,69 @@
-"""Run control for the HTTP side: start a run (lock + ``run.queued``), cancel it, read status.
+"""Run control for the HTTP side: start, cancel, end stale runs, delete, read status.
 
 Everything here is asynchronous (the HTTP functions run on the worker's event loop) and each
-operation is one atomic script or one round trip.
+decision is one atomic script.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
 
+from ..config import Settings
 from ..events import RUN_FAILED, TERMINAL_TYPES, dumps_line
 from . import scripts
-from .keys import meta_key, stream_key
+from .keys import conversation_key, conversation_keys, meta_key
 from .writer import append_args
 
 _GLOBAL_IDEMPOTENCY_PREFIX = "agent-idem:"
 
 
 @dataclass(frozen=True)
+class Limits:
+    """The lifetimes and caps every run-control script needs, from the settings."""
+
+    ttl_seconds: int
+    maxlen: int
+    conversation_ttl_seconds: int = 30 * 86_400
+    start_deadline_seconds: float = 300.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Limits:
+        return cls(
+            ttl_seconds=settings.stream_ttl_seconds,
+            maxlen=settings.stream_maxlen,
+            conversation_ttl_seconds=settings.conversation_ttl_seconds,
+            start_deadline_seconds=settings.run_start_deadline_seconds,
+        )
+
+    @property
+    def base_args(self) -> list[int]:
+        return [self.ttl_seconds * 1000, self.maxlen]
+
+
+@dataclass(frozen=True)
 class RunStart:
     """The outcome of :func:`start_run`."""
 
-    outcome: str  # "started" | "duplicate" | "busy" | "unknown"
+    outcome: str  # "started" | "duplicate" | "mismatch" | "busy" | "unknown"
     run_id: str | None = None
     cursor: str | None = None
+
+
+def request_digest(message: str) -> str:
+    """What an ``Idempotency-Key`` is bound to: the request's message."""
+    return hashlib.sha256(message.encode("utf-8")).hexdigest()[:32]
+
+
+async def _run(
+    client: aioredis.Redis, source: str, conversation_id: str, limits: Limits, *args: Any
+) -> Any:
+    script = client.register_script(source)
+    return await script(keys=conversation_keys(conversation_id), args=[*limits.base_args, *args])
 
 
 async def start_run(
@@ -37,22 +74,26 @@ async def start_run(
     *,
     idempotency_key: str | None,
     must_exist: bool,
-    ttl_seconds: int,
-    maxlen: int,
+    limits: Limits,
 ) -> RunStart:
-    """Take the conversation's run lock and write ``run.queued``, atomically."""
-    script = client.register_script(scripts.START)
-    reply = await script(
-        keys=[stream_key(conversation_id), meta_key(conversation_id)],
-        args=[
-            run_id,
-            idempotency_key or "",
-            dumps_line({"message": message}),
-            int(time.time() * 1000),
-            ttl_seconds * 1000,
-            maxlen,
-            "1" if must_exist else "0",
-        ],
+    """Take the conversation's run lock and write ``run.queued``, atomically.
+
+    A run whose lease or start deadline has passed is ended first, so a dead worker never keeps
+    the conversation locked.
+    """
+    reply = await _run(
+        client,
+        scripts.START,
+        conversation_id,
+        limits,
+        run_id,
+        idempotency_key or "",
+        request_digest(message),
+        dumps_line({"message": message}),
+        int(time.time() * 1000),
+        limits.conversation_ttl_seconds * 1000,
+        "1" if must_exist else "0",
+        int(limits.start_deadline_seconds * 1000),
     )
     outcome = reply[0]
     if outcome == "started":
@@ -61,22 +102,32 @@ async def start_run(
         return RunStart("duplicate", reply[1], reply[2])
     if outcome == "busy":
         return RunStart("busy", reply[1])
-    return RunStart("unknown")
+    return RunStart(outcome)
 
 
 async def claim_new_conversation(
-    client: aioredis.Redis, idempotency_key: str, conversation_id: str, ttl_seconds: int
-) -> str:
+    client: aioredis.Redis,
+    idempotency_key: str,
+    message: str,
+    conversation_id: str,
+    ttl_seconds: int,
+) -> str | None:
     """The conversation an ``Idempotency-Key`` on the new-conversation route belongs to.
 
-    The first request with a key claims it for its freshly made conversation id; a retry gets
-    that same id back, and then :func:`start_run` finds the key there and returns the same run.
+    The first request with a key claims it for its freshly made conversation id; a retry with
+    the same message gets that same id back (and then :func:`start_run` returns the same run).
+    ``None``: the key was used for another message, and must not hand that conversation out.
     """
     key = _GLOBAL_IDEMPOTENCY_PREFIX + idempotency_key
+    claim = f"{conversation_id} {request_digest(message)}"
     # Two steps rather than SET NX GET, which needs Redis 7.
-    if await client.set(key, conversation_id, nx=True, ex=ttl_seconds):
+    if await client.set(key, claim, nx=True, ex=ttl_seconds):
         return conversation_id
-    return await client.get(key) or conversation_id
+    existing = await client.get(key)
+    if existing is None:  # expired between the two steps
+        return conversation_id if await client.set(key, claim, nx=True, ex=ttl_seconds) else None
+    owner, _, digest = existing.partition(" ")
+    return owner if digest == request_digest(message) else None
 
 
 async def fail_queued_run(
@@ -87,8 +138,7 @@ async def fail_queued_run(
     idempotency_key: str | None,
     code: str,
     message: str,
-    ttl_seconds: int,
-    maxlen: int,
+    limits: Limits,
 ) -> None:
     """End a run that never reached the entity (its signal failed) and release the lock.
 
@@ -98,33 +148,73 @@ async def fail_queued_run(
         await client.hdel(meta_key(conversation_id), f"idem:{idempotency_key}")
     script = client.register_script(scripts.APPEND)
     await script(
-        keys=[stream_key(conversation_id), meta_key(conversation_id)],
+        keys=conversation_keys(conversation_id),
         args=append_args(
-            run_id, RUN_FAILED, {"code": code, "message": message}, ttl_seconds * 1000, maxlen
+            run_id,
+            RUN_FAILED,
+            {"code": code, "message": message},
+            ttl_ms=limits.ttl_seconds * 1000,
+            maxlen=limits.maxlen,
         ),
     )
 
 
-async def request_cancel(client: aioredis.Redis, conversation_id: str, run_id: str) -> str | None:
-    """Set the run's cancel flag if it is still going; return its status (None: unknown run)."""
-    script = client.register_script(scripts.CANCEL)
-    status = await script(
-        keys=[stream_key(conversation_id), meta_key(conversation_id)], args=[run_id]
-    )
+async def request_cancel(
+    client: aioredis.Redis, conversation_id: str, run_id: str, limits: Limits
+) -> str | None:
+    """Set the run's cancel flag if it is still going.
+
+    Returns the run's status, ``"ended"`` when the run's worker was gone and this call ended it
+    with ``run.cancelled``, or None for an unknown run.
+    """
+    status = await _run(client, scripts.CANCEL, conversation_id, limits, run_id)
     return status or None
 
 
+async def end_stale_run(client: aioredis.Redis, conversation_id: str, limits: Limits) -> bool:
+    """End the active run if its lease or start deadline has passed.
+
+    Returns False when the stream is gone (deleted or expired), True otherwise.
+    """
+    return await _run(client, scripts.REAP, conversation_id, limits) != -1
+
+
+async def delete_conversation(client: aioredis.Redis, conversation_id: str, limits: Limits) -> bool:
+    """Remove the stream, the meta hash and the record; False when there was no conversation.
+
+    An active run is ended with ``run.cancelled`` first, in its own step, so that readers blocked
+    on the stream receive it before the stream goes.
+    """
+    found = await _run(
+        client, scripts.END_FOR_DELETE, conversation_id, limits, int(time.time() * 1000)
+    )
+    if not found:
+        return False
+    await client.delete(*conversation_keys(conversation_id))
+    return True
+
+
+async def conversation_exists(client: aioredis.Redis, conversation_id: str) -> bool:
+    return bool(await client.exists(conversation_key(conversation_id), meta_key(conversation_id)))
+
+
 async def conversation_status(
-    client: aioredis.Redis, conversation_id: str
+    client: aioredis.Redis, conversation_id: str, limits: Limits
 ) -> dict[str, Any] | None:
-    """The conversation's runs and where its stream stands; None when it does not exist."""
-    skey, mkey = stream_key(conversation_id), meta_key(conversation_id)
+    """The conversation's runs and where its stream stands; None when it does not exist.
+
+    A conversation whose stream expired still has a status (no runs, no last event) until its
+    record expires.
+    """
+    await end_stale_run(client, conversation_id, limits)
+    skey, mkey, ckey = conversation_keys(conversation_id)
     async with client.pipeline(transaction=True) as pipe:
         pipe.hgetall(mkey)
         pipe.xrevrange(skey, count=1)
         pipe.pttl(skey)
-        meta, last, ttl_ms = await pipe.execute()
-    if not meta or not last:
+        pipe.pttl(ckey)
+        meta, last, ttl_ms, conversation_ttl_ms = await pipe.execute()
+    if not meta and conversation_ttl_ms < 0:
         return None
     runs = []
     for field, status in meta.items():
@@ -141,16 +231,24 @@ async def conversation_status(
             }
         )
     runs.sort(key=lambda run: run["created_ms"])
-    last_id, last_fields = last[0]
+    last_event = None
+    if last:
+        last_id, last_fields = last[0]
+        last_event = {
+            "id": last_id,
+            "type": last_fields.get("type"),
+            "terminal": last_fields.get("type") in TERMINAL_TYPES,
+        }
     return {
         "active_run": meta.get("active_run"),
         "latest_run": meta.get("latest_run"),
         "latest_run_cursor": meta.get("latest_start"),
-        "last_event": {
-            "id": last_id,
-            "type": last_fields.get("type"),
-            "terminal": last_fields.get("type") in TERMINAL_TYPES,
-        },
-        "expires_in_seconds": max(0, ttl_ms // 1000) if ttl_ms and ttl_ms > 0 else None,
+        "last_event": last_event,
+        "expires_in_seconds": _seconds(ttl_ms),
+        "conversation_expires_in_seconds": _seconds(conversation_ttl_ms),
         "runs": runs,
     }
+
+
+def _seconds(ttl_ms: int | None) -> int | None:
+    return max(0, ttl_ms // 1000) if ttl_ms and ttl_ms > 0 else None

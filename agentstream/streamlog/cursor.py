@@ -35,7 +35,6 @@ def parse_cursor(query_cursor: str | None, last_event_id: str | None) -> Cursor:
     raw = last_event_id if last_event_id not in (None, "") else query_cursor
     if raw is None:
         return Cursor(None)
-    raw = raw.strip()
     if raw == "":
         return Cursor(None)
     if raw in ("0", "0-0"):

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import re
 
-_CONVERSATION_ID = re.compile(r"^[0-9a-f]{32}$")
-_STREAM_ID = re.compile(r"^([0-9]{1,20})-([0-9]{1,20})$")
+_CONVERSATION_ID = re.compile(r"[0-9a-f]{32}")
+_STREAM_ID = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
 _MAX_SEQ = 2**64 - 1
 
 
 def is_conversation_id(value: str) -> bool:
-    return bool(_CONVERSATION_ID.match(value))
+    return bool(_CONVERSATION_ID.fullmatch(value))
 
 
 def stream_key(conversation_id: str) -> str:
@@ -25,9 +25,23 @@ def meta_key(conversation_id: str) -> str:
     return f"agent-meta:{{{conversation_id}}}"
 
 
+def conversation_key(conversation_id: str) -> str:
+    """The conversation record: outlives the stream (``CONVERSATION_TTL_DAYS``)."""
+    return f"agent-conv:{{{conversation_id}}}"
+
+
+def conversation_keys(conversation_id: str) -> list[str]:
+    """``KEYS`` of every run-control script: the stream, the meta hash, the record."""
+    return [
+        stream_key(conversation_id),
+        meta_key(conversation_id),
+        conversation_key(conversation_id),
+    ]
+
+
 def parse_stream_id(value: str) -> tuple[int, int] | None:
     """``"ms-seq"`` as a pair of integers, or ``None`` when it is not a full stream id."""
-    match = _STREAM_ID.match(value)
+    match = _STREAM_ID.fullmatch(value)
     if not match:
         return None
     ms, seq = int(match.group(1)), int(match.group(2))

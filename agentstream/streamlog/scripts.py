@@ -1,86 +1,306 @@
-"""Lua scripts that keep each stream write to one atomic round trip.
+"""Lua scripts that keep every run-control step to one atomic round trip.
 
-Both scripts take ``KEYS[1]`` = the stream and ``KEYS[2]`` = the conversation's meta hash (same
-hash slot). Fields of the meta hash:
+Every script takes ``KEYS`` = the stream, the conversation's meta hash and the conversation record
+(one hash slot, see :func:`keys.conversation_keys`) and starts its ``ARGV`` with the stream TTL (ms)
+and the ``MAXLEN`` cap. Fields of the meta hash (same TTL as the stream):
 
-- ``seq:<run>``      next sequence number of the run (so ``seq`` has no gaps, across attempts too)
-- ``status:<run>``   queued | running | completed | failed | cancelled
-- ``created:<run>``  ms epoch the run was queued
-- ``attempts:<run>`` how many times the entity started the run
-- ``cancel:<run>``   present when a cancel was requested
-- ``active_run``     the run holding the conversation's run lock
+- ``seq:<run>``       next sequence number of the run (``seq`` has no gaps, across attempts too)
+- ``status:<run>``    queued | running | completed | failed | cancelled
+- ``created:<run>``   ms epoch the run was queued
+- ``attempts:<run>``  how many times the entity began the run; older attempts are fenced off
+- ``token:<run>``     the delivery that began the current attempt (makes ``BEGIN`` replayable)
+- ``last:<run>``      ``<attempt> <write> <id> <seq>`` of the entity's latest append (replays)
+- ``lease:<run>``     ms (Redis clock) until which a running run counts as alive
+- ``deadline:<run>``  ms (Redis clock) by which a queued run must have begun
+- ``cancel:<run>``    present when a cancel was requested
+- ``turn:<run>``      the history messages a completed run added (restores a lost entity commit)
+- ``active_run``      the run holding the conversation's run lock
 - ``latest_run`` / ``latest_start``  the newest run and the stream id of its ``run.queued``
-- ``first_id``       the first stream id ever written (to detect trimming)
-- ``idem:<key>``     ``<run> <cursor>`` for an ``Idempotency-Key`` already used
+- ``first_id``        the first stream id ever written (to detect trimming)
+- ``idem:<key>``      ``<run> <cursor> <digest>`` for an ``Idempotency-Key`` already used
+
+The conversation record (``created``, ``updated``) lives ``CONVERSATION_TTL_DAYS`` after the last
+message; the stream and meta hash may expire long before it.
+
+Leases use the Redis server's clock (``TIME``), so the clocks of workers and HTTP front ends never
+need to agree. A run whose lease or start deadline has passed is ended by whichever request meets
+it first (:data:`REAP`, and inside :data:`START` and :data:`CANCEL`).
 """
 
-# Appends one event. Refuses (returns {false}) once the run has a terminal status, so a duplicate
-# delivery can never write after the end. A terminal event releases the run lock in the same step,
-# so a client that has seen the end can send its next message at once.
-# ARGV: run, type, data, ts, ttl_ms, maxlen, new_status ('' = unchanged), terminal ('1'/'0')
-APPEND = """
-local run = ARGV[1]
-local status = redis.call('HGET', KEYS[2], 'status:' .. run)
-if status == 'completed' or status == 'failed' or status == 'cancelled' then
-  return {false}
-end
-local seq = redis.call('HINCRBY', KEYS[2], 'seq:' .. run, 1) - 1
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[6], '*',
-  'type', ARGV[2], 'run', run, 'seq', seq, 'ts', ARGV[4], 'data', ARGV[3])
-redis.call('HSETNX', KEYS[2], 'first_id', id)
-if ARGV[7] ~= '' then
-  redis.call('HSET', KEYS[2], 'status:' .. run, ARGV[7])
-end
-if ARGV[8] == '1' and redis.call('HGET', KEYS[2], 'active_run') == run then
-  redis.call('HDEL', KEYS[2], 'active_run')
-end
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
-redis.call('PEXPIRE', KEYS[2], ARGV[5])
-return {id, seq, redis.call('HEXISTS', KEYS[2], 'cancel:' .. run)}
-"""
+from __future__ import annotations
 
-# Takes the run lock and writes run.queued, or reports why not.
-# ARGV: run, idempotency key ('' = none), data, ts, ttl_ms, maxlen, must_exist ('1'/'0')
-# Returns {'started', cursor} | {'duplicate', run, cursor} | {'busy', active_run} | {'unknown'}
-START = """
-local run = ARGV[1]
-if ARGV[7] == '1' and redis.call('EXISTS', KEYS[2]) == 0 then
-  return {'unknown'}
+from ..events import dumps_line
+
+WORKER_LOST = {
+    "code": "worker_lost",
+    "message": "The agent stopped responding. Please try again.",
+}
+NOT_STARTED = {
+    "code": "not_started",
+    "message": "The agent did not start in time. Please try again.",
+}
+
+# Shared Lua functions; each script below is this prelude plus its body.
+_PRELUDE = """
+local stream, meta, conv = KEYS[1], KEYS[2], KEYS[3]
+local ttl, maxlen = ARGV[1], ARGV[2]
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-if ARGV[2] ~= '' then
-  local previous = redis.call('HGET', KEYS[2], 'idem:' .. ARGV[2])
-  if previous then
-    local sep = string.find(previous, ' ', 1, true)
-    return {'duplicate', string.sub(previous, 1, sep - 1), string.sub(previous, sep + 1)}
+
+local function is_finished(status)
+  return status == 'completed' or status == 'failed' or status == 'cancelled'
+end
+
+local function add(run, etype, data, ts)
+  local seq = redis.call('HINCRBY', meta, 'seq:' .. run, 1) - 1
+  local id = redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*',
+    'type', etype, 'run', run, 'seq', seq, 'ts', ts, 'data', data)
+  redis.call('HSETNX', meta, 'first_id', id)
+  return id, seq
+end
+
+local function finish(run, status)
+  redis.call('HSET', meta, 'status:' .. run, status)
+  redis.call('HDEL', meta, 'lease:' .. run, 'deadline:' .. run)
+  if redis.call('HGET', meta, 'active_run') == run then
+    redis.call('HDEL', meta, 'active_run')
   end
 end
-local active = redis.call('HGET', KEYS[2], 'active_run')
+
+local function touch()
+  redis.call('PEXPIRE', stream, ttl)
+  redis.call('PEXPIRE', meta, ttl)
+end
+
+-- The run's lease (running) or start deadline (queued) has passed.
+local function is_stale(run, status, now)
+  local field
+  if status == 'running' then
+    field = 'lease:'
+  elseif status == 'queued' then
+    field = 'deadline:'
+  else
+    return false
+  end
+  local limit = tonumber(redis.call('HGET', meta, field .. run) or '0')
+  return limit > 0 and now > limit
+end
+
+-- Ends the active run if nothing can end it any more; returns that run or false.
+local function reap(now)
+  local run = redis.call('HGET', meta, 'active_run')
+  if not run then
+    return false
+  end
+  local status = redis.call('HGET', meta, 'status:' .. run)
+  if is_finished(status) or not status then
+    redis.call('HDEL', meta, 'active_run')
+    return false
+  end
+  if not is_stale(run, status, now) then
+    return false
+  end
+  if redis.call('HEXISTS', meta, 'cancel:' .. run) == 1 then
+    add(run, 'run.cancelled', '{}', now)
+    finish(run, 'cancelled')
+  elseif status == 'running' then
+    add(run, 'run.failed', [[@WORKER_LOST@]], now)
+    finish(run, 'failed')
+  else
+    add(run, 'run.failed', [[@NOT_STARTED@]], now)
+    finish(run, 'failed')
+  end
+  touch()
+  return run
+end
+"""
+
+
+def _script(body: str) -> str:
+    prelude = _PRELUDE.replace("@WORKER_LOST@", dumps_line(WORKER_LOST)).replace(
+        "@NOT_STARTED@", dumps_line(NOT_STARTED)
+    )
+    return prelude + body
+
+
+# Appends one event of a run.
+# ARGV[3..]: run, attempt ('' = not the entity), write number, type, data, ts, new status
+# ('' = unchanged), terminal ('1'/'0'), lease ms (0 = none), turn (JSON, '' = none)
+# Returns {id, seq, cancel} or {false, reason} with reason finished | unknown | fenced. Only a
+# run.queued may create a run (the HTTP side uses START for that; the stream-log tests use this).
+# A replay of the entity's latest write (same attempt and write number: the reply was lost) returns
+# the entry already written instead of writing it twice.
+APPEND = _script("""
+local run, attempt, write = ARGV[3], ARGV[4], ARGV[5]
+if attempt ~= '' then
+  local last = redis.call('HGET', meta, 'last:' .. run)
+  if last then
+    local a, w, id, seq = string.match(last, '^(%S+) (%S+) (%S+) (%S+)$')
+    if a == attempt and w == write then
+      return {id, tonumber(seq), redis.call('HEXISTS', meta, 'cancel:' .. run)}
+    end
+  end
+end
+local status = redis.call('HGET', meta, 'status:' .. run)
+if not status and ARGV[6] ~= 'run.queued' then
+  return {false, 'unknown'}
+end
+if is_finished(status) then
+  return {false, 'finished'}
+end
+local newest = tonumber(redis.call('HGET', meta, 'attempts:' .. run) or '0')
+if attempt ~= '' and tonumber(attempt) < newest then
+  return {false, 'fenced'}
+end
+local id, seq = add(run, ARGV[6], ARGV[7], ARGV[8])
+if attempt ~= '' then
+  redis.call('HSET', meta, 'last:' .. run, attempt .. ' ' .. write .. ' ' .. id .. ' ' .. seq)
+end
+if ARGV[9] ~= '' then
+  redis.call('HSET', meta, 'status:' .. run, ARGV[9])
+end
+if ARGV[10] == '1' then
+  finish(run, ARGV[9])
+  if ARGV[12] ~= '' then
+    redis.call('HSET', meta, 'turn:' .. run, ARGV[12])
+  end
+elseif tonumber(ARGV[11]) > 0 then
+  redis.call('HSET', meta, 'lease:' .. run, now_ms() + tonumber(ARGV[11]))
+end
+touch()
+return {id, seq, redis.call('HEXISTS', meta, 'cancel:' .. run)}
+""")
+
+# The entity begins (or re-begins, after a crash) a run: counts the attempt, takes the lease.
+# ARGV[3..]: run, delivery token, lease ms, then run ids whose turns the entity has committed.
+# Returns {'begun', attempt} | {'finished', status, turn or false} | {'unknown'}.
+# Replayable: the same token returns the same attempt instead of counting another one.
+BEGIN = _script("""
+local run, token = ARGV[3], ARGV[4]
+for i = 6, #ARGV do
+  redis.call('HDEL', meta, 'turn:' .. ARGV[i])
+end
+local status = redis.call('HGET', meta, 'status:' .. run)
+if not status then
+  return {'unknown'}
+end
+if is_finished(status) then
+  return {'finished', status, redis.call('HGET', meta, 'turn:' .. run)}
+end
+if redis.call('HGET', meta, 'token:' .. run) == token then
+  return {'begun', tonumber(redis.call('HGET', meta, 'attempts:' .. run))}
+end
+local attempt = redis.call('HINCRBY', meta, 'attempts:' .. run, 1)
+redis.call('HSET', meta, 'token:' .. run, token, 'status:' .. run, 'running',
+  'lease:' .. run, now_ms() + tonumber(ARGV[5]))
+redis.call('HDEL', meta, 'deadline:' .. run)
+touch()
+return {'begun', attempt}
+""")
+
+# Keeps a running run's lease (and both keys' TTL) alive while the model or a tool is slow.
+# ARGV[3..]: run, attempt, lease ms.  Returns 1 when a cancel was requested, 0 when not, and -1
+# when this attempt may not write any more (the run ended or a newer attempt began).
+HEARTBEAT = _script("""
+local run = ARGV[3]
+if redis.call('HGET', meta, 'status:' .. run) ~= 'running'
+    or redis.call('HGET', meta, 'attempts:' .. run) ~= ARGV[4] then
+  return -1
+end
+redis.call('HSET', meta, 'lease:' .. run, now_ms() + tonumber(ARGV[5]))
+touch()
+return redis.call('HEXISTS', meta, 'cancel:' .. run)
+""")
+
+# Takes the run lock and writes run.queued, or reports why not. A stale active run is ended first.
+# ARGV[3..]: run, idempotency key ('' = none), request digest, data, ts, conversation TTL ms,
+# must_exist ('1'/'0'), start deadline ms
+# Returns {'started', cursor} | {'duplicate', run, cursor} | {'mismatch'} | {'busy', active_run}
+# | {'unknown'}
+START = _script("""
+local run, key, digest = ARGV[3], ARGV[4], ARGV[5]
+if ARGV[9] == '1' and redis.call('EXISTS', conv) == 0 then
+  return {'unknown'}
+end
+if key ~= '' then
+  local previous = redis.call('HGET', meta, 'idem:' .. key)
+  if previous then
+    local prun, cursor, pdigest = string.match(previous, '^(%S+) (%S+) (%S+)$')
+    if pdigest ~= digest then
+      return {'mismatch'}
+    end
+    return {'duplicate', prun, cursor}
+  end
+end
+local now = now_ms()
+reap(now)
+local active = redis.call('HGET', meta, 'active_run')
 if active then
   return {'busy', active}
 end
-redis.call('HSET', KEYS[2], 'seq:' .. run, 1)
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[6], '*',
-  'type', 'run.queued', 'run', run, 'seq', 0, 'ts', ARGV[4], 'data', ARGV[3])
-redis.call('HSETNX', KEYS[2], 'first_id', id)
-redis.call('HSET', KEYS[2], 'active_run', run, 'latest_run', run, 'latest_start', id,
-  'status:' .. run, 'queued', 'created:' .. run, ARGV[4])
-if ARGV[2] ~= '' then
-  redis.call('HSET', KEYS[2], 'idem:' .. ARGV[2], run .. ' ' .. id)
+redis.call('HSET', meta, 'seq:' .. run, 1)
+local id = redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*',
+  'type', 'run.queued', 'run', run, 'seq', 0, 'ts', ARGV[7], 'data', ARGV[6])
+redis.call('HSETNX', meta, 'first_id', id)
+redis.call('HSET', meta, 'active_run', run, 'latest_run', run, 'latest_start', id,
+  'status:' .. run, 'queued', 'created:' .. run, ARGV[7],
+  'deadline:' .. run, now + tonumber(ARGV[10]))
+if key ~= '' then
+  redis.call('HSET', meta, 'idem:' .. key, run .. ' ' .. id .. ' ' .. digest)
 end
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
-redis.call('PEXPIRE', KEYS[2], ARGV[5])
+touch()
+redis.call('HSETNX', conv, 'created', ARGV[7])
+redis.call('HSET', conv, 'updated', ARGV[7])
+redis.call('PEXPIRE', conv, ARGV[8])
 return {'started', id}
-"""
+""")
 
-# Sets the cancel flag of a run that has not finished.
-# ARGV: run.  Returns the run's status ('' when the run is unknown).
-CANCEL = """
-local status = redis.call('HGET', KEYS[2], 'status:' .. ARGV[1])
+# Requests a cancel. A run nothing will end any more (lease or start deadline passed) is ended at
+# once with run.cancelled. ARGV[3]: run.
+# Returns the run's status ('' when the run is unknown), or 'ended' when this call ended it.
+CANCEL = _script("""
+local run = ARGV[3]
+local status = redis.call('HGET', meta, 'status:' .. run)
 if not status then
   return ''
 end
-if status == 'queued' or status == 'running' then
-  redis.call('HSET', KEYS[2], 'cancel:' .. ARGV[1], '1')
+if is_finished(status) then
+  return status
+end
+redis.call('HSET', meta, 'cancel:' .. run, '1')
+if reap(now_ms()) == run then
+  return 'ended'
 end
 return status
-"""
+""")
+
+# Ends the active run if its lease or start deadline has passed (any request that meets the
+# conversation calls this). Returns the ended run, 0 when there was nothing to end, or -1 when the
+# stream is gone (deleted or expired: a reader waiting on it has nothing more to wait for).
+REAP = _script("""
+if redis.call('EXISTS', stream) == 0 then
+  return -1
+end
+return reap(now_ms()) or 0
+""")
+
+# First step of deleting a conversation: ends an active run with run.cancelled, so live readers
+# finish, before the keys go. Returns 0 when there is no such conversation.
+# ARGV[3]: ts
+END_FOR_DELETE = _script("""
+if redis.call('EXISTS', conv) == 0 and redis.call('EXISTS', meta) == 0 then
+  return 0
+end
+local run = redis.call('HGET', meta, 'active_run')
+if run then
+  local status = redis.call('HGET', meta, 'status:' .. run)
+  if status and not is_finished(status) then
+    add(run, 'run.cancelled', '{}', ARGV[3])
+    finish(run, 'cancelled')
+  end
+end
+return 1
+""")
