@@ -11,9 +11,9 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pexpect
 import pytest
-import redis
 
 from agentstream.scripted_model.server import create_app as create_model_app
 
@@ -298,9 +298,7 @@ def test_resuming_a_gone_conversation_says_so(app_url: str) -> None:
     ]
 
 
-def test_interactive_chat_whose_conversation_vanished_starts_a_new_one(
-    app_url: str, redis_port: int
-) -> None:
+def test_interactive_chat_whose_conversation_was_deleted_starts_a_new_one(app_url: str) -> None:
     child = spawn_client("--url", app_url, "--no-color")
     try:
         child.expect_exact("You: ")
@@ -309,9 +307,8 @@ def test_interactive_chat_whose_conversation_vanished_starts_a_new_one(
         first = child.match.group(1)
         child.expect_exact("Enjoy your trip!")
         child.expect_exact("You: ")
-        store = redis.Redis(port=redis_port)
-        store.delete(*store.keys(f"*{first}*"))  # as if it expired
-        store.close()
+        deleted = httpx.delete(f"{app_url}/api/agents/travelplanner/conversations/{first}")
+        assert deleted.status_code == 204
         child.sendline("Plan 3 days in Rome")
         gone = f"[conversation {first} is gone (expired or deleted); starting a new one]"
         child.expect_exact(gone)
