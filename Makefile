@@ -51,7 +51,7 @@ test: $(VENV)/.installed worker-venv infra-tools redis-server chromium
 	$(PY) -m pytest
 
 run: $(VENV)/.installed redis-server
-	PORT=$${PORT:-7071} $(PY) -m agentstream.launcher
+	@$(PY) -m agentstream.launcher
 
 bench: $(VENV)/.installed redis-server
 	$(PY) -m bench

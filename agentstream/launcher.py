@@ -1,15 +1,21 @@
 """``make run``: start what the app needs, then the app.
 
 - Settings come from the environment, then ``local.settings.json`` (``Values``), as ``func`` does.
-- Redis: used as configured when reachable; a local ``redis-server`` is started when the
-  configured address is on this machine and nothing answers there.
-- Model: when none is configured, the scripted model server is started (and says so loudly).
+  ``PORT`` (default 7071) is checked first: a bad value or a port in use stops here, with a message.
+- Redis: a private ``redis-server`` on a free port, stopped on exit, unless
+  ``REDIS_CONNECTION_STRING`` is set explicitly (in the environment, or in
+  ``local.settings.json`` to something other than the example's value); then that Redis is used
+  and must answer.
+- Model: when none is configured, the offline demo: the scripted model server, and local stand-ins
+  for the weather and events services that the tool URL settings point at (said loudly). With a
+  model configured, the tools call the real services.
 - App: ``func start`` (with Azurite when installed) when Azure Functions Core Tools are on the
   PATH, the development host otherwise.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -17,6 +23,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -25,32 +32,44 @@ import redis
 
 from .config import ConfigError, Settings
 from .local_redis import start_redis_server
+from .tool_standins import tool_settings
 
 REPO = Path(__file__).resolve().parent.parent
-LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
 SCRIPTED_MODEL_NAME = "scripted-travel-planner"
+DEFAULT_PORT = 7071
+EXAMPLE_SETTINGS = REPO / "local.settings.json.example"
+
+
+class LaunchError(RuntimeError):
+    """Something ``make run`` needs is not there; the message says what to do."""
 
 
 def main() -> int:
     # `make run` stopped by a signal cleans up like Ctrl-C does.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    env = _environment()
-    port = int(env.get("PORT", "7071"))
     children: list[subprocess.Popen] = []
+    cleanup: list[Path] = []
     try:
+        env, explicit = _environment()
+        port = _port(env)
+        _refuse_port_in_use(port)
         settings = Settings.from_env(env)
-        _ensure_redis(settings, children)
+        if "REDIS_CONNECTION_STRING" in explicit:
+            _check_redis(settings)
+        else:
+            env["REDIS_CONNECTION_STRING"] = _start_private_redis(children, cleanup)
         if settings.model is None:
-            model_url = _start_scripted_model(children)
-            env.update(OPENAI_BASE_URL=f"{model_url}/v1", OPENAI_MODEL=SCRIPTED_MODEL_NAME)
+            env.update(_start_offline_demo(children))
         app = _start_app(env, port, children)
         _wait_for_http(f"http://127.0.0.1:{port}/api/health", app, timeout=120)
+        if app.poll() is not None:
+            raise LaunchError(f"the app exited with {app.returncode}")
         _print_usage(port)
         return app.wait()
     except ConfigError as exc:
-        print(f"Configuration error: {exc}", file=sys.stderr)
+        print(f"make run: configuration error: {exc}", file=sys.stderr)
         return 2
-    except RuntimeError as exc:
+    except LaunchError as exc:
         print(f"make run: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -63,50 +82,122 @@ def main() -> int:
                     child.wait(timeout=10)
                 except subprocess.TimeoutExpired:
                     child.kill()
+        for path in cleanup:
+            shutil.rmtree(path, ignore_errors=True)
 
 
-def _environment() -> dict[str, str]:
+def _environment() -> tuple[dict[str, str], set[str]]:
+    """The app's settings, and the names of those set on purpose (not example defaults)."""
     env = dict(os.environ)
-    local_settings = REPO / "local.settings.json"
-    if local_settings.exists():
-        values = json.loads(local_settings.read_text()).get("Values", {})
-        for name, value in values.items():
-            env.setdefault(name, str(value))
-    return env
+    explicit = {name for name, value in os.environ.items() if value.strip()}
+    example = _values(EXAMPLE_SETTINGS)
+    for name, value in _values(REPO / "local.settings.json").items():
+        if name not in env:
+            env[name] = value
+            if value.strip() and value != example.get(name):
+                explicit.add(name)
+    return env, explicit
 
 
-def _ensure_redis(settings: Settings, children: list[subprocess.Popen]) -> None:
+def _values(path: Path) -> dict[str, str]:
+    if not path.exists():
+        return {}
+    try:
+        values = json.loads(path.read_text()).get("Values", {})
+    except (ValueError, AttributeError):
+        raise ConfigError(f"{path.name} is not a JSON object with a 'Values' object") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path.name}: 'Values' must be an object")
+    return {str(name): str(value) for name, value in values.items()}
+
+
+def _port(env: dict[str, str]) -> int:
+    raw = env.get("PORT", "").strip() or str(DEFAULT_PORT)
+    if not raw.isdigit() or not 1 <= int(raw) <= 65535:
+        raise ConfigError(f"PORT must be a whole number from 1 to 65535, got {raw!r}")
+    return int(raw)
+
+
+def _refuse_port_in_use(port: int) -> None:
+    for host in ("127.0.0.1", "0.0.0.0"):
+        with socket.socket() as sock:
+            # Like the servers themselves: a port still in TIME_WAIT is free to reuse.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((host, port))
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise LaunchError(
+                        f"port {port} is already in use (another `make run`?); "
+                        "stop that, or choose another port: PORT=7072 make run"
+                    ) from None
+                raise LaunchError(f"cannot listen on port {port}: {exc.strerror}") from None
+
+
+def _check_redis(settings: Settings) -> None:
     target = settings.redis
     client = redis.Redis(**target.connection_kwargs(), socket_connect_timeout=2)
     try:
         client.ping()
-        print(f"Redis: using {target.host}:{target.port}")
-        return
-    except redis.RedisError:
-        pass
-    if target.host not in LOCAL_HOSTS or target.password or target.ssl:
-        raise RuntimeError(f"Redis at {target.host}:{target.port} is not reachable")
-    children.append(start_redis_server(target.port, REPO / ".run" / "redis"))
-    print(f"Redis: started a local redis-server on port {target.port}")
+    except redis.RedisError as exc:
+        raise LaunchError(
+            f"Redis at {target.host}:{target.port} (REDIS_CONNECTION_STRING) does not answer "
+            f"({type(exc).__name__}); start it, or unset REDIS_CONNECTION_STRING and make run "
+            "starts its own"
+        ) from None
+    finally:
+        client.close()
+    print(f"Redis: using {target.host}:{target.port} (REDIS_CONNECTION_STRING)")
 
 
-def _start_scripted_model(children: list[subprocess.Popen]) -> str:
+def _start_private_redis(children: list[subprocess.Popen], cleanup: list[Path]) -> str:
+    data_dir = Path(tempfile.mkdtemp(prefix="agentstream-redis-"))
+    cleanup.append(data_dir)
+    for attempt in range(3):  # another program may take the free port before redis-server does
+        port = _free_port()
+        try:
+            children.append(start_redis_server(port, data_dir))
+            break
+        except RuntimeError as exc:
+            if attempt == 2:
+                raise LaunchError(str(exc)) from None
+    print(f"Redis: started a private redis-server on port {port} (stopped on exit)")
+    return f"127.0.0.1:{port}"
+
+
+def _start_offline_demo(children: list[subprocess.Popen]) -> dict[str, str]:
+    """The scripted model and the weather/events stand-ins; the settings that point at them."""
+    model_url = _start_server(children, "agentstream.scripted_model", "/scripted/requests")
+    standins_url = _start_server(children, "agentstream.tool_standins", "/v1/search?name=x")
+    bar = "!" * 90
+    print(
+        f"""{bar}
+  OFFLINE DEMO - NO MODEL CONFIGURED. Answers come from the SCRIPTED MODEL SERVER at
+  {model_url}/v1, a deterministic stand-in, not a language model. The weather and
+  events tools call LOCAL STAND-INS at {standins_url} that make up their data.
+  For a real model set AZURE_OPENAI_ENDPOINT and AZURE_OPENAI_DEPLOYMENT (or OPENAI_BASE_URL,
+  OPENAI_API_KEY, OPENAI_MODEL); the tools then call Open-Meteo and Ticketmaster.
+{bar}""",
+        flush=True,
+    )
+    return {
+        "OPENAI_BASE_URL": f"{model_url}/v1",
+        "OPENAI_MODEL": SCRIPTED_MODEL_NAME,
+        **tool_settings(standins_url),
+    }
+
+
+def _start_server(children: list[subprocess.Popen], module: str, probe: str) -> str:
     port = _free_port()
     children.append(
         subprocess.Popen(
-            [sys.executable, "-m", "agentstream.scripted_model", "--port", str(port)], cwd=REPO
+            [sys.executable, "-m", module, "--port", str(port)],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
         )
     )
     url = f"http://127.0.0.1:{port}"
-    _wait_for_http(f"{url}/scripted/requests", children[-1], timeout=30)
-    bar = "!" * 90
-    print(
-        f"{bar}\n  NO MODEL CONFIGURED: answers come from the SCRIPTED MODEL SERVER at {url}/v1,\n"
-        "  a deterministic stand-in, not a language model. Set AZURE_OPENAI_ENDPOINT and\n"
-        "  AZURE_OPENAI_DEPLOYMENT (or OPENAI_BASE_URL, OPENAI_API_KEY, OPENAI_MODEL) for a real"
-        f" one.\n{bar}",
-        flush=True,
-    )
+    _wait_for_http(f"{url}{probe}", children[-1], timeout=30)
     return url
 
 
@@ -150,13 +241,15 @@ def _wait_for_http(url: str, process: subprocess.Popen, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"{process.args[0]} exited with {process.returncode}")
+            raise LaunchError(
+                f"{' '.join(map(str, process.args[:3]))} exited with {process.returncode}"
+            )
         try:
             httpx.get(url, timeout=10)
             return
         except httpx.TransportError:
             time.sleep(0.1)
-    raise RuntimeError(f"nothing answered at {url} within {timeout:.0f} s")
+    raise LaunchError(f"nothing answered at {url} within {timeout:.0f} s")
 
 
 def _free_port() -> int:
@@ -167,10 +260,16 @@ def _free_port() -> int:
 
 def _print_usage(port: int) -> None:
     origin = f"http://localhost:{port}"
+    chat = Path(sys.executable).parent / "agentstream-chat"
+    if chat.is_relative_to(REPO):
+        chat = chat.relative_to(REPO)
+    url_option = "" if port == DEFAULT_PORT else f" --url {origin}"
     print(
         f"""
 Ready: {origin}/api  (health: curl {origin}/api/health)
-Try it:
+Chat in this terminal:  {chat}{url_option}
+In a browser:           {origin}/api/ui
+With curl:
   url=$(curl -s -X POST {origin}/api/agents/travelplanner/conversations \\
           -H 'Content-Type: application/json' -d '{{"message": "Plan 3 days in Lisbon"}}' \\
         | python3 -c 'import json,sys; print(json.load(sys.stdin)["stream_url"])')

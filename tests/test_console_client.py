@@ -3,28 +3,33 @@
 from __future__ import annotations
 
 import json
+import re
+import signal
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pexpect
 import pytest
 
 from agentstream.scripted_model.server import create_app as create_model_app
 
 from .api_client import Api, text_of
-from .devhost_process import REPO, running_devhost
+from .devhost_process import REPO, devhost_process, running_devhost
 from .flaky_proxy import ProxyStats, flaky_proxy
+from .redis_server import free_port
 from .servers import serve_in_thread
 from .standins import external_apis, tool_env
 
 
 @pytest.fixture(scope="module")
-def app_url(redis_port: int) -> Iterator[str]:
+def app_env(redis_port: int) -> Iterator[dict[str, str]]:
     model = create_model_app(delay_seconds=0.002)
     with serve_in_thread(model) as model_url, serve_in_thread(external_apis()) as apis_url:
-        env = {
+        yield {
             "REDIS_CONNECTION_STRING": f"127.0.0.1:{redis_port}",
             "OPENAI_BASE_URL": f"{model_url}/v1",
             "OPENAI_MODEL": "scripted",
@@ -32,8 +37,12 @@ def app_url(redis_port: int) -> Iterator[str]:
             "DELTA_FLUSH_CHARS": "16",
             **tool_env(apis_url),
         }
-        with running_devhost(env) as url:
-            yield url
+
+
+@pytest.fixture(scope="module")
+def app_url(app_env: dict[str, str]) -> Iterator[str]:
+    with running_devhost(app_env) as url:
+        yield url
 
 
 @pytest.fixture
@@ -122,10 +131,7 @@ def test_interactive_interrupt_resume_follow_up_and_a_dropped_connection(
         child.expect_exact("Day 2")
         before_interrupt = child.before + "Day 2"
         child.sendline("")
-        child.expect(
-            r"\[stopped reading at cursor (\d+-\d+); the agent keeps going\. "
-            r"Press \[Enter\] to resume\]"
-        )
+        child.expect(r"\[stopped reading at cursor (\d+-\d+)\. Press \[Enter\] to resume\]")
         before_interrupt += child.before
         child.sendline("")
         child.expect_exact("[resuming]")
@@ -166,3 +172,166 @@ def test_ctrl_c_mid_stream_exits_cleanly(app_url: str) -> None:
     child.close()
     assert child.exitstatus == 130
     assert "Traceback" not in (child.before or "")
+
+
+# --- failing like a good CLI ------------------------------------------------------------------
+
+CONVERSATION_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def spawn_client(*args: str, **options: Any) -> pexpect.spawn:
+    return pexpect.spawn(
+        sys.executable,
+        ["-m", "agentstream.client", *args],
+        cwd=str(REPO),
+        encoding="utf-8",
+        timeout=60,
+        dimensions=(50, 200),
+        **options,
+    )
+
+
+@pytest.mark.parametrize(
+    "mode",
+    [("-m", "Plan 3 days in Lisbon"), ("-c", "0" * 32), ("-c", "0" * 32, "--cursor", "1-0")],
+    ids=["one-shot", "resume", "resume-from-cursor"],
+)
+def test_unreachable_app_is_one_line_and_exit_code_2(mode: tuple[str, ...]) -> None:
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    result = run_client(url, *mode)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"agentstream-chat: cannot reach the app at {url} (connection refused); "
+        "is it running? (`make run` starts it)"
+    ]
+
+
+def test_unreachable_app_in_interactive_mode_is_one_line_and_exit_code_2() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    child = spawn_client("--url", url)
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 2
+    lines = [line for line in child.before.splitlines() if line.strip()]
+    assert lines == [
+        f"agentstream-chat: cannot reach the app at {url} (connection refused); "
+        "is it running? (`make run` starts it)"
+    ]
+
+
+@pytest.mark.parametrize("interactive", [False, True], ids=["one-shot", "interactive"])
+def test_an_app_killed_mid_stream_is_reported_after_bounded_reconnects(
+    app_env: dict[str, str], interactive: bool
+) -> None:
+    with devhost_process(app_env, free_port()) as devhost:
+        url = devhost.base_url
+        if interactive:
+            child = spawn_client("--url", url, "--no-color")
+            child.expect_exact("You: ")
+            child.sendline("Plan 5 days in Lisbon [[slow]]")
+        else:
+            child = spawn_client("--url", url, "-m", "Plan 5 days in Lisbon [[slow]]")
+        try:
+            child.expect(r"[Cc]onversation:? ([0-9a-f]{32})")
+            conversation = child.match.group(1)
+            child.expect_exact("Day 1")
+            devhost.kill()
+            for attempt in range(1, 6):
+                # The first attempt may meet a pooled keep-alive connection the kill closed.
+                child.expect(
+                    rf"(connection refused|the connection was closed); reconnecting… "
+                    rf"\(attempt {attempt} of 5, in \d+\.\d s\)\]"
+                )
+            child.expect_exact(
+                f"the app at {url} stopped answering (connection refused); "
+                "gave up after 5 reconnect attempts"
+            )
+            child.expect(rf"agentstream-chat --url {url} -c {conversation} --cursor \d+-\d+")
+            if interactive:
+                child.expect_exact("You: ")  # back at the prompt, not frozen
+                child.sendline("exit")
+            child.expect(pexpect.EOF)
+            assert "keeps going" not in child.before
+            assert "Traceback" not in child.before
+        finally:
+            child.close()
+    assert child.exitstatus == (0 if interactive else 2)
+
+
+def test_a_closed_pipe_ends_the_client_quietly(app_url: str) -> None:
+    message = "Plan 5 days in Lisbon [[slow]]"
+    client = subprocess.Popen(
+        [sys.executable, "-m", "agentstream.client", "--url", app_url, "-m", message],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    head = subprocess.run(["head", "-1"], stdin=client.stdout, capture_output=True, text=True)
+    assert client.stdout is not None
+    client.stdout.close()  # only head holds the pipe's read end, as in a shell pipeline
+    _, stderr = client.communicate(timeout=120)
+    assert head.stdout == "Here is your 5-day plan for Lisbon, Portugal.\n"
+    assert client.returncode == 141, stderr
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr
+
+
+def test_one_shot_to_a_gone_conversation_starts_a_new_one(app_url: str) -> None:
+    gone = uuid.uuid4().hex
+    result = run_client(app_url, "-c", gone, "-m", "Plan 2 days in Lisbon")
+    assert result.returncode == 0, result.stderr
+    assert f"[conversation {gone} is gone (expired or deleted); starting a new one]" in (
+        result.stderr
+    )
+    conversation, _ = conversation_and_run(result.stderr)
+    assert conversation != gone
+    assert result.stdout.startswith("Here is your 2-day plan for Lisbon")
+
+
+def test_resuming_a_gone_conversation_says_so(app_url: str) -> None:
+    gone = uuid.uuid4().hex
+    result = run_client(app_url, "-c", gone)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"agentstream-chat: conversation {gone} is gone (expired or deleted)"
+    ]
+
+
+def test_interactive_chat_whose_conversation_was_deleted_starts_a_new_one(app_url: str) -> None:
+    child = spawn_client("--url", app_url, "--no-color")
+    try:
+        child.expect_exact("You: ")
+        child.sendline("Plan 2 days in Lisbon")
+        child.expect(r"Conversation: ([0-9a-f]{32})")
+        first = child.match.group(1)
+        child.expect_exact("Enjoy your trip!")
+        child.expect_exact("You: ")
+        deleted = httpx.delete(f"{app_url}/api/agents/travelplanner/conversations/{first}")
+        assert deleted.status_code == 204
+        child.sendline("Plan 3 days in Rome")
+        gone = f"[conversation {first} is gone (expired or deleted); starting a new one]"
+        child.expect_exact(gone)
+        child.expect(r"Conversation: ([0-9a-f]{32})")
+        assert child.match.group(1) != first
+        child.expect_exact("Here is your 3-day plan for Rome, Lazio, Italy.")
+        child.expect_exact("You: ")
+        child.sendline("exit")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert child.exitstatus == 0
+
+
+def test_interactive_chat_started_with_sigint_ignored_still_stops_on_ctrl_c(app_url: str) -> None:
+    child = spawn_client(
+        "--url", app_url, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)
+    )
+    child.expect_exact("You: ")
+    child.sendline("Plan 5 days in Lisbon [[slow]]")
+    child.expect_exact("Day 1")
+    child.sendintr()
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 130
+    assert "Traceback" not in child.before

@@ -22,6 +22,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from ..config import Settings, get_settings
 from ..conversation import DELETE_OPERATION, ENTITY_NAME, RUN_OPERATION
 from ..events import StreamFormat, negotiate, stream_format
+from ..model_probe import model_status
 from ..redis_clients import async_redis
 from ..streamlog import control
 from ..streamlog.cursor import MalformedCursor, parse_cursor
@@ -326,7 +327,8 @@ async def page(req: Request) -> Response:
 
 
 async def health(req: Request) -> Response:
-    """``GET /api/health``: Redis reachable and settings sane; never shows a secret."""
+    """``GET /api/health``: Redis reachable and settings sane, the model's reachability as
+    information; never shows a secret."""
     try:
         settings = get_settings()
     except Exception as exc:  # noqa: BLE001 - a ConfigError names the setting
@@ -341,6 +343,7 @@ async def health(req: Request) -> Response:
         {
             "status": "ok" if healthy else "unhealthy",
             "redis": redis_state,
+            "model": await model_status(settings.model),  # informative: never makes it 503
             "settings": settings.describe(),
         },
         status_code=200 if healthy else 503,

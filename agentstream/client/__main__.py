@@ -10,48 +10,85 @@ from __future__ import annotations
 import argparse
 import os
 import selectors
+import signal
 import sys
 import threading
 from collections.abc import Callable
 from typing import Any, TextIO
 
 from ..events import dumps_line
-from .http import ApiClient, ApiError, StreamPosition
+from .http import ApiClient, ApiError, ServerLost, StreamPosition, Unreachable
 from .render import RESET, TerminalRenderer
 
-EXIT_COMPLETED, EXIT_FAILED, EXIT_ERROR, EXIT_CANCELLED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_COMPLETED, EXIT_FAILED, EXIT_ERROR, EXIT_CANCELLED = 0, 1, 2, 3
+EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 130, 141  # 128 + SIGINT, 128 + SIGPIPE, as shells report
 EXIT_BY_TERMINAL = {
     "run.completed": EXIT_COMPLETED,
     "run.failed": EXIT_FAILED,
     "run.cancelled": EXIT_CANCELLED,
 }
+PROG = "agentstream-chat"
+DEFAULT_URL = "http://localhost:7071"
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    interactive = args.message is None and args.conversation is None
+    if interactive:
+        _restore_ctrl_c()
     client = ApiClient(args.url, args.key)
     try:
         if args.message is not None:
             return one_shot(client, args.message, args.conversation, args.format)
         if args.conversation is not None:
             return resume(client, args.conversation, args.cursor, args.format)
+        client.check_reachable()
         color = sys.stdout.isatty() and not args.no_color and "NO_COLOR" not in os.environ
         return Chat(client, TerminalRenderer(sys.stdout, color=color)).run()
+    except Unreachable as exc:
+        _error_line(f"{exc}; is it running? (`make run` starts it)")
+        return EXIT_ERROR
     except ApiError as exc:
-        print(f"error: {exc.message} ({exc.code})", file=sys.stderr)
+        _error_line(f"{exc.message} ({exc.code})")
         return EXIT_ERROR
     except KeyboardInterrupt:
         print(RESET if sys.stdout.isatty() else "", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader of our output went away (`| head -1`): stop quietly, like tools killed by
+        # SIGPIPE, and keep Python from complaining while it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     finally:
         client.close()
 
 
+def _error_line(text: str) -> None:
+    print(f"{PROG}: {text}", file=sys.stderr, flush=True)
+
+
+def _restore_ctrl_c() -> None:
+    """Ctrl-C ends an interactive chat even when started with SIGINT ignored.
+
+    A shell without job control starts background jobs with SIGINT ignored, and Python keeps it
+    that way; a chat reading the user's terminal is in the foreground, so Ctrl-C must work.
+    (The one-shot modes keep an inherited ignore, as a background job should.)
+    """
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN and sys.stdin.isatty():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="agentstream-chat", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description=__doc__,
+        epilog="Exit codes: 0 completed, 1 the run failed, 2 error (app unreachable, an API "
+        "error, the app lost mid-stream, bad usage), 3 cancelled, 130 Ctrl-C, 141 output pipe "
+        "closed.",
+    )
     parser.add_argument(
         "--url",
-        default=os.environ.get("AGENTSTREAM_URL", "http://localhost:7071"),
+        default=os.environ.get("AGENTSTREAM_URL", DEFAULT_URL),
         help="base URL of the app (env AGENTSTREAM_URL)",
     )
     parser.add_argument(
@@ -72,11 +109,31 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def start_or_restart(
+    client: ApiClient, message: str, conversation: str | None, note: Callable[[str], None]
+) -> dict[str, Any]:
+    """Send ``message``; when its conversation is gone (expired or deleted), start a new one."""
+    try:
+        return client.start(message, conversation)
+    except ApiError as exc:
+        if conversation is None or exc.code != "conversation_not_found":
+            raise
+    note(f"[conversation {conversation} is gone (expired or deleted); starting a new one]")
+    return client.start(message, None)
+
+
+def resume_hint(conversation: str, cursor: str | None, base_url: str) -> str:
+    hint = f"{PROG} -c {conversation}"
+    if base_url != DEFAULT_URL:
+        hint = f"{PROG} --url {base_url} -c {conversation}"
+    return f"{hint} --cursor {cursor}" if cursor else hint
+
+
 # --- one-shot modes ---------------------------------------------------------------------------
 
 
 def one_shot(client: ApiClient, message: str, conversation: str | None, fmt: str) -> int:
-    started = client.start(message, conversation)
+    started = start_or_restart(client, message, conversation, _stderr_line)
     print(f"conversation {started['conversation_id']} run {started['run_id']}", file=sys.stderr)
     return _print_stream(client, started["conversation_id"], None, fmt)
 
@@ -85,29 +142,50 @@ def resume(client: ApiClient, conversation: str, cursor: str | None, fmt: str) -
     return _print_stream(client, conversation, cursor, fmt)
 
 
+def _stderr_line(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
 def _print_stream(client: ApiClient, conversation: str, cursor: str | None, fmt: str) -> int:
     position = StreamPosition(cursor=cursor)
-    show = _printer(fmt, sys.stdout)
+    show, note = _printer(fmt, sys.stdout)
     last_type = None
-    for event in client.follow(conversation, position):
-        show(event)
-        last_type = event["type"]
+    try:
+        for event in client.follow(conversation, position, on_retry=note):
+            show(event)
+            last_type = event["type"]
+    except ServerLost as exc:
+        _error_line(f"{exc}. The run may still be going on; resume it with:")
+        _stderr_line(f"  {resume_hint(conversation, position.cursor, client.base_url)}")
+        return EXIT_ERROR
+    except ApiError as exc:
+        if exc.code == "conversation_not_found":
+            _error_line(f"conversation {conversation} is gone (expired or deleted)")
+            return EXIT_ERROR
+        raise
     if last_type is None and position.ended:
         print("nothing to read after that cursor", file=sys.stderr)
         return EXIT_COMPLETED
     return EXIT_BY_TERMINAL.get(last_type or "", EXIT_ERROR)
 
 
-def _printer(fmt: str, out: TextIO) -> Callable[[dict[str, Any]], None]:
+Show = Callable[[dict[str, Any]], None]
+
+
+def _printer(fmt: str, out: TextIO) -> tuple[Show, Callable[[str], None]]:
+    """How to show an event, and how to show a note (on stderr) in that format."""
     if fmt == "ndjson":
-        return lambda event: print(dumps_line(event), file=out, flush=True)
+        return (lambda event: print(dumps_line(event), file=out, flush=True)), _stderr_line
     if fmt == "sse":
-        return lambda event: print(
-            f"id: {event['id']}\nevent: {event['type']}\ndata: {dumps_line(event)}\n",
-            file=out,
-            flush=True,
-        )
-    return TerminalRenderer(out, notes=sys.stderr).show
+        return (
+            lambda event: print(
+                f"id: {event['id']}\nevent: {event['type']}\ndata: {dumps_line(event)}\n",
+                file=out,
+                flush=True,
+            )
+        ), _stderr_line
+    renderer = TerminalRenderer(out, notes=sys.stderr)
+    return renderer.show, renderer.note
 
 
 # --- interactive ------------------------------------------------------------------------------
@@ -120,6 +198,7 @@ class Chat:
         self.client = client
         self.renderer = renderer
         self.conversation: str | None = None
+        self._failure: BaseException | None = None
 
     def run(self) -> int:
         while True:
@@ -132,59 +211,83 @@ class Chat:
             if not line.strip():
                 continue
             try:
-                started = self.client.start(line, self.conversation)
+                started = start_or_restart(self.client, line, self.conversation, self.renderer.note)
             except ApiError as exc:
                 self.renderer.note(f"[{exc.message}]")
                 continue
             self.conversation = started["conversation_id"]
-            print(f"Conversation: {self.conversation}  Entity: {started['entity_id']}")
-            print("Press [Enter] to interrupt the stream.", flush=True)
+            print(f"Conversation: {self.conversation}  Entity: {started['entity_id']}", flush=True)
+            if sys.stdin.isatty():
+                print("Press [Enter] to interrupt the stream.", flush=True)
             self._stream(StreamPosition(cursor=started["cursor"]))
 
     def _stream(self, position: StreamPosition) -> None:
-        assert self.conversation is not None
         while True:
             done_read, done_write = os.pipe()
+            self._failure = None
             reader = threading.Thread(target=self._read, args=(position, done_write), daemon=True)
             reader.start()
-            interrupted = self._wait_for_end_or_enter(done_read)
-            if not interrupted:
+            try:
+                interrupted = self._wait_for_end_or_enter(done_read)
+            finally:
+                if reader.is_alive():
+                    position.interrupt()  # Enter or Ctrl-C: stop the reader before going on
                 reader.join()
                 os.close(done_read)
+            if not interrupted:
+                self._after_reading(position)
                 return
-            position.interrupt()
-            reader.join()
-            os.close(done_read)
             self.renderer.note(
-                f"[stopped reading at cursor {position.cursor}; the agent keeps "
-                "going. Press [Enter] to resume]"
+                f"[stopped reading at cursor {position.cursor}. Press [Enter] to resume]"
             )
             sys.stdin.readline()
             self.renderer.note("[resuming]")
             position = StreamPosition(cursor=position.cursor, reconnects=position.reconnects)
 
+    def _after_reading(self, position: StreamPosition) -> None:
+        failure = self._failure
+        if failure is None:
+            return
+        if isinstance(failure, ServerLost):
+            hint = resume_hint(self.conversation or "", position.cursor, self.client.base_url)
+            self.renderer.note(
+                f"[{failure}. The run may still be going on; once the app is back, "
+                f"resume it with: {hint}]"
+            )
+        elif isinstance(failure, ApiError):
+            self.renderer.note(f"[{failure.message}]")
+        else:
+            raise failure
+
     def _read(self, position: StreamPosition, done: int) -> None:
         try:
-            for event in self.client.follow(self.conversation or "", position):
+            for event in self.client.follow(
+                self.conversation or "", position, on_retry=self.renderer.note
+            ):
                 self.renderer.show(event)
-        except ApiError as exc:
-            self.renderer.note(f"[{exc.message}]")
+        except Exception as exc:  # noqa: BLE001 - handed to the main thread, which reports it
+            self._failure = exc
         finally:
             os.write(done, b"x")
             os.close(done)
 
     @staticmethod
     def _wait_for_end_or_enter(done: int) -> bool:
-        """Block until the reader finishes (False) or the user presses Enter (True)."""
+        """Block until the reader finishes (False) or the user presses Enter (True).
+
+        Only a terminal's Enter interrupts: lines piped to stdin are the next prompts.
+        """
         with selectors.DefaultSelector() as selector:
             selector.register(done, selectors.EVENT_READ)
-            selector.register(sys.stdin, selectors.EVENT_READ)
+            if sys.stdin.isatty():
+                selector.register(sys.stdin, selectors.EVENT_READ)
             while True:
                 for key, _ in selector.select():
                     if key.fileobj == done:
                         return False
-                    sys.stdin.readline()
-                    return True
+                    if sys.stdin.readline():
+                        return True
+                    selector.unregister(sys.stdin)  # end of input: just wait for the end
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,19 +16,61 @@ from ..events import TERMINAL_TYPES
 AGENT_PATH = "/api/agents/travelplanner/conversations"
 
 
+STREAM_READ_TIMEOUT = 60.0  # well above the server's keep-alive interval (15 s by default)
+RETRYABLE_STATUSES = {502, 503, 504}
+MAX_RETRY_AFTER = 30.0
+
+
 class ApiError(Exception):
     """The API answered with an error body."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, retry_after: float | None = None):
         super().__init__(f"{status} {code}: {message}")
         self.status = status
         self.code = code
         self.message = message
+        self.retry_after = retry_after
+
+
+class Unreachable(Exception):
+    """Nothing answered at the app's address."""
+
+    def __init__(self, base_url: str, reason: str) -> None:
+        super().__init__(f"cannot reach the app at {base_url} ({reason})")
+
+
+class ServerLost(Exception):
+    """The stream's server stopped answering and reconnecting did not bring it back."""
+
+    def __init__(self, base_url: str, reason: str, attempts: int, cursor: str | None) -> None:
+        super().__init__(
+            f"the app at {base_url} stopped answering ({reason}); "
+            f"gave up after {attempts} reconnect attempts"
+        )
+        self.cursor = cursor
+
+
+def describe(exc: BaseException) -> str:
+    """A short, human reason for a transport failure (no stack, no URL)."""
+    text = str(exc).lower()
+    if isinstance(exc, httpx.ConnectTimeout):
+        return "timed out connecting"
+    if isinstance(exc, httpx.ReadTimeout):
+        return f"no data for {STREAM_READ_TIMEOUT:.0f} s"
+    if isinstance(exc, httpx.ConnectError):
+        if "refused" in text:
+            return "connection refused"
+        if "name" in text and ("resolution" in text or "not known" in text or "service" in text):
+            return "unknown host"
+        return "could not connect"
+    if isinstance(exc, ApiError):
+        return f"HTTP {exc.status} {exc.code}"
+    return "the connection was closed"
 
 
 @dataclass
 class Backoff:
-    """Exponential backoff between reconnects, reset by a successful read."""
+    """Exponential backoff between reconnect attempts, reset by a successful read."""
 
     first: float = 0.25
     cap: float = 8.0
@@ -63,50 +105,89 @@ class StreamPosition:
 class ApiClient:
     def __init__(self, base_url: str, function_key: str | None = None, timeout: float = 30.0):
         headers = {"x-functions-key": function_key} if function_key else {}
+        self.base_url = base_url.rstrip("/")
         self.http = httpx.Client(
-            base_url=base_url.rstrip("/"),
+            base_url=self.base_url,
             headers=headers,
-            timeout=httpx.Timeout(timeout, read=None),
+            timeout=httpx.Timeout(timeout, read=STREAM_READ_TIMEOUT),
         )
 
     def close(self) -> None:
         self.http.close()
 
+    def check_reachable(self) -> None:
+        """Raise :class:`Unreachable` when nothing answers at the base URL (any answer is fine)."""
+        try:
+            self.http.get("/api/health")
+        except httpx.TransportError as exc:
+            raise Unreachable(self.base_url, describe(exc)) from None
+
     def start(self, message: str, conversation_id: str | None = None) -> dict[str, Any]:
         path = AGENT_PATH if conversation_id is None else f"{AGENT_PATH}/{conversation_id}/messages"
-        response = self.http.post(path, json={"message": message})
+        try:
+            response = self.http.post(path, json={"message": message})
+        except httpx.TransportError as exc:
+            raise Unreachable(self.base_url, describe(exc)) from None
         return _json_or_raise(response)
 
     def follow(
         self,
         conversation_id: str,
         position: StreamPosition,
+        on_retry: Callable[[str], None] | None = None,
         backoff: Backoff | None = None,
-        max_reconnects: int = 50,
+        max_attempts: int = 5,
     ) -> Iterator[dict[str, Any]]:
         """Events of the run from ``position.cursor`` until its terminal event.
 
-        Reconnects with backoff when the connection drops or a response ends before the
-        terminal event; stops early when ``position.stop`` is set.
+        A response that ends before the terminal event, or a connection that breaks after
+        events arrived, is resumed at once from the last cursor. Failures to get events back
+        (refused connections, ``502``/``503``/``504``) are retried with backoff, announced
+        through ``on_retry``, at most ``max_attempts`` times in a row; then :class:`ServerLost`
+        (or :class:`Unreachable` when the very first connection failed). Stops early when
+        ``position.stop`` is set.
         """
         backoff = backoff or Backoff()
+        failures = 0
+        connected = False
         while not position.ended and not position.stop.is_set():
+            progressed = False
             try:
                 for event in self._one_response(conversation_id, position):
-                    backoff.reset()
+                    connected = progressed = True
                     yield event
+                connected = True
                 if position.ended or position.stop.is_set():
                     return
-            except Exception as exc:
+                failures = 0  # a clean end before the terminal event: resume right away
+            except (httpx.TransportError, ApiError) as exc:
                 if position.stop.is_set():
                     return  # interrupt() closed the connection under the reader
-                if not isinstance(exc, httpx.TransportError):
+                if isinstance(exc, ApiError) and exc.status not in RETRYABLE_STATUSES:
                     raise
-            if position.reconnects >= max_reconnects:
-                raise ApiError(0, "gave_up", f"the stream dropped {max_reconnects} times")
+                if not connected and isinstance(exc, httpx.TransportError):
+                    raise Unreachable(self.base_url, describe(exc)) from None
+                connected = True
+                if progressed:  # it broke mid-response: resume at once
+                    failures = 0
+                    backoff.reset()
+                else:
+                    failures += 1
+                    if failures > max_attempts:
+                        raise ServerLost(
+                            self.base_url, describe(exc), max_attempts, position.cursor
+                        ) from None
+                    delay = backoff.next_delay()
+                    if isinstance(exc, ApiError) and exc.retry_after is not None:
+                        delay = min(MAX_RETRY_AFTER, max(delay, exc.retry_after))
+                    if on_retry is not None:
+                        on_retry(
+                            f"[{describe(exc)}; reconnecting… (attempt {failures} of "
+                            f"{max_attempts}, in {delay:.1f} s)]"
+                        )
+                    if position.stop.wait(delay):
+                        return
             position.reconnects += 1
-            if position.stop.wait(backoff.next_delay()):
-                return
 
     def _one_response(
         self, conversation_id: str, position: StreamPosition
@@ -146,5 +227,13 @@ def _json_or_raise(response: httpx.Response) -> dict[str, Any]:
             response.status_code,
             error.get("code", "http_error"),
             error.get("message", response.reason_phrase),
+            _retry_after(response),
         )
     return body
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    try:
+        return float(response.headers["retry-after"])
+    except (KeyError, ValueError):
+        return None

@@ -149,7 +149,7 @@ def reply_to(messages: list[dict[str, Any]], offered_tools: set[str]) -> Reply:
                 )
             )
         return Reply(tool_calls=tuple(calls), finish_reason="tool_calls", markers=markers)
-    text = _plan(place, days, tool_results, earlier) if place else _no_place(earlier)
+    text = _plan(place, days, tool_results, earlier) if place else _no_place(request, earlier)
     return Reply(text=text, markers=markers)
 
 
@@ -183,15 +183,56 @@ def _recall(earlier: list[str]) -> str:
     return f'Earlier you asked: "{previous}". I have kept that in mind.\n'
 
 
-def _no_place(earlier: list[str]) -> str:
+_CHEAPER = re.compile(r"\b(cheap|cheaper|budget|less money|save money)\b", re.IGNORECASE)
+
+# Activities for a plan, used in order so that no two days read the same.
+DRY_DAY = (
+    "A walking tour of the old town, then a picnic in a park",
+    "A bike ride along the waterfront and a market lunch",
+    "A day trip to the coast or the hills nearby",
+    "Street art and viewpoints, with sunset from the highest one",
+    "A boat trip, then dinner where the locals eat",
+    "Gardens in the morning and a food tour in the afternoon",
+    "A hike just outside the city and a slow evening",
+)
+WET_DAY = (
+    "Museums in the morning and a long lunch indoors",
+    "A covered market, a cooking class and a café afternoon",
+    "Galleries and a concert hall or a cinema",
+    "Historic interiors: a palace, a library and a bookshop",
+    "A spa or a bath house, then a cosy dinner",
+    "An aquarium or a science museum, and tapas-style snacks",
+    "Indoor markets and a tasting of local specialities",
+)
+WITHOUT_FORECAST = (
+    "Get your bearings on foot in the old town",
+    "The main museum and the market hall",
+    "A neighbourhood away from the centre, and its parks",
+    "A day trip by train",
+    "Viewpoints, cafés and an early dinner",
+    "Whatever you liked best so far, at a slower pace",
+    "Souvenirs and a farewell dinner",
+)
+BUDGET_TIPS = (
+    "stay a little outside the centre, near public transport",
+    "buy a day pass instead of taking taxis",
+    "eat your main meal at lunchtime, when set menus are cheaper",
+    "favour the walking tours, parks and viewpoints of the plan over paid attractions",
+)
+
+
+def _no_place(request: str, earlier: list[str]) -> str:
     remembered = [p for p in (find_place(e) for e in earlier) if p]
-    if remembered:
-        return (
-            _recall(earlier)
-            + f"We were talking about {remembered[-1]}. Tell me how many days you have and I "
-            "will plan them."
-        )
-    return "Where would you like to go? Name a city and how many days you have."
+    if not remembered:
+        return "Where would you like to go? Name a city and how many days you have."
+    place = remembered[-1]
+    if _CHEAPER.search(request):
+        tips = "; ".join(BUDGET_TIPS)
+        return _recall(earlier) + f"To keep {place} cheaper: {tips}."
+    return (
+        _recall(earlier)
+        + f"We were talking about {place}. Tell me how many days you have and I will plan them."
+    )
 
 
 def _plan(place: str, days: int, tool_results: list[dict[str, Any]], earlier: list[str]) -> str:
@@ -211,25 +252,38 @@ def _plan(place: str, days: int, tool_results: list[dict[str, Any]], earlier: li
     where = weather["location"] if weather else place
     lines = [f"Here is your {days}-day plan for {where}.", _recall(earlier).rstrip("\n")]
     lines.extend(notes)
+    if weather is None:
+        lines.append("Without a forecast, check the weather before you go.")
     forecast = weather["days"] if weather else []
+    used = {"dry": 0, "wet": 0, "none": 0}
     for number in range(1, days + 1):
         day = forecast[number - 1] if number - 1 < len(forecast) else None
-        lines.append(_day_line(number, day, events))
+        lines.append(_day_line(number, day, events, used))
     lines.append("Enjoy your trip!")
     return "\n".join(line for line in lines if line)
 
 
-def _day_line(number: int, day: dict[str, Any] | None, events: list[dict[str, Any]]) -> str:
+def _day_line(
+    number: int, day: dict[str, Any] | None, events: list[dict[str, Any]], used: dict[str, int]
+) -> str:
     if day is None:
-        return f"Day {number}: explore the old town and try the local food."
+        activity = WITHOUT_FORECAST[used["none"] % len(WITHOUT_FORECAST)]
+        used["none"] += 1
+        return f"Day {number}: {activity}."
     conditions = str(day.get("conditions", "unknown"))
     wet = any(word in conditions for word in ("rain", "drizzle", "shower", "snow", "thunder"))
-    activity = "a museum morning and a long lunch indoors" if wet else "a walking tour and a park"
+    kind, choices = ("wet", WET_DAY) if wet else ("dry", DRY_DAY)
+    activity = choices[used[kind] % len(choices)]
+    used[kind] += 1
     line = (
-        f"Day {number} ({day.get('date')}): {conditions}, {day.get('min_c')} to "
-        f"{day.get('max_c')} °C. Plan {activity}."
+        f"Day {number} ({day.get('date')}): {conditions}, {_degrees(day.get('min_c'))} to "
+        f"{_degrees(day.get('max_c'))} °C. {activity}."
     )
     todays = [e for e in events if e.get("date") == day.get("date")]
     if todays:
         line += f" In the evening: {todays[0].get('name')} at {todays[0].get('venue')}."
     return line
+
+
+def _degrees(value: Any) -> str:
+    return f"{value:.0f}" if isinstance(value, int | float) else "?"

@@ -1,7 +1,8 @@
 """The HTTP side of the scripted model: streams like the chat-completions API.
 
 Routes: ``POST /v1/chat/completions`` (OpenAI-compatible) and
-``POST /openai/deployments/{deployment}/chat/completions`` (Azure OpenAI). ``GET
+``POST /openai/deployments/{deployment}/chat/completions`` (Azure OpenAI); ``GET /v1/models``
+and ``GET /openai/models`` (what the health check probes). ``GET
 /scripted/requests`` lists what was received (auth headers reduced to their scheme) so tests and
 demos can see what reached the "model"; ``DELETE`` clears it.
 
@@ -75,6 +76,10 @@ def create_app(delay_seconds: float = 0.0, stall_seconds: float = 30.0) -> Starl
         chunks = _chunks(state, model, reply, usage if include_usage else None, key)
         return StreamingResponse(chunks, media_type="text/event-stream")
 
+    async def models(request: Request) -> Response:
+        listed = {"id": "scripted", "object": "model", "created": CREATED, "owned_by": "scripted"}
+        return JSONResponse({"object": "list", "data": [listed]})
+
     async def list_requests(request: Request) -> Response:
         return JSONResponse(state.requests)
 
@@ -89,6 +94,8 @@ def create_app(delay_seconds: float = 0.0, stall_seconds: float = 30.0) -> Starl
             Route(
                 "/openai/deployments/{deployment}/chat/completions", completions, methods=["POST"]
             ),
+            Route("/v1/models", models, methods=["GET"]),
+            Route("/openai/models", models, methods=["GET"]),
             Route("/scripted/requests", list_requests, methods=["GET"]),
             Route("/scripted/requests", clear_requests, methods=["DELETE"]),
         ]
