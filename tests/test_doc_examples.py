@@ -58,6 +58,8 @@ def curl_blocks(markdown: str) -> list[str]:
             continue
         if language == "console":  # keep the commands, drop the output
             body = "\n".join(line[2:] for line in body.splitlines() if line.startswith("$ "))
+        if _AZURE_ONLY.search(body):
+            continue  # needs a deployed app and the Azure CLIs, which this machine cannot have
         if "curl" in body or _only_definitions(body):
             blocks.append(body)
     return blocks
@@ -69,6 +71,7 @@ def _only_definitions(body: str) -> bool:
     return bool(lines) and all(_DEFINITION.match(line) for line in lines)
 
 
+_AZURE_ONLY = re.compile(r"^\s*[A-Z]*=?\$?\(?(azd|az) ", re.MULTILINE)
 _DEFINITION = re.compile(r"^[A-Za-z_]\w*(=\S|\(\))")
 
 
