@@ -6,6 +6,7 @@ import contextlib
 import importlib
 import json
 import logging
+import os
 import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -17,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .entities import EntityHost
+from .entities import EntityHost, thread_count
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +58,8 @@ def create_app(function_app: func.FunctionRegister, durable_available: bool = Tr
                 function.get_function_name(),
                 trigger.get_binding_name(),
             )
-    entities = EntityHost(entity_handlers)
+    # As in the Python worker: sync functions (the entity) share one pool of threads.
+    entities = EntityHost(entity_handlers, max_workers=thread_count(os.environ))
     routes.extend(_durable_routes(entities, durable_available))
 
     @contextlib.asynccontextmanager

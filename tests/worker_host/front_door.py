@@ -1,0 +1,202 @@
+"""The harness's HTTP side: the host's front door and the Durable extension's entity endpoint.
+
+Front door, for every HTTP function the worker indexed (routes and methods from its raw
+bindings): the request goes to the worker's own web server (``HttpUri``) with
+``x-ms-invocation-id``, and that forwarding starts before the ``InvocationRequest`` is sent,
+as the host does. The invocation carries only the route parameters and the other inputs (the
+``durableClient`` JSON). The worker's response is relayed chunk by chunk as it arrives; when the
+client goes away the forwarded request is closed, so the worker sees the disconnect.
+
+Entity endpoint (the durable client's ``rpcBaseUrl``): ``POST entities/{name}/{key}?op=``
+queues an operation with the posted body as its input; queued operations reach the entity
+function as batches in the extension's format (the development host's ``EntityHost``), each
+batch one ``InvocationRequest``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from agentstream.devhost.entities import EntityHost
+
+from .host import FunctionInfo, WorkerHost, messages
+
+logger = logging.getLogger(__name__)
+
+DURABLE_PREFIX = "/durabletask"
+TASK_HUB = "HarnessHub"
+INVOCATION_HEADER = "x-ms-invocation-id"
+_ROUTE_PARAMETER = re.compile(r"\{(\w+)(?::[^}]*)?\}")
+# Hop-by-hop headers and those the relaying server sets itself.
+_NOT_RELAYED = {"connection", "keep-alive", "transfer-encoding", "content-length", "host", "date"}
+_NOT_FORWARDED = {"host", "content-length", "connection"}
+
+
+@dataclass
+class EntityBatches:
+    """Every batch the stand-in delivered and the reply it got, for tests to inspect."""
+
+    delivered: list[tuple[dict[str, Any], dict[str, Any]]] = field(default_factory=list)
+
+    def for_key(self, key: str) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        return [(b, r) for b, r in self.delivered if b["self"]["key"] == key]
+
+
+def create_front_door(
+    host: WorkerHost, loop: asyncio.AbstractEventLoop, batches: EntityBatches
+) -> Starlette:
+    forwarder = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=10), limits=_UNLIMITED)
+    handlers = {
+        info.trigger["entityName"]: _entity_handler(host, info, loop, batches)
+        for info in host.functions.values()
+        if info.trigger["type"] == "entityTrigger"
+    }
+    # The extension holds no thread per batch; the worker's thread pool is what limits them.
+    entities = EntityHost(handlers, max_workers=64)
+    routes = [
+        _http_route(host, info, forwarder)
+        for info in host.functions.values()
+        if info.trigger["type"] == "httpTrigger"
+    ]
+    routes.append(_signal_route(entities))
+    app = Starlette(routes=routes)
+    app.state.entities = entities
+    app.state.forwarder = forwarder
+    return app
+
+
+_UNLIMITED = httpx.Limits(max_connections=None, max_keepalive_connections=20)
+
+
+def _http_route(host: WorkerHost, info: FunctionInfo, forwarder: httpx.AsyncClient) -> Route:
+    trigger = info.trigger
+    path = "/api/" + _ROUTE_PARAMETER.sub(r"{\1}", trigger["route"].strip("/"))
+    methods = [m.upper() for m in trigger.get("methods") or ["GET", "POST"]]
+    clients = info.inputs_of_type("durableClient")
+
+    async def endpoint(request: Request) -> Response:
+        invocation_id = str(uuid.uuid4())
+        forwarded = asyncio.ensure_future(_forward(forwarder, host, request, invocation_id))
+        inputs = [_http_input(trigger["name"], request.path_params)]
+        inputs += [_string_input(name, durable_client_json(request)) for name in clients]
+        outcome = await host.invoke(info, inputs, invocation_id)
+        if outcome.result.status != messages.StatusResult.Success:
+            forwarded.cancel()
+            logger.error("%s failed: %s", info.name, outcome.result.exception.message)
+            return JSONResponse({"error": "the function failed"}, status_code=500)
+        upstream = await forwarded
+        headers = {k: v for k, v in upstream.headers.items() if k.lower() not in _NOT_RELAYED}
+        return StreamingResponse(
+            _relay(upstream), status_code=upstream.status_code, headers=headers
+        )
+
+    return Route(path, endpoint, methods=methods, name=info.name)
+
+
+async def _forward(
+    forwarder: httpx.AsyncClient, host: WorkerHost, request: Request, invocation_id: str
+) -> httpx.Response:
+    headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _NOT_FORWARDED] + [
+        (INVOCATION_HEADER, invocation_id)
+    ]
+    url = host.http_uri + request.url.path
+    if request.url.query:
+        url += "?" + request.url.query
+    upstream = forwarder.build_request(
+        request.method, url, headers=headers, content=await request.body()
+    )
+    return await forwarder.send(upstream, stream=True)
+
+
+async def _relay(upstream: httpx.Response) -> AsyncIterator[bytes]:
+    """The worker's body, each chunk passed on as it arrives; closed if the client leaves."""
+    try:
+        async for chunk in upstream.aiter_raw():
+            yield chunk
+    finally:
+        await upstream.aclose()
+
+
+def _http_input(name: str, route_params: dict[str, str]) -> Any:
+    # With RequiresRouteParameters the host sends the route parameters and nothing else.
+    http = messages.RpcHttp(params={k: str(v) for k, v in route_params.items()})
+    return messages.ParameterBinding(name=name, data=messages.TypedData(http=http))
+
+
+def _string_input(name: str, value: str) -> Any:
+    return messages.ParameterBinding(name=name, data=messages.TypedData(string=value))
+
+
+def durable_client_json(request: Request) -> str:
+    """The ``durableClient`` binding as the host passes it: a JSON string of endpoints."""
+    base = str(request.base_url).rstrip("/")
+    webhooks = f"{base}/runtime/webhooks/durabletask"
+    instance = f"{webhooks}/instances/INSTANCEID"
+    return json.dumps(
+        {
+            "taskHubName": TASK_HUB,
+            "creationUrls": {
+                "createNewInstancePostUri": f"{webhooks}/orchestrators/{{functionName}}",
+                "createAndWaitOnNewInstancePostUri": f"{webhooks}/orchestrators/{{functionName}}",
+            },
+            "managementUrls": {
+                "id": "INSTANCEID",
+                "statusQueryGetUri": instance,
+                "sendEventPostUri": f"{instance}/raiseEvent/{{eventName}}",
+                "terminatePostUri": f"{instance}/terminate?reason={{text}}",
+                "purgeHistoryDeleteUri": instance,
+            },
+            "baseUrl": webhooks,
+            "requiredQueryStringParameters": "",
+            "rpcBaseUrl": f"{base}{DURABLE_PREFIX}/",
+            "httpBaseUrl": webhooks,
+            "maxGrpcMessageSizeInBytes": 0,
+            "grpcHttpClientTimeout": "00:01:40",
+        }
+    )
+
+
+def _signal_route(entities: EntityHost) -> Route:
+    async def signal(request: Request) -> Response:
+        name, key = request.path_params["name"], request.path_params["key"]
+        operation = request.query_params.get("op")
+        if not entities.knows(name):
+            return JSONResponse({"message": f"no entity function named {name}"}, 404)
+        if not operation:
+            return JSONResponse({"message": "the op query parameter is required"}, 400)
+        entities.signal(name, key, operation, (await request.body()).decode() or None)
+        return Response(status_code=202)
+
+    return Route(DURABLE_PREFIX + "/entities/{name}/{key}", signal, methods=["POST"])
+
+
+def _entity_handler(
+    host: WorkerHost, info: FunctionInfo, loop: asyncio.AbstractEventLoop, batches: EntityBatches
+) -> Callable[[str], str]:
+    """Runs on an ``EntityHost`` thread: one batch -> one invocation of the entity function."""
+    trigger = info.trigger["name"]
+
+    def handle(batch: str) -> str:
+        inputs = [_string_input(trigger, batch)]
+        outcome = asyncio.run_coroutine_threadsafe(host.invoke(info, inputs), loop).result()
+        if outcome.result.status != messages.StatusResult.Success:
+            raise RuntimeError(f"entity invocation failed: {outcome.result.exception.message}")
+        value = outcome.return_value
+        reply = value.json if value.WhichOneof("data") == "json" else value.string
+        batches.delivered.append((json.loads(batch), json.loads(reply)))
+        return reply
+
+    return handle
