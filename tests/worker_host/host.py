@@ -198,7 +198,7 @@ class WorkerHost:
     def _log_tail(self) -> str:
         return self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
 
-    def _received(self, message: Any) -> None:
+    def received(self, message: Any) -> None:
         kind = message.WhichOneof("content")
         if kind == "start_stream":
             self._started.set()
@@ -220,7 +220,7 @@ class WorkerHost:
         if future is not None and not future.done():
             future.set_result(payload)
 
-    async def _outgoing_messages(self) -> AsyncIterator[Any]:
+    async def outgoing_messages(self) -> AsyncIterator[Any]:
         while (message := await self._outgoing.get()) is not None:
             yield message
 
@@ -234,11 +234,11 @@ class _Servicer(services.FunctionRpcServicer):
     async def EventStream(self, request_iterator: Any, context: Any) -> AsyncIterator[Any]:
         reader = asyncio.ensure_future(self._read(request_iterator))
         try:
-            async for message in self._host._outgoing_messages():
+            async for message in self._host.outgoing_messages():
                 yield message
         finally:
             reader.cancel()
 
     async def _read(self, request_iterator: Any) -> None:
         async for message in request_iterator:
-            self._host._received(message)
+            self._host.received(message)
