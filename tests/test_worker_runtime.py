@@ -241,10 +241,13 @@ def test_a_client_that_disconnects_stops_the_workers_redis_reads(
     assert wait_for(lambda: blocked_stream_reads(redis_admin) == 0, DISCONNECT_BOUND_SECONDS)
     cid = started(api.start(f"Plan 2 days in Prague {HELD}"))["conversation_id"]
     with connect_sse(api.http, "GET", api.stream_path(cid)) as source:
-        read_until(sse_events(source), "run.started")
+        # Keep the iterator referenced: dropping it mid-stream closes the connection.
+        events = sse_events(source)
+        read_until(events, "run.started")
         # The run is held, so the worker's reader is waiting on Redis for the next event.
         blocked = wait_for(lambda: blocked_stream_reads(redis_admin) > 0, 30)
         assert blocked, [(c["cmd"], c["flags"]) for c in redis_admin.client_list()]
+        events.close()
     disconnected = time.monotonic()
     dropped = wait_for(lambda: blocked_stream_reads(redis_admin) == 0, DISCONNECT_BOUND_SECONDS)
     took = time.monotonic() - disconnected

@@ -45,10 +45,7 @@ _NOT_RELAYED = {"connection", "keep-alive", "transfer-encoding", "content-length
 _NOT_FORWARDED = {"host", "content-length", "connection"}
 
 
-# A fresh connection per forwarded request. With keep-alive reuse, about one full run in five
-# lost a stream: the worker's web server dropped the request it was streaming while the harness
-# still waited on the reused connection (with fresh connections: none in 16 runs).
-_FRESH_CONNECTIONS = httpx.Limits(max_connections=None, max_keepalive_connections=0)
+_CONNECTIONS = httpx.Limits(max_connections=None, max_keepalive_connections=20)
 
 
 @dataclass
@@ -64,9 +61,7 @@ class EntityBatches:
 def create_front_door(
     host: WorkerHost, loop: asyncio.AbstractEventLoop, batches: EntityBatches
 ) -> Starlette:
-    forwarder = httpx.AsyncClient(
-        timeout=httpx.Timeout(None, connect=10), limits=_FRESH_CONNECTIONS
-    )
+    forwarder = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=10), limits=_CONNECTIONS)
     handlers = {
         info.trigger["entityName"]: _entity_handler(host, info, loop, batches)
         for info in host.functions.values()
