@@ -100,10 +100,10 @@ def _http_route(host: WorkerHost, info: FunctionInfo, forwarder: httpx.AsyncClie
             forwarded.cancel()
             logger.error("%s failed: %s", info.name, outcome.result.exception.message)
             return JSONResponse({"error": "the function failed"}, status_code=500)
-        upstream = await forwarded
-        headers = {k: v for k, v in upstream.headers.items() if k.lower() not in _NOT_RELAYED}
+        response = await forwarded
+        headers = {k: v for k, v in response.headers.items() if k.lower() not in _NOT_RELAYED}
         return StreamingResponse(
-            _relay(upstream), status_code=upstream.status_code, headers=headers
+            _relay(response), status_code=response.status_code, headers=headers
         )
 
     return Route(path, endpoint, methods=methods, name=info.name)
