@@ -30,6 +30,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from agentstream.devhost.app import durable_client_binding
 from agentstream.devhost.entities import EntityHost
 
 from .host import FunctionInfo, WorkerHost, messages
@@ -144,32 +145,10 @@ def _string_input(name: str, value: str) -> Any:
 
 
 def durable_client_json(request: Request) -> str:
-    """The ``durableClient`` binding as the host passes it: a JSON string of endpoints."""
+    """The ``durableClient`` binding, its RPC base URL pointing at the entity stand-in."""
     base = str(request.base_url).rstrip("/")
     webhooks = f"{base}/runtime/webhooks/durabletask"
-    instance = f"{webhooks}/instances/INSTANCEID"
-    return json.dumps(
-        {
-            "taskHubName": TASK_HUB,
-            "creationUrls": {
-                "createNewInstancePostUri": f"{webhooks}/orchestrators/{{functionName}}",
-                "createAndWaitOnNewInstancePostUri": f"{webhooks}/orchestrators/{{functionName}}",
-            },
-            "managementUrls": {
-                "id": "INSTANCEID",
-                "statusQueryGetUri": instance,
-                "sendEventPostUri": f"{instance}/raiseEvent/{{eventName}}",
-                "terminatePostUri": f"{instance}/terminate?reason={{text}}",
-                "purgeHistoryDeleteUri": instance,
-            },
-            "baseUrl": webhooks,
-            "requiredQueryStringParameters": "",
-            "rpcBaseUrl": f"{base}{DURABLE_PREFIX}/",
-            "httpBaseUrl": webhooks,
-            "maxGrpcMessageSizeInBytes": 0,
-            "grpcHttpClientTimeout": "00:01:40",
-        }
-    )
+    return durable_client_binding(webhooks, f"{base}{DURABLE_PREFIX}/", TASK_HUB)
 
 
 def _signal_route(entities: EntityHost) -> Route:
