@@ -2,11 +2,12 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# Python 3.13 for the worker-indexing test (azure-functions-runtime needs it); optional.
+# Python 3.13 for the tests under the real worker library (azure-functions-runtime needs it);
+# without it those tests are skipped, saying why.
 PYTHON313 ?= $(shell p=$$(pyenv prefix 3.13 2>/dev/null) && echo $$p/bin/python3.13 || command -v python3.13)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint bench redis-server chromium worker-venv infra-tools
+.PHONY: run test test-worker lint bench redis-server chromium worker-venv infra-tools
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +22,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 		.venv313/bin/python -m pip install --quiet -r tests/requirements-worker.txt && \
 		touch $@; \
 	else \
-		echo "python3.13 not found: the worker-indexing test will be skipped"; \
+		echo "python3.13 not found: the tests under the real Python worker will be skipped"; \
 	fi
 
 worker-venv: .venv313/.installed
@@ -49,6 +50,10 @@ test: $(VENV)/.installed worker-venv infra-tools redis-server chromium
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest
+
+# The app under azure-functions-runtime, driven over the host's gRPC protocol (tests/worker_host).
+test-worker: $(VENV)/.installed worker-venv redis-server
+	$(PY) -m pytest tests/test_worker_runtime.py tests/test_function_metadata.py
 
 run: $(VENV)/.installed redis-server
 	@$(PY) -m agentstream.launcher

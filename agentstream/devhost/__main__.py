@@ -41,6 +41,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     app = create_app(function_app, durable_available=not args.durable_unavailable)
     print(BANNER, flush=True)
+    print(
+        f"  entity batches run on {app.state.entities.max_workers} threads"
+        " (PYTHON_THREADPOOL_THREAD_COUNT)",
+        flush=True,
+    )
     for path, methods in app.state.http_routes:
         print(f"  {','.join(methods):<9} http://{args.host}:{args.port}{path}", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")

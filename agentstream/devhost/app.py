@@ -6,6 +6,7 @@ import contextlib
 import importlib
 import json
 import logging
+import os
 import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -17,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .entities import EntityHost
+from .entities import EntityHost, thread_count
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +58,8 @@ def create_app(function_app: func.FunctionRegister, durable_available: bool = Tr
                 function.get_function_name(),
                 trigger.get_binding_name(),
             )
-    entities = EntityHost(entity_handlers)
+    # As in the Python worker: sync functions (the entity) share one pool of threads.
+    entities = EntityHost(entity_handlers, max_workers=thread_count(os.environ))
     routes.extend(_durable_routes(entities, durable_available))
 
     @contextlib.asynccontextmanager
@@ -105,17 +107,38 @@ async def _call(user_function: Callable[..., Any], kwargs: dict[str, Any]) -> Re
 
 
 def _durable_client_binding(request: Request) -> str:
-    """The JSON the Functions host passes for a ``durableClient`` binding."""
-    base = str(request.base_url).rstrip("/") + DURABLE_PREFIX + "/"
-    instance = base + "instances/INSTANCEID"
+    base = str(request.base_url).rstrip("/")
+    return durable_client_binding(base + DURABLE_PREFIX, base + DURABLE_PREFIX + "/", TASK_HUB)
+
+
+def durable_client_binding(webhooks_url: str, rpc_base_url: str, task_hub: str) -> str:
+    """The JSON the Functions host passes for a ``durableClient`` binding.
+
+    ``rpc_base_url`` is where the SDK's client sends entity signals
+    (``{rpc_base_url}entities/{name}/{key}?op=``).
+    """
+    instance = f"{webhooks_url}/instances/INSTANCEID"
+    orchestrator = f"{webhooks_url}/orchestrators/{{functionName}}"
     return json.dumps(
         {
-            "taskHubName": TASK_HUB,
-            "creationUrls": {},
-            "managementUrls": {"id": "INSTANCEID", "statusQueryGetUri": instance},
-            "rpcBaseUrl": base,
-            "baseUrl": base,
+            "taskHubName": task_hub,
+            "creationUrls": {
+                "createNewInstancePostUri": orchestrator,
+                "createAndWaitOnNewInstancePostUri": orchestrator,
+            },
+            "managementUrls": {
+                "id": "INSTANCEID",
+                "statusQueryGetUri": instance,
+                "sendEventPostUri": f"{instance}/raiseEvent/{{eventName}}",
+                "terminatePostUri": f"{instance}/terminate?reason={{text}}",
+                "purgeHistoryDeleteUri": instance,
+            },
+            "baseUrl": webhooks_url,
             "requiredQueryStringParameters": "",
+            "rpcBaseUrl": rpc_base_url,
+            "httpBaseUrl": webhooks_url,
+            "maxGrpcMessageSizeInBytes": 0,
+            "grpcHttpClientTimeout": "00:01:40",
             "invocationId": str(uuid.uuid4()),
         }
     )
