@@ -123,7 +123,7 @@ def handle_operation(context: df.DurableEntityContext) -> None:
         context.set_result({"error": f"unknown operation {context.operation_name!r}"})
         return
     try:
-        payload = context.get_input()
+        payload = context.get_input(expected_type=dict)
     except (TypeError, ValueError):  # a null or undecodable input
         payload = None
     if not _valid_run_input(payload):
