@@ -21,15 +21,19 @@ from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from ..config import Settings, get_settings
 from ..conversation import ENTITY_NAME, RUN_OPERATION
 from ..events import StreamFormat, negotiate, stream_format
-from ..redis_clients import async_redis
+from ..redis_clients import async_redis, reader_redis
 from ..streamlog import control
 from ..streamlog.cursor import MalformedCursor, parse_cursor
+from ..streamlog.hub import stream_hub
 from ..streamlog.reader import (
     ConversationNotFound,
+    CursorBeyondEnd,
     CursorTrimmed,
+    HubStream,
     NothingToDeliver,
     OpenStream,
     open_stream,
+    reader_slots,
 )
 from ..streamlog.writer import FINISHED_STATUSES
 from . import validation
@@ -169,11 +173,13 @@ async def stream(req: Request) -> Response:
         raise ApiError(400, "invalid_cursor", str(exc)) from None
     try:
         opened = await open_stream(
-            async_redis(settings),
+            reader_redis(settings),
             conversation_id,
             cursor,
             keepalive_seconds=settings.keepalive_seconds,
             max_seconds=settings.max_stream_seconds,
+            hub=stream_hub(settings) if settings.pools.hub else None,
+            slots=reader_slots(settings.pools.max_readers),
         )
     except ConversationNotFound:
         raise _conversation_not_found() from None
@@ -183,6 +189,10 @@ async def stream(req: Request) -> Response:
             "cursor_trimmed",
             "Events after this cursor are no longer kept; start again from the "
             "conversation's status.",
+        ) from None
+    except CursorBeyondEnd:
+        raise ApiError(
+            400, "cursor_beyond_end", "The cursor is later than the newest event of this stream."
         ) from None
     except NothingToDeliver:
         return Response(status_code=204, headers=STREAM_HEADERS)
@@ -194,16 +204,17 @@ async def stream(req: Request) -> Response:
     )
 
 
-async def _encoded(opened: OpenStream, fmt: StreamFormat) -> AsyncIterator[str]:
+async def _encoded(opened: OpenStream | HubStream, fmt: StreamFormat) -> AsyncIterator[bytes]:
     if fmt.preamble:
-        yield fmt.preamble
+        yield fmt.preamble.encode()
+    keepalive = fmt.keepalive.encode()
     try:
         async for item in opened.items():
             if item is None:
-                if fmt.keepalive:
-                    yield fmt.keepalive
+                if keepalive:
+                    yield keepalive
             else:
-                yield fmt.encode(item)
+                yield fmt.encode(item)  # cached on the event: encoded once for all its readers
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
         # The response has started; end it cleanly and let the client resume from its cursor.
         logger.warning("stream ended early, redis unavailable: %s", type(exc).__name__)
