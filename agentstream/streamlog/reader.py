@@ -96,10 +96,12 @@ class OpenStream:
 
     async def items(self) -> AsyncIterator[Event | None]:
         """Events after the cursor, with ``KEEPALIVE`` (None) ticks while idle."""
+        inner = self._items()
         try:
-            async for item in self._items():
+            async for item in inner:
                 yield item
         finally:
+            await inner.aclose()  # a reader that goes away leaves at once, not when collected
             self.release()
 
     async def _items(self) -> AsyncIterator[Event | None]:
@@ -148,10 +150,12 @@ class HubStream:
 
     async def items(self) -> AsyncIterator[Event | None]:
         """Events after the cursor, with ``KEEPALIVE`` (None) ticks while idle."""
+        inner = self._items()
         try:
-            async for item in self._items():
+            async for item in inner:
                 yield item
         finally:
+            await inner.aclose()  # a reader that goes away leaves at once, not when collected
             self.release()
 
     async def _items(self) -> AsyncIterator[Event | None]:
