@@ -102,9 +102,10 @@ class _Clients:
         )
         if pools.hub:
             # Opening checks and catch-up reads are short and non-blocking: a few connections
-            # serve every reader in turn, so they may wait a little longer for one.
+            # serve every reader in turn. A burst of readers queues for them, so they wait longer
+            # than a request does before the worker says it is at capacity.
             self.readers = client(
-                "agentstream-readers", pools.catch_up_connections, 4 * pools.wait_seconds
+                "agentstream-readers", pools.catch_up_connections, 10 * pools.wait_seconds
             )
         else:
             # One blocking read per reader: as many connections as readers are admitted.

@@ -21,7 +21,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from ..config import Settings, get_settings
 from ..conversation import ENTITY_NAME, RUN_OPERATION
 from ..events import StreamFormat, negotiate, stream_format
-from ..redis_clients import async_redis, reader_redis
+from ..redis_clients import AtCapacity, async_redis, reader_redis
 from ..streamlog import control
 from ..streamlog.cursor import MalformedCursor, parse_cursor
 from ..streamlog.hub import stream_hub
@@ -209,15 +209,17 @@ async def _encoded(opened: OpenStream | HubStream, fmt: StreamFormat) -> AsyncIt
         yield fmt.preamble.encode()
     keepalive = fmt.keepalive.encode()
     try:
-        async for item in opened.items():
-            if item is None:
+        async for batch in opened.batches():
+            if batch is None:
                 if keepalive:
                     yield keepalive
             else:
-                yield fmt.encode(item)  # cached on the event: encoded once for all its readers
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+                # Encodings are cached on the event: encoded once for all of its readers. What
+                # was ready at once goes out in one write.
+                yield b"".join(fmt.encode(event) for event in batch)
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, AtCapacity) as exc:
         # The response has started; end it cleanly and let the client resume from its cursor.
-        logger.warning("stream ended early, redis unavailable: %s", type(exc).__name__)
+        logger.warning("stream ended early: %s", type(exc).__name__)
 
 
 @json_errors

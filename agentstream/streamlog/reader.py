@@ -84,27 +84,68 @@ def _no_slot() -> None:
 
 
 @dataclass
-class OpenStream:
+class _Reading:
+    """What both readers share: ``items()`` and ``batches()`` over a ``_batches()`` generator.
+
+    ``batches()`` yields lists of events in order (a list holds whatever was ready at once, so a
+    response can send it in one write) and ``KEEPALIVE`` ticks; ``items()`` yields single events.
+    Both give the reader's stream slot back when they end, however they end.
+    """
+
     client: aioredis.Redis
     key: str
     after_id: str
     batch_size: int
     keepalive_seconds: float
     max_seconds: float
-    clock: Callable[[], float] = time.monotonic
-    release: Callable[[], None] = field(default=_no_slot, repr=False)
+    clock: Callable[[], float] = field(default=time.monotonic, kw_only=True)
+    release: Callable[[], None] = field(default=_no_slot, repr=False, kw_only=True)
 
-    async def items(self) -> AsyncIterator[Event | None]:
-        """Events after the cursor, with ``KEEPALIVE`` (None) ticks while idle."""
-        inner = self._items()
+    async def batches(self) -> AsyncIterator[list[Event] | None]:
+        """Lists of events after the cursor, with ``KEEPALIVE`` (None) ticks while idle."""
+        inner = self._batches()
         try:
-            async for item in inner:
-                yield item
+            async for batch in inner:
+                yield batch
         finally:
             await inner.aclose()  # a reader that goes away leaves at once, not when collected
             self.release()
 
-    async def _items(self) -> AsyncIterator[Event | None]:
+    async def items(self) -> AsyncIterator[Event | None]:
+        """Events after the cursor, with ``KEEPALIVE`` (None) ticks while idle."""
+        batches = self.batches()
+        try:
+            async for batch in batches:
+                if batch is None:
+                    yield KEEPALIVE
+                else:
+                    for event in batch:
+                        yield event
+        finally:
+            await batches.aclose()
+
+    def _batches(self) -> AsyncIterator[list[Event] | None]:
+        raise NotImplementedError
+
+    async def _read(self, after_id: str) -> list[Event]:
+        """One non-blocking read of up to ``batch_size`` entries after ``after_id``."""
+        reply = await self.client.xread({self.key: after_id}, count=self.batch_size)
+        return [Event.from_entry(i, f) for i, f in (reply[0][1] if reply else ())]
+
+
+def _through_terminal(events: list[Event]) -> tuple[list[Event], bool]:
+    """The events up to and including the first terminal one, and whether there was one."""
+    for index, event in enumerate(events):
+        if event.is_terminal:
+            return events[: index + 1], True
+    return events, False
+
+
+@dataclass
+class OpenStream(_Reading):
+    """A reader with a blocking read of its own (``STREAM_HUB=false``)."""
+
+    async def _batches(self) -> AsyncIterator[list[Event] | None]:
         deadline = self.clock() + self.max_seconds
         last_id = self.after_id
         caught_up = False
@@ -126,52 +167,34 @@ class OpenStream:
                 continue
             # A full batch means there may be more waiting: keep reading without blocking.
             caught_up = len(entries) < self.batch_size
-            for entry_id, fields in entries:
-                event = Event.from_entry(entry_id, fields)
-                last_id = event.id
-                yield event
-                if event.is_terminal:
-                    return
+            events, ended = _through_terminal([Event.from_entry(i, f) for i, f in entries])
+            last_id = events[-1].id
+            yield events
+            if ended:
+                return
 
 
 @dataclass
-class HubStream:
+class HubStream(_Reading):
     """A reader that catches up by itself, then takes live events from the stream hub."""
 
-    client: aioredis.Redis
-    hub: StreamHub
-    key: str
-    after_id: str
-    batch_size: int
-    keepalive_seconds: float
-    max_seconds: float
-    clock: Callable[[], float] = time.monotonic
-    release: Callable[[], None] = field(default=_no_slot, repr=False)
+    hub: StreamHub | None = field(default=None, kw_only=True)
 
-    async def items(self) -> AsyncIterator[Event | None]:
-        """Events after the cursor, with ``KEEPALIVE`` (None) ticks while idle."""
-        inner = self._items()
-        try:
-            async for item in inner:
-                yield item
-        finally:
-            await inner.aclose()  # a reader that goes away leaves at once, not when collected
-            self.release()
-
-    async def _items(self) -> AsyncIterator[Event | None]:
+    async def _batches(self) -> AsyncIterator[list[Event] | None]:
+        assert self.hub is not None
         deadline = self.clock() + self.max_seconds
-        last = _parse(self.after_id)
         last_id = self.after_id
         # 1. Catch up with non-blocking reads until a short batch says nothing more is waiting.
         while True:
-            entries = await self._read(last_id)
-            for event in entries:
-                last, last_id = event.order, event.id
-                yield event
-                if event.is_terminal:
-                    return
-            if len(entries) < self.batch_size:
+            events, ended = _through_terminal(await self._read(last_id))
+            if events:
+                last_id = events[-1].id
+                yield events
+            if ended:
+                return
+            if len(events) < self.batch_size:
                 break
+        last = _parse(last_id)
         # 2. Join the hub at the last id. Nothing can be lost between the read above and the
         # join: join() is synchronous and reports how far the hub has read this stream already.
         subscription, hub_id = self.hub.join(self.key, last_id)
@@ -180,14 +203,13 @@ class HubStream:
             # 3. The hub is ahead (other readers joined earlier): fetch the gap up to its id.
             while last < hub_last:
                 entries = await self._read(last_id)
-                for event in entries:
-                    if event.order > hub_last:
-                        break
-                    last, last_id = event.order, event.id
-                    yield event
-                    if event.is_terminal:
-                        return
-                if len(entries) < self.batch_size:
+                events, ended = _through_terminal([e for e in entries if e.order <= hub_last])
+                if events:
+                    last, last_id = events[-1].order, events[-1].id
+                    yield events
+                if ended:
+                    return
+                if not events or len(entries) < self.batch_size:
                     break
             # 4. Live: events from the hub, skipping any this reader already has.
             while True:
@@ -195,25 +217,20 @@ class HubStream:
                 if remaining <= 0:
                     return
                 wait = min(self.keepalive_seconds, remaining)
-                events = await subscription.take(wait)
-                for event in events:
-                    if event.order <= last:
-                        continue
-                    last, last_id = event.order, event.id
-                    yield event
-                    if event.is_terminal:
-                        return
-                if not events:
+                taken = await subscription.take(wait)
+                events, ended = _through_terminal([e for e in taken if e.order > last])
+                if events:
+                    last = events[-1].order
+                    yield events
+                if ended:
+                    return
+                if not taken:
                     if subscription.ended:
                         return  # cut loose or the hub lost Redis: the client resumes by cursor
                     if wait < remaining:
                         yield KEEPALIVE
         finally:
             self.hub.leave(subscription)
-
-    async def _read(self, after_id: str) -> list[Event]:
-        reply = await self.client.xread({self.key: after_id}, count=self.batch_size)
-        return [Event.from_entry(i, f) for i, f in (reply[0][1] if reply else ())]
 
 
 async def open_stream(
