@@ -116,7 +116,7 @@ class Event:
     @classmethod
     def from_entry(cls, entry_id: str | bytes, fields: Mapping[Any, Any]) -> Event:
         """Build an event from a raw ``XREAD`` entry (bytes or str fields)."""
-        text = {as_text(k): as_text(v) for k, v in fields.items()}
+        text = fields if isinstance(entry_id, str) else _texts(fields)
         return cls(
             id=as_text(entry_id),
             type=text["type"],
@@ -182,6 +182,10 @@ class Event:
 _RESERVED_MEMBERS = tuple(f'"{name}":' for name in _RESERVED)
 # Stream ids, run ids and event types: nothing JSON would escape.
 _PLAIN = re.compile(r"^[A-Za-z0-9._-]*$")
+
+
+def _texts(fields: Mapping[Any, Any]) -> dict[str, str]:
+    return {as_text(k): as_text(v) for k, v in fields.items()}
 
 
 def as_text(value: str | bytes) -> str:

@@ -110,5 +110,7 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
 
 def _cell(value: Any) -> str:
     if isinstance(value, float):
-        return f"{value:.1f}" if value == value else "-"
+        if value != value:
+            return "-"
+        return f"{value:.2f}" if abs(value) < 10 else f"{value:.1f}"
     return str(value)
