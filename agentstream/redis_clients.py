@@ -100,16 +100,17 @@ class _Clients:
         self.requests = client(
             "agentstream-requests", pools.request_connections, pools.wait_seconds
         )
-        if pools.hub:
-            # Opening checks and catch-up reads are short and non-blocking: a few connections
-            # serve every reader in turn. A burst of readers queues for them, so they wait longer
-            # than a request does before the worker says it is at capacity.
-            self.readers = client(
-                "agentstream-readers", pools.catch_up_connections, 10 * pools.wait_seconds
-            )
-        else:
-            # One blocking read per reader: as many connections as readers are admitted.
-            self.readers = client("agentstream-readers", pools.max_readers, pools.wait_seconds)
+        # Opening checks and catch-up reads are short and non-blocking: a few connections serve
+        # every reader in turn. A burst of readers queues for them, so they wait longer than a
+        # request does before the worker says it is at capacity.
+        self.readers = client(
+            "agentstream-readers", pools.catch_up_connections, 10 * pools.wait_seconds
+        )
+        # One blocking read per reader (STREAM_HUB=false, or Redis refuses the hub's reads): as
+        # many connections as readers are admitted. redis-py opens them only when used.
+        self.blocking = client(
+            "agentstream-blocking-readers", pools.max_readers, pools.wait_seconds
+        )
         self.hub = client("agentstream-hub", pools.hub_connections, pools.wait_seconds)
 
 
@@ -155,6 +156,11 @@ def async_redis(settings: Settings | None = None) -> aioredis.Redis:
 def reader_redis(settings: Settings | None = None) -> aioredis.Redis:
     """The running loop's client for stream opening checks and catch-up reads."""
     return _clients(settings).readers
+
+
+def blocking_reader_redis(settings: Settings | None = None) -> aioredis.Redis:
+    """The running loop's client for readers with a blocking read of their own."""
+    return _clients(settings).blocking
 
 
 def hub_redis(settings: Settings | None = None) -> aioredis.Redis:

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
 
 import pytest
 import pytest_asyncio
@@ -39,7 +45,7 @@ from agentstream.streamlog.reader import (
     open_stream,
 )
 
-from .redis_server import running_redis_server
+from .redis_server import free_port, running_redis_server
 from .streamlog_helpers import new_conversation_id, run_log
 
 
@@ -56,12 +62,13 @@ def make_hub(port: int, lanes: int = 2, queue_limit: int = 500) -> tuple[StreamH
         {"REDIS_CONNECTION_STRING": f"127.0.0.1:{port}", "STREAM_HUB_CONNECTIONS": str(lanes)}
     )
     clients = _Clients(settings)
-    return StreamHub(clients.hub, clients.readers, lanes=lanes, queue_limit=queue_limit), clients
+    hub = StreamHub(clients.hub, clients.readers, lanes=lanes, queue_limit=queue_limit)
+    return hub, clients
 
 
 async def close_hub(hub: StreamHub, clients: _Clients) -> None:
     await hub.aclose()
-    for client in (clients.requests, clients.readers, clients.hub):
+    for client in (clients.requests, clients.readers, clients.hub, clients.blocking):
         await client.aclose()
 
 
@@ -284,6 +291,89 @@ async def test_readers_end_cleanly_when_the_hub_loses_redis() -> None:
         await close_hub(hub, clients)
 
 
+@contextmanager
+def single_node_cluster() -> Iterator[int]:
+    """A real redis-server in cluster mode owning every slot: multi-slot XREAD is CROSSSLOT."""
+    binary = os.environ.get("REDIS_SERVER_BIN") or shutil.which("redis-server")
+    assert binary is not None
+    port, workdir = free_port(), tempfile.mkdtemp(prefix="redis-cluster-")
+    process = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--dir",
+            workdir,
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        client = redis.Redis(port=port, decode_responses=True)
+        for _ in range(500):
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.02)  # the server signals readiness only by answering
+        client.execute_command("CLUSTER", "ADDSLOTS", *range(16384))
+        while client.cluster("info")["cluster_state"] != "ok":
+            time.sleep(0.02)
+        client.close()
+        yield port
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def test_on_a_clustered_redis_readers_go_on_with_a_blocking_read_each() -> None:
+    with single_node_cluster() as port:
+        hub, clients = make_hub(port, lanes=1)
+        client = redis.Redis(port=port, decode_responses=True)
+        cid = new_conversation_id()
+        log = run_log(client, cid, "run")
+        start = log.append(RUN_QUEUED, {"message": "go"}).id
+        opened = await open_stream(
+            clients.readers,
+            cid,
+            Cursor(start),
+            keepalive_seconds=15,
+            max_seconds=60,
+            hub=hub,
+            fallback=clients.blocking,
+        )
+        reader = asyncio.create_task(events_of(opened))
+        await until(lambda: hub.unsupported)
+        for i in range(5):
+            log.append(MESSAGE_DELTA, {"text": f"{i}"})
+        log.append(RUN_COMPLETED, {"finish_reason": "stop"})
+        async with asyncio.timeout(60):
+            assert await reader == expected_after(client, cid, start)
+        # Later readers do not try the hub again.
+        later = await open_stream(
+            clients.readers,
+            cid,
+            Cursor("0-0"),
+            keepalive_seconds=15,
+            max_seconds=60,
+            hub=hub,
+            fallback=clients.blocking,
+        )
+        assert not isinstance(later, HubStream)
+        assert await events_of(later) == expected_after(client, cid, "0-0")
+        client.close()
+        await close_hub(hub, clients)
+
+
 async def test_an_idle_hub_reader_ticks_at_the_keepalive_interval(
     redis_client: redis.Redis, aclient: aioredis.Redis, hub_factory: Callable[..., StreamHub]
 ) -> None:
@@ -359,5 +449,5 @@ async def test_an_exhausted_pool_is_at_capacity_and_other_pools_still_answer(
         assert await clients.hub.ping()
         holding.cancel()
     finally:
-        for client in (clients.requests, clients.readers, clients.hub):
+        for client in (clients.requests, clients.readers, clients.hub, clients.blocking):
             await client.aclose()

@@ -21,7 +21,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from ..config import Settings, get_settings
 from ..conversation import ENTITY_NAME, RUN_OPERATION
 from ..events import StreamFormat, negotiate, stream_format
-from ..redis_clients import AtCapacity, async_redis, reader_redis
+from ..redis_clients import AtCapacity, async_redis, blocking_reader_redis, reader_redis
 from ..streamlog import control
 from ..streamlog.cursor import MalformedCursor, parse_cursor
 from ..streamlog.hub import stream_hub
@@ -179,6 +179,7 @@ async def stream(req: Request) -> Response:
             keepalive_seconds=settings.keepalive_seconds,
             max_seconds=settings.max_stream_seconds,
             hub=stream_hub(settings) if settings.pools.hub else None,
+            fallback=blocking_reader_redis(settings),
             slots=reader_slots(settings.pools.max_readers),
         )
     except ConversationNotFound:

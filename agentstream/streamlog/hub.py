@@ -34,6 +34,7 @@ from ..redis_clients import hub_redis, reader_redis
 logger = logging.getLogger(__name__)
 
 WAKE_KEY_TTL_MS = 3_600_000
+UNSUPPORTED = "unsupported"  # why subscriptions end when Redis cannot serve the hub
 # How long one blocking read waits before it is reissued (with the current set of streams).
 BLOCK_MS = 5_000
 
@@ -159,9 +160,22 @@ class _Lane:
                     # new position: its next read fetches what it needs.
                     if stream is not None and stream is asked.get(key):
                         self._deliver(key, stream, entries)
+        except redis.exceptions.ClusterCrossSlotError:
+            # A clustered Redis (Azure Managed Redis among them) refuses an XREAD over keys in
+            # different hash slots. Readers go on with a blocking read each.
+            if not self.hub.unsupported:
+                logger.warning(
+                    "Redis refuses reading several streams at once (clustered); the stream hub "
+                    "is off, every reader uses a blocking read of its own"
+                )
+            self.hub.unsupported = True
+            self._end_all(UNSUPPORTED)
         except (redis.exceptions.RedisError, OSError) as exc:
             logger.warning("stream hub read failed, ending its readers: %s", type(exc).__name__)
             self._end_all("redis")
+        except Exception as exc:  # noqa: BLE001 - whatever it was, no reader may wait forever
+            logger.error("stream hub failed, ending its readers: %s", type(exc).__name__)
+            self._end_all("error")
         except asyncio.CancelledError:
             self._end_all("closed")
             raise
@@ -200,6 +214,7 @@ class StreamHub:
         self.batch_size = batch_size
         self.queue_limit = queue_limit
         self.tasks: set[asyncio.Task[None]] = set()
+        self.unsupported = False  # set once Redis refused a multi-stream read
         self._lanes = [_Lane(self, index) for index in range(lanes)]
 
     def join(self, key: str, last_id: str) -> tuple[Subscription, str]:

@@ -23,7 +23,7 @@ import redis.asyncio as aioredis
 from ..events import TERMINAL_TYPES, Event
 from ..redis_clients import AtCapacity
 from .cursor import Cursor
-from .hub import StreamHub
+from .hub import UNSUPPORTED, StreamHub
 from .keys import meta_key, parse_stream_id, stream_id_before, stream_key
 
 KEEPALIVE = None  # what items() yields when the stream stayed idle for a keep-alive interval
@@ -179,6 +179,8 @@ class HubStream(_Reading):
     """A reader that catches up by itself, then takes live events from the stream hub."""
 
     hub: StreamHub | None = field(default=None, kw_only=True)
+    # Where to go on with a blocking read of its own if Redis cannot serve the hub.
+    fallback: aioredis.Redis | None = field(default=None, kw_only=True)
 
     async def _batches(self) -> AsyncIterator[list[Event] | None]:
         assert self.hub is not None
@@ -220,17 +222,33 @@ class HubStream(_Reading):
                 taken = await subscription.take(wait)
                 events, ended = _through_terminal([e for e in taken if e.order > last])
                 if events:
-                    last = events[-1].order
+                    last, last_id = events[-1].order, events[-1].id
                     yield events
                 if ended:
                     return
                 if not taken:
+                    if subscription.ended and subscription.reason == UNSUPPORTED and self.fallback:
+                        async for batch in self._alone(last_id, remaining)._batches():
+                            yield batch
+                        return
                     if subscription.ended:
                         return  # cut loose or the hub lost Redis: the client resumes by cursor
                     if wait < remaining:
                         yield KEEPALIVE
         finally:
             self.hub.leave(subscription)
+
+    def _alone(self, after_id: str, max_seconds: float) -> OpenStream:
+        assert self.fallback is not None
+        return OpenStream(
+            self.fallback,
+            self.key,
+            after_id,
+            self.batch_size,
+            self.keepalive_seconds,
+            max_seconds,
+            clock=self.clock,
+        )
 
 
 async def open_stream(
@@ -242,13 +260,16 @@ async def open_stream(
     max_seconds: float,
     batch_size: int = 100,
     hub: StreamHub | None = None,
+    fallback: aioredis.Redis | None = None,
     slots: ReaderSlots | None = None,
 ) -> OpenStream | HubStream:
     """Decide where reading starts, or raise why there is nothing to stream.
 
     One round trip (a ``MULTI`` pipeline) reads the first and last entries and the meta fields.
-    With ``slots``, a slot is taken first (:class:`AtCapacity` when none is free) and given back
-    when the stream's ``items()`` end, or when the opened stream is dropped unread.
+    With a ``hub`` (that Redis can serve), live events come from it; otherwise each reader has a
+    blocking read of its own on ``fallback`` (or ``client``). With ``slots``, a slot is taken
+    first (:class:`AtCapacity` when none is free) and given back when the stream's reading ends,
+    or when the opened stream is dropped unread.
     """
     release = slots.acquire() if slots is not None else _no_slot
     try:
@@ -257,10 +278,11 @@ async def open_stream(
         release()
         raise
     opened: OpenStream | HubStream
-    if hub is not None:
+    if hub is not None and not hub.unsupported:
         opened = HubStream(
             client=client,
             hub=hub,
+            fallback=fallback,
             key=key,
             after_id=after_id,
             batch_size=batch_size,
@@ -270,7 +292,7 @@ async def open_stream(
         )
     else:
         opened = OpenStream(
-            client=client,
+            client=fallback or client,
             key=key,
             after_id=after_id,
             batch_size=batch_size,
