@@ -49,7 +49,7 @@ RATE = 50.0  # tokens per second per stream
 SECONDS = 8.0
 CONFIGS = [(1, 1), (100, 10), (1000, 10)]
 MODES = ["hub", "blocking", "poll-1s"]
-READER_POOL_NAMES = ("agentstream-readers", "agentstream-hub")
+READER_POOL_NAMES = ("agentstream-readers", "agentstream-hub", "agentstream-blocking-readers")
 
 
 @dataclass

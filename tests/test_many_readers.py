@@ -77,7 +77,7 @@ def write_runs(client: redis.Redis, runs: list[tuple[str, str]], deltas: int) ->
 
 
 def reader_connections(client: redis.Redis) -> int:
-    names = ("agentstream-readers", "agentstream-hub")
+    names = ("agentstream-readers", "agentstream-hub", "agentstream-blocking-readers")
     return sum(1 for c in client.client_list() if c["name"] in names)
 
 

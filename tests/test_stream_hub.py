@@ -18,7 +18,7 @@ import pytest_asyncio
 import redis
 import redis.asyncio as aioredis
 
-from agentstream.config import Settings
+from agentstream.config import ConfigError, Settings
 from agentstream.events import (
     MESSAGE_DELTA,
     NDJSON,
@@ -451,3 +451,15 @@ async def test_an_exhausted_pool_is_at_capacity_and_other_pools_still_answer(
     finally:
         for client in (clients.requests, clients.readers, clients.hub, clients.blocking):
             await client.aclose()
+
+
+def test_pool_settings_have_small_defaults_and_errors_name_the_setting() -> None:
+    pools = Settings.from_env({}).pools
+    assert (pools.hub, pools.hub_connections, pools.catch_up_connections) == (True, 2, 2)
+    assert pools.request_connections == 16 and pools.max_readers == 2000
+    assert Settings.from_env({"STREAM_HUB": "off"}).pools.hub is False
+    for name in ("REDIS_MAX_CONNECTIONS", "STREAM_HUB_CONNECTIONS", "STREAM_READER_QUEUE"):
+        with pytest.raises(ConfigError, match=name):
+            Settings.from_env({name: "0"})
+    with pytest.raises(ConfigError, match="STREAM_HUB"):
+        Settings.from_env({"STREAM_HUB": "maybe"})
