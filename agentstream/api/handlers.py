@@ -217,7 +217,9 @@ async def _encoded(opened: OpenStream | HubStream, fmt: StreamFormat) -> AsyncIt
             else:
                 # Encodings are cached on the event: encoded once for all of its readers. What
                 # was ready at once goes out in one write.
-                yield b"".join(fmt.encode(event) for event in batch)
+                chunk = b"".join(fmt.encode(event) for event in batch)
+                if chunk:  # text/plain has nothing to say for some events
+                    yield chunk
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, AtCapacity) as exc:
         # The response has started; end it cleanly and let the client resume from its cursor.
         logger.warning("stream ended early: %s", type(exc).__name__)
