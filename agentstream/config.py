@@ -75,6 +75,23 @@ class ToolSettings:
 
 
 @dataclass(frozen=True)
+class PoolSettings:
+    """How many Redis connections a worker process opens, and how many streams it serves.
+
+    Request commands (POST, status, cancel, health), stream catch-up reads and the stream hub's
+    blocking reads use separate pools, so readers can never starve the other routes.
+    """
+
+    request_connections: int = 16  # REDIS_MAX_CONNECTIONS
+    wait_seconds: float = 2.0  # REDIS_POOL_TIMEOUT_SECONDS: then 503 at_capacity
+    hub: bool = True  # STREAM_HUB
+    hub_connections: int = 2  # STREAM_HUB_CONNECTIONS: blocking XREADs for all live readers
+    catch_up_connections: int = 2  # STREAM_CATCH_UP_CONNECTIONS: opening checks, catch-up reads
+    max_readers: int = 2000  # STREAM_MAX_READERS: concurrent stream responses per process
+    reader_queue_events: int = 500  # STREAM_READER_QUEUE: a reader this far behind is cut loose
+
+
+@dataclass(frozen=True)
 class Settings:
     redis: RedisSettings
     model: ModelSettings | None
@@ -95,6 +112,7 @@ class Settings:
     run_start_deadline_seconds: float = 300.0
     redis_retry_seconds: float = 20.0
     history_max_messages: int = 100
+    pools: PoolSettings = field(default_factory=PoolSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -152,6 +170,7 @@ class Settings:
             run_start_deadline_seconds=reader.number("RUN_START_DEADLINE_SECONDS", 300.0),
             redis_retry_seconds=reader.number("REDIS_RETRY_SECONDS", 20.0),
             history_max_messages=reader.integer("HISTORY_MAX_MESSAGES", 100, minimum=2),
+            pools=_pool_settings(reader),
         )
 
     def describe(self) -> dict[str, Any]:
@@ -316,6 +335,18 @@ class _Reader:
         if urlsplit(value).scheme not in {"http", "https"}:
             raise ConfigError(f"{name} must be an http(s) URL")
         return value
+
+
+def _pool_settings(reader: _Reader) -> PoolSettings:
+    return PoolSettings(
+        request_connections=reader.integer("REDIS_MAX_CONNECTIONS", 16),
+        wait_seconds=reader.number("REDIS_POOL_TIMEOUT_SECONDS", 2.0),
+        hub=reader.flag("STREAM_HUB", True),
+        hub_connections=reader.integer("STREAM_HUB_CONNECTIONS", 2),
+        catch_up_connections=reader.integer("STREAM_CATCH_UP_CONNECTIONS", 2),
+        max_readers=reader.integer("STREAM_MAX_READERS", 2000),
+        reader_queue_events=reader.integer("STREAM_READER_QUEUE", 500),
+    )
 
 
 def _model_settings(reader: _Reader) -> ModelSettings | None:

@@ -8,6 +8,7 @@ payload's fields.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -49,32 +50,80 @@ def dumps_line(value: Any) -> str:
     return json.dumps(value, ensure_ascii=True, separators=(",", ":"))
 
 
-@dataclass(frozen=True)
 class Event:
-    """One event as read back from the stream."""
+    """One event as read back from the stream.
 
-    id: str
-    type: str
-    run: str
-    seq: int
-    ts: int
-    data: Mapping[str, Any]
+    The payload is kept as the stored one-line JSON (``data_json``) and decoded only when asked
+    for (``data``). The encodings are cached on the event, so a stream hub that hands one event
+    to a thousand readers decodes and encodes it once.
+    """
+
+    __slots__ = ("_data", "_frames", "_order", "data_json", "id", "run", "seq", "ts", "type")
+
+    def __init__(
+        self,
+        id: str,
+        type: str,
+        run: str,
+        seq: int,
+        ts: int,
+        data: Mapping[str, Any] | None = None,
+        *,
+        data_json: str | None = None,
+    ) -> None:
+        self.id = id
+        self.type = type
+        self.run = run
+        self.seq = seq
+        self.ts = ts
+        self._data = data
+        self.data_json = dumps_line(dict(data or {})) if data_json is None else data_json
+        self._frames: dict[str, bytes] = {}
+        self._order: tuple[int, int] | None = None
+
+    @property
+    def data(self) -> Mapping[str, Any]:
+        if self._data is None:
+            self._data = json.loads(self.data_json or "{}")
+        return self._data
 
     @property
     def is_terminal(self) -> bool:
         return self.type in TERMINAL_TYPES
 
+    @property
+    def order(self) -> tuple[int, int]:
+        """The stream id as ``(ms, seq)``, for comparing positions."""
+        if self._order is None:
+            ms, _, seq = self.id.partition("-")
+            self._order = (int(ms), int(seq))
+        return self._order
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Event):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return f"Event(id={self.id!r}, type={self.type!r}, seq={self.seq}, data={self.data_json})"
+
+    def _key(self) -> tuple[Any, ...]:
+        return (self.id, self.type, self.run, self.seq, self.ts, self.data)
+
     @classmethod
     def from_entry(cls, entry_id: str | bytes, fields: Mapping[Any, Any]) -> Event:
         """Build an event from a raw ``XREAD`` entry (bytes or str fields)."""
-        text = {as_text(k): as_text(v) for k, v in fields.items()}
+        text = fields if isinstance(entry_id, str) else _texts(fields)
         return cls(
             id=as_text(entry_id),
             type=text["type"],
             run=text["run"],
             seq=int(text["seq"]),
             ts=int(text["ts"]),
-            data=json.loads(text.get("data") or "{}"),
+            data_json=text.get("data") or "{}",
         )
 
     def to_public(self) -> dict[str, Any]:
@@ -91,6 +140,53 @@ class Event:
                 public[key] = value
         return public
 
+    def public_json(self) -> str:
+        """``dumps_line(self.to_public())``, built without decoding the payload when possible.
+
+        Writers store the payload with :func:`dumps_line` (compact, ASCII-only), so the flat
+        object is the five fixed fields followed by the payload's members, spliced as text. A
+        payload that might hold a reserved name at any depth, or that is not in that form, takes
+        the slow path; both give the same bytes.
+        """
+        raw = self.data_json
+        if (
+            len(raw) >= 2
+            and raw[0] == "{"
+            and raw[-1] == "}"
+            and raw.isascii()
+            and not any(name in raw for name in _RESERVED_MEMBERS)
+            and _PLAIN.match(self.type)
+            and _PLAIN.match(self.run)
+        ):
+            head = (
+                f'{{"id":"{self.id}","type":"{self.type}","run":"{self.run}",'
+                f'"seq":{self.seq},"ts":{self.ts}'
+            )
+            return head + "}" if raw == "{}" else head + "," + raw[1:]
+        return dumps_line(self.to_public())
+
+    def frame(self, media_type: str) -> bytes:
+        """This event encoded for one stream format (cached: encoded once for every reader)."""
+        encoded = self._frames.get(media_type)
+        if encoded is None:
+            if media_type == SSE:
+                text = sse_event(self)
+            elif media_type == NDJSON:
+                text = ndjson_event(self)
+            else:
+                text = text_event(self)
+            encoded = self._frames[media_type] = text.encode()
+        return encoded
+
+
+_RESERVED_MEMBERS = tuple(f'"{name}":' for name in _RESERVED)
+# Stream ids, run ids and event types: nothing JSON would escape.
+_PLAIN = re.compile(r"^[A-Za-z0-9._-]*$")
+
+
+def _texts(fields: Mapping[Any, Any]) -> dict[str, str]:
+    return {as_text(k): as_text(v) for k, v in fields.items()}
+
 
 def as_text(value: str | bytes) -> str:
     return value.decode() if isinstance(value, bytes) else value
@@ -100,7 +196,7 @@ def as_text(value: str | bytes) -> str:
 
 
 def sse_event(event: Event) -> str:
-    return f"id: {event.id}\nevent: {event.type}\ndata: {dumps_line(event.to_public())}\n\n"
+    return f"id: {event.id}\nevent: {event.type}\ndata: {event.public_json()}\n\n"
 
 
 def sse_retry(retry_ms: int) -> str:
@@ -115,7 +211,7 @@ def sse_keepalive() -> str:
 
 
 def ndjson_event(event: Event) -> str:
-    return dumps_line(event.to_public()) + "\n"
+    return event.public_json() + "\n"
 
 
 # --- Plain text -------------------------------------------------------------------------------
@@ -144,12 +240,8 @@ class StreamFormat:
     preamble: str
     keepalive: str
 
-    def encode(self, event: Event) -> str:
-        if self.media_type == SSE:
-            return sse_event(event)
-        if self.media_type == NDJSON:
-            return ndjson_event(event)
-        return text_event(event)
+    def encode(self, event: Event) -> bytes:
+        return event.frame(self.media_type)
 
 
 SSE = "text/event-stream"

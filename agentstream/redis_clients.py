@@ -1,7 +1,9 @@
-"""One Redis connection pool per process for each side.
+"""Redis connection pools, each of a fixed size (``REDIS_MAX_CONNECTIONS`` and the stream settings).
 
-The entity (sync, worker thread) shares one synchronous pool; HTTP readers share one asyncio pool
-per event loop (redis.asyncio connections belong to the loop that opened them).
+The entity (sync, worker thread) shares one synchronous pool. Each event loop of the HTTP side has
+three asyncio pools, so stream readers can never take the connections POST, status and health
+need: request commands; stream opening checks and catch-up reads; the stream hub's blocking reads.
+A pool that stays empty for ``REDIS_POOL_TIMEOUT_SECONDS`` raises :class:`AtCapacity`.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 
 import redis
 import redis.asyncio as aioredis
+import redis.exceptions
 import redis.retry
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialBackoff, NoBackoff
@@ -58,40 +61,110 @@ def client_kwargs(settings: RedisSettings, socket_timeout: float | None) -> dict
     return kwargs
 
 
+class AtCapacity(Exception):
+    """No connection or stream slot free in this worker right now: ``503`` with ``Retry-After``."""
+
+    retry_after_seconds = 2
+
+
+class _SizedPool(aioredis.BlockingConnectionPool):
+    """A fixed number of connections; a caller waits a moment, then gets :class:`AtCapacity`.
+
+    redis-py reports a wait that ran out as a ``ConnectionError``, which would read as "Redis is
+    down"; here it is told apart, because Redis is fine and the worker is merely busy.
+    """
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().get_connection(*args, **kwargs)
+        except redis.exceptions.ConnectionError as exc:
+            if isinstance(exc.__cause__, asyncio.TimeoutError):
+                raise AtCapacity("no Redis connection free in this worker") from None
+            raise
+
+
+class _Clients:
+    """The asyncio clients of one event loop (redis.asyncio connections belong to their loop)."""
+
+    def __init__(self, settings: Settings) -> None:
+        pools = settings.pools
+        timeout = settings.keepalive_seconds + _SOCKET_TIMEOUT_MARGIN
+        kwargs = client_kwargs(settings.redis, socket_timeout=timeout)
+        # Reads are safe to retry; keep the retries short so an outage is a quick 503.
+        kwargs["retry"] = AsyncRetry(ExponentialBackoff(cap=0.5, base=0.05), 2)
+
+        def client(name: str, size: int, wait: float) -> aioredis.Redis:
+            pool = _SizedPool(max_connections=size, timeout=wait, client_name=name, **kwargs)
+            return aioredis.Redis(connection_pool=pool)
+
+        self.requests = client(
+            "agentstream-requests", pools.request_connections, pools.wait_seconds
+        )
+        # Opening checks and catch-up reads are short and non-blocking: a few connections serve
+        # every reader in turn. A burst of readers queues for them, so they wait longer than a
+        # request does before the worker says it is at capacity.
+        self.readers = client(
+            "agentstream-readers", pools.catch_up_connections, 10 * pools.wait_seconds
+        )
+        # One blocking read per reader (STREAM_HUB=false, or Redis refuses the hub's reads): as
+        # many connections as readers are admitted. redis-py opens them only when used.
+        self.blocking = client(
+            "agentstream-blocking-readers", pools.max_readers, pools.wait_seconds
+        )
+        self.hub = client("agentstream-hub", pools.hub_connections, pools.wait_seconds)
+
+
 _sync_lock = threading.Lock()
 _sync_client: redis.Redis | None = None
-_async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis] = (
+_async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Clients] = (
     weakref.WeakKeyDictionary()
 )
 
 
 def sync_redis(settings: Settings | None = None) -> redis.Redis:
-    """The process-wide synchronous client (thread-safe pool)."""
+    """The process-wide synchronous client (thread-safe pool of ``REDIS_MAX_CONNECTIONS``)."""
     global _sync_client
     with _sync_lock:
         if _sync_client is None:
             settings = settings or get_settings()
-            # No automatic retries here: the writer retries its own idempotent scripts for a
-            # budget (streamlog.retry). Its commands are quick, so a short socket timeout bounds
-            # one try on a connection that went silent.
-            _sync_client = redis.Redis(
+            pool = redis.BlockingConnectionPool(
+                max_connections=settings.pools.request_connections,
+                timeout=settings.pools.wait_seconds * 4,
+                # The writer's commands are quick: a short socket timeout bounds one try on a
+                # connection that went silent, well inside the writer's retry budget.
                 **client_kwargs(settings.redis, socket_timeout=5.0),
-                retry=redis.retry.Retry(NoBackoff(), 0),
+            )
+            # No automatic retries here: the writer retries its own idempotent scripts for a
+            # budget (streamlog.retry), which makes a retried append safe.
+            _sync_client = redis.Redis(
+                connection_pool=pool, retry=redis.retry.Retry(NoBackoff(), 0)
             )
         return _sync_client
 
 
-def async_redis(settings: Settings | None = None) -> aioredis.Redis:
-    """The asyncio client of the running event loop."""
+def _clients(settings: Settings | None) -> _Clients:
     loop = asyncio.get_running_loop()
-    client = _async_clients.get(loop)
-    if client is None:
-        settings = settings or get_settings()
-        timeout = settings.keepalive_seconds + _SOCKET_TIMEOUT_MARGIN
-        # Reads are safe to retry; keep the retries short so an outage is a quick 503.
-        client = aioredis.Redis(
-            **client_kwargs(settings.redis, socket_timeout=timeout),
-            retry=AsyncRetry(ExponentialBackoff(cap=0.5, base=0.05), 2),
-        )
-        _async_clients[loop] = client
-    return client
+    clients = _async_clients.get(loop)
+    if clients is None:
+        clients = _async_clients[loop] = _Clients(settings or get_settings())
+    return clients
+
+
+def async_redis(settings: Settings | None = None) -> aioredis.Redis:
+    """The running loop's client for request commands (POST, status, cancel, health)."""
+    return _clients(settings).requests
+
+
+def reader_redis(settings: Settings | None = None) -> aioredis.Redis:
+    """The running loop's client for stream opening checks and catch-up reads."""
+    return _clients(settings).readers
+
+
+def blocking_reader_redis(settings: Settings | None = None) -> aioredis.Redis:
+    """The running loop's client for readers with a blocking read of their own."""
+    return _clients(settings).blocking
+
+
+def hub_redis(settings: Settings | None = None) -> aioredis.Redis:
+    """The running loop's client for the stream hub's blocking reads."""
+    return _clients(settings).hub

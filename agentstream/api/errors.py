@@ -12,6 +12,7 @@ from fastapi import Response
 from fastapi.responses import JSONResponse
 
 from ..config import ConfigError
+from ..redis_clients import AtCapacity
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,12 @@ def json_errors(
             return await handler(*args, **kwargs)
         except ApiError as exc:
             return error_response(exc.status, exc.code, exc.message, **exc.details)
+        except AtCapacity as exc:
+            response = error_response(
+                503, "at_capacity", "This worker is busy; please retry shortly."
+            )
+            response.headers["Retry-After"] = str(exc.retry_after_seconds)
+            return response
         except ConfigError as exc:
             # Configuration messages name a setting and never carry a secret.
             logger.error("configuration error: %s", exc)

@@ -23,15 +23,19 @@ from ..config import Settings, get_settings
 from ..conversation import DELETE_OPERATION, ENTITY_NAME, RUN_OPERATION
 from ..events import StreamFormat, negotiate, stream_format
 from ..model_probe import model_status
-from ..redis_clients import async_redis
+from ..redis_clients import AtCapacity, async_redis, blocking_reader_redis, reader_redis
 from ..streamlog import control
 from ..streamlog.cursor import MalformedCursor, parse_cursor
+from ..streamlog.hub import stream_hub
 from ..streamlog.reader import (
     ConversationNotFound,
+    CursorBeyondEnd,
     CursorTrimmed,
+    HubStream,
     NothingToDeliver,
     OpenStream,
     open_stream,
+    reader_slots,
 )
 from ..streamlog.writer import FINISHED_STATUSES
 from . import validation
@@ -191,11 +195,14 @@ async def stream(req: Request) -> Response:
     await control.end_stale_run(redis, conversation_id, limits)
     try:
         opened = await open_stream(
-            redis,
+            reader_redis(settings),
             conversation_id,
             cursor,
             keepalive_seconds=settings.keepalive_seconds,
             max_seconds=settings.max_stream_seconds,
+            hub=stream_hub(settings) if settings.pools.hub else None,
+            fallback=blocking_reader_redis(settings),
+            slots=reader_slots(settings.pools.max_readers),
         )
     except ConversationNotFound:
         if await control.conversation_exists(redis, conversation_id):
@@ -208,6 +215,10 @@ async def stream(req: Request) -> Response:
             "cursor_trimmed",
             "Events after this cursor are no longer kept; start again from the "
             "conversation's status.",
+        ) from None
+    except CursorBeyondEnd:
+        raise ApiError(
+            400, "cursor_beyond_end", "The cursor is later than the newest event of this stream."
         ) from None
     except NothingToDeliver:
         return Response(status_code=204, headers=STREAM_HEADERS)
@@ -230,22 +241,27 @@ def _lease_check(
 
 
 async def _encoded(
-    opened: OpenStream, fmt: StreamFormat, on_idle: Callable[[], Awaitable[bool]]
-) -> AsyncIterator[str]:
+    opened: OpenStream | HubStream, fmt: StreamFormat, on_idle: Callable[[], Awaitable[bool]]
+) -> AsyncIterator[bytes]:
     if fmt.preamble:
-        yield fmt.preamble
+        yield fmt.preamble.encode()
+    keepalive = fmt.keepalive.encode()
     try:
-        async for item in opened.items():
-            if item is None:
-                if fmt.keepalive:
-                    yield fmt.keepalive
+        async for batch in opened.batches():
+            if batch is None:
+                if keepalive:
+                    yield keepalive
                 if not await on_idle():
                     return
             else:
-                yield fmt.encode(item)
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+                # Encodings are cached on the event: encoded once for all of its readers. What
+                # was ready at once goes out in one write.
+                chunk = b"".join(fmt.encode(event) for event in batch)
+                if chunk:  # text/plain has nothing to say for some events
+                    yield chunk
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, AtCapacity) as exc:
         # The response has started; end it cleanly and let the client resume from its cursor.
-        logger.warning("stream ended early, redis unavailable: %s", type(exc).__name__)
+        logger.warning("stream ended early: %s", type(exc).__name__)
 
 
 @json_errors

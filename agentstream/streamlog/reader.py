@@ -1,22 +1,29 @@
 """The asynchronous stream reader the HTTP stream function uses.
 
 :func:`open_stream` checks everything that decides the response status *before* the response
-starts (unknown conversation, nothing to deliver, trimmed history); :meth:`OpenStream.items` then
-yields events strictly after the cursor: non-blocking ``XREAD COUNT n`` while catching up, then
-``XREAD BLOCK`` on the last id (never sleep-and-poll), a keep-alive tick whenever a block times
-out, and stops after the first terminal event or at the maximum duration.
+starts (unknown conversation, nothing to deliver, trimmed history, a cursor beyond the end, the
+worker at capacity); ``items()`` then yields events strictly after the cursor: non-blocking
+``XREAD COUNT n`` while catching up, then live events, a keep-alive tick (``KEEPALIVE``) whenever
+the stream stayed idle for the keep-alive interval, and stops after the first terminal event or at
+the maximum duration.
+
+Live events come from the process's :class:`~.hub.StreamHub` (:class:`HubStream`), or, with the
+hub switched off, from one ``XREAD BLOCK`` per reader on the last id (:class:`OpenStream`).
 """
 
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 
 from ..events import TERMINAL_TYPES, Event
+from ..redis_clients import AtCapacity
 from .cursor import Cursor
+from .hub import UNSUPPORTED, StreamHub
 from .keys import meta_key, parse_stream_id, stream_id_before, stream_key
 
 KEEPALIVE = None  # what items() yields when the stream stayed idle for a keep-alive interval
@@ -34,18 +41,111 @@ class CursorTrimmed(Exception):
     """Events after the cursor were trimmed away by the MAXLEN cap."""
 
 
+class CursorBeyondEnd(Exception):
+    """The cursor is later than the newest event: it was not handed out by this stream."""
+
+
+class ReaderSlots:
+    """How many stream responses a worker process serves at once (``STREAM_MAX_READERS``)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.in_use = 0
+
+    def acquire(self) -> Callable[[], None]:
+        """Take a slot or raise :class:`AtCapacity`; returns the (idempotent) release."""
+        if self.in_use >= self.limit:
+            raise AtCapacity("this worker serves its maximum number of streams")
+        self.in_use += 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self.in_use -= 1
+
+        return release
+
+
+_slots: ReaderSlots | None = None
+
+
+def reader_slots(limit: int) -> ReaderSlots:
+    """The process's stream slots (created with the first stream's ``STREAM_MAX_READERS``)."""
+    global _slots
+    if _slots is None:
+        _slots = ReaderSlots(limit)
+    return _slots
+
+
+def _no_slot() -> None:
+    return None
+
+
 @dataclass
-class OpenStream:
+class _Reading:
+    """What both readers share: ``items()`` and ``batches()`` over a ``_batches()`` generator.
+
+    ``batches()`` yields lists of events in order (a list holds whatever was ready at once, so a
+    response can send it in one write) and ``KEEPALIVE`` ticks; ``items()`` yields single events.
+    Both give the reader's stream slot back when they end, however they end.
+    """
+
     client: aioredis.Redis
     key: str
     after_id: str
     batch_size: int
     keepalive_seconds: float
     max_seconds: float
-    clock: Callable[[], float] = time.monotonic
+    clock: Callable[[], float] = field(default=time.monotonic, kw_only=True)
+    release: Callable[[], None] = field(default=_no_slot, repr=False, kw_only=True)
+
+    async def batches(self) -> AsyncIterator[list[Event] | None]:
+        """Lists of events after the cursor, with ``KEEPALIVE`` (None) ticks while idle."""
+        inner = self._batches()
+        try:
+            async for batch in inner:
+                yield batch
+        finally:
+            await inner.aclose()  # a reader that goes away leaves at once, not when collected
+            self.release()
 
     async def items(self) -> AsyncIterator[Event | None]:
         """Events after the cursor, with ``KEEPALIVE`` (None) ticks while idle."""
+        batches = self.batches()
+        try:
+            async for batch in batches:
+                if batch is None:
+                    yield KEEPALIVE
+                else:
+                    for event in batch:
+                        yield event
+        finally:
+            await batches.aclose()
+
+    def _batches(self) -> AsyncIterator[list[Event] | None]:
+        raise NotImplementedError
+
+    async def _read(self, after_id: str) -> list[Event]:
+        """One non-blocking read of up to ``batch_size`` entries after ``after_id``."""
+        reply = await self.client.xread({self.key: after_id}, count=self.batch_size)
+        return [Event.from_entry(i, f) for i, f in (reply[0][1] if reply else ())]
+
+
+def _through_terminal(events: list[Event]) -> tuple[list[Event], bool]:
+    """The events up to and including the first terminal one, and whether there was one."""
+    for index, event in enumerate(events):
+        if event.is_terminal:
+            return events[: index + 1], True
+    return events, False
+
+
+@dataclass
+class OpenStream(_Reading):
+    """A reader with a blocking read of its own (``STREAM_HUB=false``)."""
+
+    async def _batches(self) -> AsyncIterator[list[Event] | None]:
         deadline = self.clock() + self.max_seconds
         last_id = self.after_id
         caught_up = False
@@ -67,12 +167,88 @@ class OpenStream:
                 continue
             # A full batch means there may be more waiting: keep reading without blocking.
             caught_up = len(entries) < self.batch_size
-            for entry_id, fields in entries:
-                event = Event.from_entry(entry_id, fields)
-                last_id = event.id
-                yield event
-                if event.is_terminal:
+            events, ended = _through_terminal([Event.from_entry(i, f) for i, f in entries])
+            last_id = events[-1].id
+            yield events
+            if ended:
+                return
+
+
+@dataclass
+class HubStream(_Reading):
+    """A reader that catches up by itself, then takes live events from the stream hub."""
+
+    hub: StreamHub | None = field(default=None, kw_only=True)
+    # Where to go on with a blocking read of its own if Redis cannot serve the hub.
+    fallback: aioredis.Redis | None = field(default=None, kw_only=True)
+
+    async def _batches(self) -> AsyncIterator[list[Event] | None]:
+        assert self.hub is not None
+        deadline = self.clock() + self.max_seconds
+        last_id = self.after_id
+        # 1. Catch up with non-blocking reads until a short batch says nothing more is waiting.
+        while True:
+            events, ended = _through_terminal(await self._read(last_id))
+            if events:
+                last_id = events[-1].id
+                yield events
+            if ended:
+                return
+            if len(events) < self.batch_size:
+                break
+        last = _parse(last_id)
+        # 2. Join the hub at the last id. Nothing can be lost between the read above and the
+        # join: join() is synchronous and reports how far the hub has read this stream already.
+        subscription, hub_id = self.hub.join(self.key, last_id)
+        try:
+            hub_last = _parse(hub_id)
+            # 3. The hub is ahead (other readers joined earlier): fetch the gap up to its id.
+            while last < hub_last:
+                entries = await self._read(last_id)
+                events, ended = _through_terminal([e for e in entries if e.order <= hub_last])
+                if events:
+                    last, last_id = events[-1].order, events[-1].id
+                    yield events
+                if ended:
                     return
+                if not events or len(entries) < self.batch_size:
+                    break
+            # 4. Live: events from the hub, skipping any this reader already has.
+            while True:
+                remaining = deadline - self.clock()
+                if remaining <= 0:
+                    return
+                wait = min(self.keepalive_seconds, remaining)
+                taken = await subscription.take(wait)
+                events, ended = _through_terminal([e for e in taken if e.order > last])
+                if events:
+                    last, last_id = events[-1].order, events[-1].id
+                    yield events
+                if ended:
+                    return
+                if not taken:
+                    if subscription.ended and subscription.reason == UNSUPPORTED and self.fallback:
+                        async for batch in self._alone(last_id, remaining)._batches():
+                            yield batch
+                        return
+                    if subscription.ended:
+                        return  # cut loose or the hub lost Redis: the client resumes by cursor
+                    if wait < remaining:
+                        yield KEEPALIVE
+        finally:
+            self.hub.leave(subscription)
+
+    def _alone(self, after_id: str, max_seconds: float) -> OpenStream:
+        assert self.fallback is not None
+        return OpenStream(
+            self.fallback,
+            self.key,
+            after_id,
+            self.batch_size,
+            self.keepalive_seconds,
+            max_seconds,
+            clock=self.clock,
+        )
 
 
 async def open_stream(
@@ -83,11 +259,54 @@ async def open_stream(
     keepalive_seconds: float,
     max_seconds: float,
     batch_size: int = 100,
-) -> OpenStream:
+    hub: StreamHub | None = None,
+    fallback: aioredis.Redis | None = None,
+    slots: ReaderSlots | None = None,
+) -> OpenStream | HubStream:
     """Decide where reading starts, or raise why there is nothing to stream.
 
     One round trip (a ``MULTI`` pipeline) reads the first and last entries and the meta fields.
+    With a ``hub`` (that Redis can serve), live events come from it; otherwise each reader has a
+    blocking read of its own on ``fallback`` (or ``client``). With ``slots``, a slot is taken
+    first (:class:`AtCapacity` when none is free) and given back when the stream's reading ends,
+    or when the opened stream is dropped unread.
     """
+    release = slots.acquire() if slots is not None else _no_slot
+    try:
+        key, after_id = await _start_position(client, conversation_id, cursor)
+    except BaseException:
+        release()
+        raise
+    opened: OpenStream | HubStream
+    if hub is not None and not hub.unsupported:
+        opened = HubStream(
+            client=client,
+            hub=hub,
+            fallback=fallback,
+            key=key,
+            after_id=after_id,
+            batch_size=batch_size,
+            keepalive_seconds=keepalive_seconds,
+            max_seconds=max_seconds,
+            release=release,
+        )
+    else:
+        opened = OpenStream(
+            client=fallback or client,
+            key=key,
+            after_id=after_id,
+            batch_size=batch_size,
+            keepalive_seconds=keepalive_seconds,
+            max_seconds=max_seconds,
+            release=release,
+        )
+    weakref.finalize(opened, release)
+    return opened
+
+
+async def _start_position(
+    client: aioredis.Redis, conversation_id: str, cursor: Cursor
+) -> tuple[str, str]:
     skey, mkey = stream_key(conversation_id), meta_key(conversation_id)
     async with client.pipeline(transaction=True) as pipe:
         pipe.xrange(skey, count=1)
@@ -108,16 +327,17 @@ async def open_stream(
     if trimmed and _before(after_id, stream_id_before(first_entry_id)):
         # Everything older than the first entry is gone, and the cursor is older than that.
         raise CursorTrimmed(conversation_id)
+    if _before(last_event.id, after_id):
+        raise CursorBeyondEnd(conversation_id)
     if not _before(after_id, last_event.id) and last_event.type in TERMINAL_TYPES:
         raise NothingToDeliver(conversation_id)
-    return OpenStream(
-        client=client,
-        key=skey,
-        after_id=after_id,
-        batch_size=batch_size,
-        keepalive_seconds=keepalive_seconds,
-        max_seconds=max_seconds,
-    )
+    return skey, after_id
+
+
+def _parse(stream_id: str) -> tuple[int, int]:
+    parsed = parse_stream_id(stream_id)
+    assert parsed is not None
+    return parsed
 
 
 def _before(a: str, b: str) -> bool:

@@ -1,0 +1,278 @@
+"""The per-process stream hub: a few blocking ``XREAD``s serve every live reader.
+
+A reader that has caught up joins the hub at its last id and gets a :class:`Subscription`. The
+hub spreads the streams that have readers over a fixed number of *lanes*, one Redis connection
+each; a lane issues one blocking ``XREAD`` over all of its streams, decodes each new entry once
+and hands the same :class:`~agentstream.events.Event` to every reader of that stream (the
+encodings are cached on the event, so they are computed once too).
+
+A lane blocked in ``XREAD`` is woken at once when a new stream joins it: every lane's read also
+covers a small wake stream of its own, and a join appends to it. The wake stream is read from the
+last id the lane saw (not ``$``), so a wake that reaches Redis before the read still counts. Plain
+``XADD`` works on every Redis from 6.0 and needs no ``CLIENT`` permissions.
+
+A reader whose bounded queue fills is cut loose: it keeps what is queued, ends its response, and
+the client resumes by cursor; the others are not held back. A reader that goes away leaves at once.
+If a lane's connection fails, its readers' responses end the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+import weakref
+from collections import deque
+
+import redis.asyncio as aioredis
+import redis.exceptions
+
+from ..config import Settings
+from ..events import Event
+from ..redis_clients import hub_redis, reader_redis
+
+logger = logging.getLogger(__name__)
+
+WAKE_KEY_TTL_MS = 3_600_000
+UNSUPPORTED = "unsupported"  # why subscriptions end when Redis cannot serve the hub
+# How long one blocking read waits before it is reissued (with the current set of streams).
+BLOCK_MS = 5_000
+
+
+class Subscription:
+    """One reader's place in the hub: a bounded queue of events and a way to wait for it."""
+
+    __slots__ = ("_limit", "_loop", "_queue", "_waiter", "ended", "key", "reason")
+
+    def __init__(self, key: str, limit: int) -> None:
+        self.key = key
+        self._limit = limit
+        self._queue: deque[Event] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._loop = asyncio.get_running_loop()
+        self.ended = False
+        self.reason = ""
+
+    def offer(self, event: Event) -> bool:
+        """Queue an event; ``False`` when the queue was full and the reader is now cut loose."""
+        if len(self._queue) >= self._limit:
+            self.end("slow")
+            return False
+        self._queue.append(event)
+        self._wake()
+        return True
+
+    def end(self, reason: str) -> None:
+        """No more events will come: what is queued is delivered, then the response ends."""
+        if not self.ended:
+            self.ended = True
+            self.reason = reason
+            self._wake()
+
+    async def take(self, timeout: float) -> list[Event]:
+        """Everything queued, waiting up to ``timeout`` seconds for something to arrive."""
+        if not self._queue and not self.ended:
+            waiter = self._waiter = self._loop.create_future()
+            timer = self._loop.call_later(timeout, _resolve, waiter)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                self._waiter = None
+        events = list(self._queue)
+        self._queue.clear()
+        return events
+
+    def _wake(self) -> None:
+        if self._waiter is not None:
+            _resolve(self._waiter)
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+class _Stream:
+    """A stream with readers: where the hub has read up to, and who gets what comes next."""
+
+    __slots__ = ("last_id", "subscribers")
+
+    def __init__(self, last_id: str) -> None:
+        self.last_id = last_id
+        self.subscribers: set[Subscription] = set()
+
+
+class _Lane:
+    """One connection's worth of streams, read by one blocking ``XREAD`` at a time."""
+
+    def __init__(self, hub: StreamHub, index: int) -> None:
+        self.hub = hub
+        self.streams: dict[str, _Stream] = {}
+        self.wake_key = f"agentstream-hub-wake:{uuid.uuid4().hex}:{index}"
+        self.wake_last = "0-0"
+        self.task: asyncio.Task[None] | None = None
+        self.reading = False  # the current XREAD's set of streams is fixed
+        self.wake_sent = False
+
+    def added_stream(self) -> None:
+        """A stream joined: make sure the lane reads it now, not after the current block."""
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self._run())
+            self.hub.tasks.add(self.task)
+            self.task.add_done_callback(self.hub.tasks.discard)
+        elif self.reading and not self.wake_sent:
+            self.wake_sent = True
+            wake = asyncio.get_running_loop().create_task(self._wake())
+            self.hub.tasks.add(wake)
+            wake.add_done_callback(self.hub.tasks.discard)
+
+    async def _wake(self) -> None:
+        try:
+            async with self.hub.waker.pipeline(transaction=False) as pipe:
+                pipe.xadd(self.wake_key, {"w": "1"}, maxlen=1, approximate=False)
+                pipe.pexpire(self.wake_key, WAKE_KEY_TTL_MS)
+                await pipe.execute()
+        except (redis.exceptions.RedisError, OSError) as exc:
+            # The new stream is still read when the current block times out.
+            logger.warning("stream hub wake-up failed: %s", type(exc).__name__)
+
+    async def _run(self) -> None:
+        try:
+            while self.streams:
+                self.reading = True
+                asked = dict(self.streams)
+                keys = {self.wake_key: self.wake_last}
+                keys.update((key, stream.last_id) for key, stream in asked.items())
+                try:
+                    reply = await self.hub.client.xread(
+                        keys, count=self.hub.batch_size, block=BLOCK_MS
+                    )
+                finally:
+                    self.reading = False
+                    self.wake_sent = False
+                for key, entries in reply or ():
+                    if key == self.wake_key:
+                        self.wake_last = entries[-1][0]
+                        continue
+                    stream = self.streams.get(key)
+                    # A stream that was left and joined again during the read starts at its own
+                    # new position: its next read fetches what it needs.
+                    if stream is not None and stream is asked.get(key):
+                        self._deliver(key, stream, entries)
+        except redis.exceptions.ClusterCrossSlotError:
+            # A clustered Redis (Azure Managed Redis among them) refuses an XREAD over keys in
+            # different hash slots. Readers go on with a blocking read each.
+            if not self.hub.unsupported:
+                logger.warning(
+                    "Redis refuses reading several streams at once (clustered); the stream hub "
+                    "is off, every reader uses a blocking read of its own"
+                )
+            self.hub.unsupported = True
+            self._end_all(UNSUPPORTED)
+        except (redis.exceptions.RedisError, OSError) as exc:
+            logger.warning("stream hub read failed, ending its readers: %s", type(exc).__name__)
+            self._end_all("redis")
+        except Exception as exc:  # noqa: BLE001 - whatever it was, no reader may wait forever
+            logger.error("stream hub failed, ending its readers: %s", type(exc).__name__)
+            self._end_all("error")
+        except asyncio.CancelledError:
+            self._end_all("closed")
+            raise
+
+    def _deliver(self, key: str, stream: _Stream, entries: list) -> None:
+        for entry_id, fields in entries:
+            event = Event.from_entry(entry_id, fields)
+            stream.last_id = event.id
+            for subscription in tuple(stream.subscribers):
+                if not subscription.offer(event):
+                    stream.subscribers.discard(subscription)
+        if not stream.subscribers:
+            del self.streams[key]
+
+    def _end_all(self, reason: str) -> None:
+        for stream in self.streams.values():
+            for subscription in stream.subscribers:
+                subscription.end(reason)
+        self.streams.clear()
+
+
+class StreamHub:
+    """Live readers of one event loop, served by ``lanes`` blocking reads."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        waker: aioredis.Redis,
+        *,
+        lanes: int,
+        queue_limit: int,
+        batch_size: int = 100,
+    ) -> None:
+        self.client = client  # one connection per lane, for the blocking reads
+        self.waker = waker  # short commands: the wake-up appends
+        self.batch_size = batch_size
+        self.queue_limit = queue_limit
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.unsupported = False  # set once Redis refused a multi-stream read
+        self._lanes = [_Lane(self, index) for index in range(lanes)]
+
+    def join(self, key: str, last_id: str) -> tuple[Subscription, str]:
+        """Subscribe to ``key`` after ``last_id``.
+
+        Returns the subscription and the id the hub has already read the stream up to. Events
+        after that id will be queued; if it is later than ``last_id`` the reader fetches the ones
+        in between itself, and if it is earlier the reader skips those it already has.
+        """
+        lane = self._lane_of(key)
+        stream = lane.streams.get(key)
+        created = stream is None
+        if stream is None:
+            stream = lane.streams[key] = _Stream(last_id)
+        subscription = Subscription(key, self.queue_limit)
+        stream.subscribers.add(subscription)
+        if created:
+            lane.added_stream()
+        return subscription, stream.last_id
+
+    def leave(self, subscription: Subscription) -> None:
+        """The reader is gone (finished, disconnected or cut loose)."""
+        subscription.end("left")
+        for lane in self._lanes:
+            stream = lane.streams.get(subscription.key)
+            if stream is not None and subscription in stream.subscribers:
+                stream.subscribers.discard(subscription)
+                if not stream.subscribers:
+                    del lane.streams[subscription.key]
+                return
+
+    def reader_count(self) -> int:
+        return sum(len(s.subscribers) for lane in self._lanes for s in lane.streams.values())
+
+    async def aclose(self) -> None:
+        for task in tuple(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    def _lane_of(self, key: str) -> _Lane:
+        for lane in self._lanes:
+            if key in lane.streams:
+                return lane
+        return min(self._lanes, key=lambda lane: len(lane.streams))
+
+
+_hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, StreamHub] = weakref.WeakKeyDictionary()
+
+
+def stream_hub(settings: Settings) -> StreamHub:
+    """The running event loop's hub."""
+    loop = asyncio.get_running_loop()
+    hub = _hubs.get(loop)
+    if hub is None:
+        hub = _hubs[loop] = StreamHub(
+            hub_redis(settings),
+            reader_redis(settings),
+            lanes=settings.pools.hub_connections,
+            queue_limit=settings.pools.reader_queue_events,
+        )
+    return hub

@@ -1,0 +1,465 @@
+"""The stream hub, sized pools and event encoding, in one process against a real redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
+
+import pytest
+import pytest_asyncio
+import redis
+import redis.asyncio as aioredis
+
+from agentstream.config import ConfigError, Settings
+from agentstream.events import (
+    MESSAGE_DELTA,
+    NDJSON,
+    RUN_COMPLETED,
+    RUN_QUEUED,
+    SSE,
+    TEXT,
+    Event,
+    dumps_line,
+    ndjson_event,
+    sse_event,
+    text_event,
+)
+from agentstream.redis_clients import AtCapacity, _Clients
+from agentstream.streamlog import hub as hub_module
+from agentstream.streamlog.cursor import Cursor
+from agentstream.streamlog.hub import StreamHub
+from agentstream.streamlog.keys import stream_key
+from agentstream.streamlog.reader import (
+    KEEPALIVE,
+    CursorBeyondEnd,
+    HubStream,
+    ReaderSlots,
+    open_stream,
+)
+
+from .redis_server import free_port, running_redis_server
+from .streamlog_helpers import new_conversation_id, run_log
+
+
+@pytest_asyncio.fixture
+async def aclient(redis_port: int, redis_client: redis.Redis) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis(port=redis_port, decode_responses=True)
+    yield client
+    await client.aclose()
+
+
+def make_hub(port: int, lanes: int = 2, queue_limit: int = 500) -> tuple[StreamHub, _Clients]:
+    """A hub on the app's own pools (sizes, timeouts and retries as in production)."""
+    settings = Settings.from_env(
+        {"REDIS_CONNECTION_STRING": f"127.0.0.1:{port}", "STREAM_HUB_CONNECTIONS": str(lanes)}
+    )
+    clients = _Clients(settings)
+    hub = StreamHub(clients.hub, clients.readers, lanes=lanes, queue_limit=queue_limit)
+    return hub, clients
+
+
+async def close_hub(hub: StreamHub, clients: _Clients) -> None:
+    await hub.aclose()
+    for client in (clients.requests, clients.readers, clients.hub, clients.blocking):
+        await client.aclose()
+
+
+@pytest_asyncio.fixture
+async def hub_factory(
+    redis_port: int, redis_client: redis.Redis
+) -> AsyncIterator[Callable[..., StreamHub]]:
+    made: list[tuple[StreamHub, _Clients]] = []
+
+    def make(lanes: int = 2, queue_limit: int = 500) -> StreamHub:
+        made.append(make_hub(redis_port, lanes, queue_limit))
+        return made[-1][0]
+
+    yield make
+    for hub, clients in made:
+        await close_hub(hub, clients)
+
+
+async def until(condition: Callable[[], bool | Awaitable[bool]], timeout: float = 30.0) -> None:
+    """Wait for a condition only observable by looking (a reader's place in the hub)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            result = condition()
+            if not isinstance(result, bool):
+                result = await result
+            if result:
+                return
+            await asyncio.sleep(0.005)
+
+
+async def events_of(opened: HubStream) -> list[Event]:
+    return [item async for item in opened.items() if item is not None]
+
+
+def expected_after(client: redis.Redis, cid: str, cursor: str) -> list[Event]:
+    entries = client.xrange(stream_key(cid))
+    return [Event.from_entry(i, f) for i, f in entries if _after(i, cursor)]
+
+
+def _after(a: str, b: str) -> bool:
+    pa, pb = a.split("-"), b.split("-")
+    return (int(pa[0]), int(pa[1])) > (int(pb[0]), int(pb[1]))
+
+
+async def hub_reader(
+    aclient: aioredis.Redis, hub: StreamHub, cid: str, cursor: str, batch_size: int = 100
+) -> HubStream:
+    opened = await open_stream(
+        aclient,
+        cid,
+        Cursor(cursor),
+        keepalive_seconds=15,
+        max_seconds=120,
+        batch_size=batch_size,
+        hub=hub,
+    )
+    assert isinstance(opened, HubStream)
+    return opened
+
+
+# --- encoding -----------------------------------------------------------------------------------
+
+PAYLOADS = [
+    {},
+    {"text": 'Day 1: Zürich 東京 🚄 \u2028 \x85 "quoted" back\\slash\nnew line'},
+    {"message": "plan a trip", "attempt": 2},
+    {"call_id": "c1", "name": "weather", "arguments": '{"id": 3, "city": "Paris"}'},
+    {"finish_reason": "stop", "usage": {"prompt_tokens": 3, "id": "nested id stays"}},
+    {"id": "forged", "seq": 99, "type": "x", "result": "ok"},
+    {"text": 'looks like "id": a member'},
+    {"code": "worker_lost", "message": "The run stopped."},
+]
+
+
+@pytest.mark.parametrize("payload", PAYLOADS)
+@pytest.mark.parametrize("event_type", [MESSAGE_DELTA, RUN_QUEUED, RUN_COMPLETED])
+def test_the_spliced_json_line_is_byte_equal_to_the_encoder(payload: dict, event_type: str) -> None:
+    fields = {"type": event_type, "run": "ab12", "seq": "7", "ts": "1700000000123"}
+    fields["data"] = dumps_line(payload)
+    stored = Event.from_entry("1700000000123-4", fields)
+    decoded = Event("1700000000123-4", event_type, "ab12", 7, 1700000000123, payload)
+    assert stored.public_json() == dumps_line(decoded.to_public())
+    assert stored.frame(SSE) == sse_event(decoded).encode()
+    assert stored.frame(NDJSON) == ndjson_event(decoded).encode()
+    assert stored.frame(TEXT) == text_event(decoded).encode()
+    assert json.loads(stored.public_json())["id"] == "1700000000123-4"
+
+
+# --- the hub ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(4))
+async def test_readers_joining_at_random_points_miss_and_repeat_nothing(
+    redis_client: redis.Redis,
+    aclient: aioredis.Redis,
+    hub_factory: Callable[..., StreamHub],
+    seed: int,
+) -> None:
+    rng = random.Random(seed)
+    hub = hub_factory(lanes=2)
+    cids = [new_conversation_id() for _ in range(3)]
+    logs = [run_log(redis_client, cid, "run") for cid in cids]
+    ids: dict[str, list[str]] = {cid: ["0-0"] for cid in cids}
+    readers: list[tuple[str, str, asyncio.Task[list[Event]]]] = []
+    for log, cid in zip(logs, cids, strict=True):
+        ids[cid].append(log.append(RUN_QUEUED, {"message": "go"}).id)
+
+    async def read(cid: str, cursor: str) -> list[Event]:
+        # Small batches exercise the catch-up loop and the fetch of the gap up to the hub.
+        return await events_of(await hub_reader(aclient, hub, cid, cursor, rng.choice([2, 5])))
+
+    for step in range(120):
+        index = rng.randrange(len(cids))
+        cid = cids[index]
+        appended = await asyncio.to_thread(logs[index].append, MESSAGE_DELTA, {"text": f"{step}"})
+        ids[cid].append(appended.id)
+        for _ in range(rng.choice([0, 0, 1, 2])):
+            join_cid = rng.choice(cids)
+            cursor = rng.choice(ids[join_cid][-6:])
+            readers.append((join_cid, cursor, asyncio.create_task(read(join_cid, cursor))))
+        if rng.random() < 0.3:
+            await asyncio.sleep(0)  # let readers interleave with the writer at varied points
+    for log in logs:
+        await asyncio.to_thread(log.append, RUN_COMPLETED, {"finish_reason": "stop"})
+    assert len(readers) > 30
+    async with asyncio.timeout(60):
+        results = await asyncio.gather(*(task for _, _, task in readers))
+    for (cid, cursor, _), got in zip(readers, results, strict=True):
+        assert got == expected_after(redis_client, cid, cursor)
+    assert hub.reader_count() == 0
+
+
+async def test_a_slow_reader_is_cut_loose_and_the_others_finish(
+    redis_client: redis.Redis, aclient: aioredis.Redis, hub_factory: Callable[..., StreamHub]
+) -> None:
+    hub = hub_factory(lanes=1, queue_limit=4)
+    cid = new_conversation_id()
+    log = run_log(redis_client, cid, "run")
+    first = log.append(RUN_QUEUED, {"message": "go"}).id
+    slow = (await hub_reader(aclient, hub, cid, first)).items()
+    slow_first = asyncio.create_task(anext(slow))
+    fast = [asyncio.create_task(events_of(await hub_reader(aclient, hub, cid, first)))]
+    await until(lambda: hub.reader_count() == 2)
+    for i in range(30):
+        await asyncio.to_thread(log.append, MESSAGE_DELTA, {"text": f"{i} "})
+    await asyncio.to_thread(log.append, RUN_COMPLETED, {"finish_reason": "stop"})
+    expected = expected_after(redis_client, cid, first)
+
+    # The fast reader gets everything while the slow one is not reading at all.
+    async with asyncio.timeout(60):
+        assert await asyncio.gather(*fast) == [expected]
+    assert hub.reader_count() == 0  # the slow reader was cut loose, not waited for
+
+    # The slow reader's response ends cleanly after what was queued; its cursor resumes exactly.
+    got = [await slow_first] + [e async for e in slow if e is not None]
+    assert 1 <= len(got) < len(expected)
+    assert got == expected[: len(got)]
+    resumed = await events_of(await hub_reader(aclient, hub, cid, got[-1].id))
+    assert got + resumed == expected
+
+
+async def test_a_blocked_hub_wakes_at_once_for_a_new_stream(
+    redis_client: redis.Redis,
+    aclient: aioredis.Redis,
+    hub_factory: Callable[..., StreamHub],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Without the wake-up, the second stream would wait out this ten-minute block.
+    monkeypatch.setattr(hub_module, "BLOCK_MS", 600_000)
+    hub = hub_factory(lanes=1)
+    first_cid, second_cid = new_conversation_id(), new_conversation_id()
+    first_log, second_log = (
+        run_log(redis_client, first_cid, "a"),
+        run_log(redis_client, second_cid, "b"),
+    )
+    first_start = first_log.append(RUN_QUEUED, {"message": "a"}).id
+    second_start = second_log.append(RUN_QUEUED, {"message": "b"}).id
+    first = asyncio.create_task(events_of(await hub_reader(aclient, hub, first_cid, first_start)))
+    await until(lambda: redis_client.info("clients")["blocked_clients"] == 1)
+    second = asyncio.create_task(
+        events_of(await hub_reader(aclient, hub, second_cid, second_start))
+    )
+    await until(lambda: hub.reader_count() == 2)
+    second_log.append(RUN_COMPLETED, {"finish_reason": "stop"})
+    async with asyncio.timeout(60):
+        assert [e.type for e in await second] == [RUN_COMPLETED]
+    first_log.append(RUN_COMPLETED, {"finish_reason": "stop"})
+    async with asyncio.timeout(60):
+        assert [e.type for e in await first] == [RUN_COMPLETED]
+
+
+async def test_a_reader_that_goes_away_leaves_the_hub_at_once(
+    redis_client: redis.Redis, aclient: aioredis.Redis, hub_factory: Callable[..., StreamHub]
+) -> None:
+    hub = hub_factory()
+    cid = new_conversation_id()
+    start = run_log(redis_client, cid, "run").append(RUN_QUEUED, {"message": "go"}).id
+    items = (await hub_reader(aclient, hub, cid, start)).items()
+    waiting = asyncio.create_task(anext(items))
+    await until(lambda: hub.reader_count() == 1)
+    waiting.cancel()  # what the server does when the client disconnects
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert hub.reader_count() == 0
+
+
+async def test_readers_end_cleanly_when_the_hub_loses_redis() -> None:
+    with running_redis_server() as port:
+        hub, clients = make_hub(port, lanes=1)
+        client = redis.Redis(port=port, decode_responses=True)
+        cid = new_conversation_id()
+        start = run_log(client, cid, "run").append(RUN_QUEUED, {"message": "go"}).id
+        opened = await hub_reader(clients.readers, hub, cid, start)
+        reader = asyncio.create_task(events_of(opened))
+        await until(lambda: client.info("clients")["blocked_clients"] == 1)
+        client.shutdown(nosave=True)
+        async with asyncio.timeout(60):
+            assert await reader == []  # the response ends; the client resumes by cursor
+        assert hub.reader_count() == 0
+        await close_hub(hub, clients)
+
+
+@contextmanager
+def single_node_cluster() -> Iterator[int]:
+    """A real redis-server in cluster mode owning every slot: multi-slot XREAD is CROSSSLOT."""
+    binary = os.environ.get("REDIS_SERVER_BIN") or shutil.which("redis-server")
+    assert binary is not None
+    port, workdir = free_port(), tempfile.mkdtemp(prefix="redis-cluster-")
+    process = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--dir",
+            workdir,
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        client = redis.Redis(port=port, decode_responses=True)
+        for _ in range(500):
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.02)  # the server signals readiness only by answering
+        client.execute_command("CLUSTER", "ADDSLOTS", *range(16384))
+        while client.cluster("info")["cluster_state"] != "ok":
+            time.sleep(0.02)
+        client.close()
+        yield port
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def test_on_a_clustered_redis_readers_go_on_with_a_blocking_read_each() -> None:
+    with single_node_cluster() as port:
+        hub, clients = make_hub(port, lanes=1)
+        client = redis.Redis(port=port, decode_responses=True)
+        cid = new_conversation_id()
+        log = run_log(client, cid, "run")
+        start = log.append(RUN_QUEUED, {"message": "go"}).id
+        opened = await open_stream(
+            clients.readers,
+            cid,
+            Cursor(start),
+            keepalive_seconds=15,
+            max_seconds=60,
+            hub=hub,
+            fallback=clients.blocking,
+        )
+        reader = asyncio.create_task(events_of(opened))
+        await until(lambda: hub.unsupported)
+        for i in range(5):
+            log.append(MESSAGE_DELTA, {"text": f"{i}"})
+        log.append(RUN_COMPLETED, {"finish_reason": "stop"})
+        async with asyncio.timeout(60):
+            assert await reader == expected_after(client, cid, start)
+        # Later readers do not try the hub again.
+        later = await open_stream(
+            clients.readers,
+            cid,
+            Cursor("0-0"),
+            keepalive_seconds=15,
+            max_seconds=60,
+            hub=hub,
+            fallback=clients.blocking,
+        )
+        assert not isinstance(later, HubStream)
+        assert await events_of(later) == expected_after(client, cid, "0-0")
+        client.close()
+        await close_hub(hub, clients)
+
+
+async def test_an_idle_hub_reader_ticks_at_the_keepalive_interval(
+    redis_client: redis.Redis, aclient: aioredis.Redis, hub_factory: Callable[..., StreamHub]
+) -> None:
+    hub = hub_factory()
+    cid = new_conversation_id()
+    start = run_log(redis_client, cid, "run").append(RUN_QUEUED, {"message": "go"}).id
+    opened = await open_stream(
+        aclient, cid, Cursor(start), keepalive_seconds=0.02, max_seconds=60, hub=hub
+    )
+    items = opened.items()
+    ticks = [await anext(items) for _ in range(3)]
+    await items.aclose()
+    assert ticks == [KEEPALIVE] * 3
+    assert hub.reader_count() == 0
+
+
+async def test_a_cursor_beyond_the_newest_event_is_refused(
+    redis_client: redis.Redis, aclient: aioredis.Redis
+) -> None:
+    cid = new_conversation_id()
+    last = run_log(redis_client, cid, "run").append(RUN_QUEUED, {"message": "go"}).id
+    ms, seq = last.split("-")
+    for beyond in (f"{ms}-{int(seq) + 1}", f"{int(ms) + 1}-0"):
+        with pytest.raises(CursorBeyondEnd):
+            await open_stream(aclient, cid, Cursor(beyond), keepalive_seconds=1, max_seconds=1)
+    # The newest event itself is a fine cursor: the reader waits for what comes next.
+    await open_stream(aclient, cid, Cursor(last), keepalive_seconds=1, max_seconds=1)
+
+
+async def test_stream_slots_are_taken_and_given_back(
+    redis_client: redis.Redis, aclient: aioredis.Redis, hub_factory: Callable[..., StreamHub]
+) -> None:
+    hub, slots = hub_factory(), ReaderSlots(1)
+    cid = new_conversation_id()
+    log = run_log(redis_client, cid, "run")
+    start = log.append(RUN_QUEUED, {"message": "go"}).id
+    opened = await open_stream(
+        aclient, cid, Cursor(start), keepalive_seconds=15, max_seconds=60, hub=hub, slots=slots
+    )
+    with pytest.raises(AtCapacity):
+        await open_stream(
+            aclient, cid, Cursor("0-0"), keepalive_seconds=1, max_seconds=1, slots=slots
+        )
+    log.append(RUN_COMPLETED, {"finish_reason": "stop"})
+    assert [e.type for e in await events_of(opened)] == [RUN_COMPLETED]
+    assert slots.in_use == 0
+    # A stream opened and dropped without being read gives its slot back too.
+    dropped = await open_stream(
+        aclient, cid, Cursor("0-0"), keepalive_seconds=1, max_seconds=1, slots=slots
+    )
+    assert slots.in_use == 1
+    del dropped
+    assert slots.in_use == 0
+
+
+async def test_an_exhausted_pool_is_at_capacity_and_other_pools_still_answer(
+    redis_port: int, redis_client: redis.Redis
+) -> None:
+    settings = Settings.from_env(
+        {
+            "REDIS_CONNECTION_STRING": f"127.0.0.1:{redis_port}",
+            "REDIS_MAX_CONNECTIONS": "1",
+            "REDIS_POOL_TIMEOUT_SECONDS": "0.2",
+        }
+    )
+    clients = _Clients(settings)
+    try:
+        holding = asyncio.create_task(clients.requests.blpop(["never-written"], timeout=30))
+        await until(lambda: redis_client.info("clients")["blocked_clients"] == 1)
+        with pytest.raises(AtCapacity):
+            await clients.requests.ping()
+        assert await clients.readers.ping()
+        assert await clients.hub.ping()
+        holding.cancel()
+    finally:
+        for client in (clients.requests, clients.readers, clients.hub, clients.blocking):
+            await client.aclose()
+
+
+def test_pool_settings_have_small_defaults_and_errors_name_the_setting() -> None:
+    pools = Settings.from_env({}).pools
+    assert (pools.hub, pools.hub_connections, pools.catch_up_connections) == (True, 2, 2)
+    assert pools.request_connections == 16 and pools.max_readers == 2000
+    assert Settings.from_env({"STREAM_HUB": "off"}).pools.hub is False
+    for name in ("REDIS_MAX_CONNECTIONS", "STREAM_HUB_CONNECTIONS", "STREAM_READER_QUEUE"):
+        with pytest.raises(ConfigError, match=name):
+            Settings.from_env({name: "0"})
+    with pytest.raises(ConfigError, match="STREAM_HUB"):
+        Settings.from_env({"STREAM_HUB": "maybe"})
