@@ -44,7 +44,7 @@ def queued_run(client: redis.Redis) -> RunLog:
 
 
 def paced(client: redis.Redis) -> dict[str, Any]:
-    defaults = Settings.from_env({})
+    defaults = Settings.from_env()  # DELTA_FLUSH_CHARS / DELTA_FLUSH_MS from the environment
     log = queued_run(client)
     log.begin("bench")
     writer = StreamWriter(
@@ -65,7 +65,7 @@ def paced(client: redis.Redis) -> dict[str, Any]:
     trips = CountingConnection.round_trips - before
     entries = writer.entries_written - entries_before
     return {
-        "case": f"{RATE:.0f} tokens/s, default flush",
+        "case": f"{RATE:.0f} tokens/s, flush by {defaults.delta_flush_ms} ms (timer)",
         "tokens": tokens,
         "entries": entries,
         "round_trips": trips,
