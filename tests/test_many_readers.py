@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 
 from agentstream.events import MESSAGE_DELTA, RUN_COMPLETED, RUN_STARTED
 from agentstream.scripted_model.server import create_app as create_model_app
-from agentstream.streamlog.control import start_run
+from agentstream.streamlog.control import Limits, start_run
 from agentstream.streamlog.writer import RunLog
 
 from .api_client import AGENT, TERMINAL
@@ -95,8 +95,7 @@ async def test_a_thousand_readers_share_a_few_connections_while_every_route_answ
             "hello",
             idempotency_key=None,
             must_exist=False,
-            ttl_seconds=600,
-            maxlen=10_000,
+            limits=Limits(ttl_seconds=600, maxlen=10_000),
         )
         runs.append((cid, run_id))
     await aclient.aclose()

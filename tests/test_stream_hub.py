@@ -17,6 +17,8 @@ import pytest
 import pytest_asyncio
 import redis
 import redis.asyncio as aioredis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from agentstream.config import ConfigError, Settings
 from agentstream.events import (
@@ -296,7 +298,10 @@ def single_node_cluster() -> Iterator[int]:
     """A real redis-server in cluster mode owning every slot: multi-slot XREAD is CROSSSLOT."""
     binary = os.environ.get("REDIS_SERVER_BIN") or shutil.which("redis-server")
     assert binary is not None
-    port, workdir = free_port(), tempfile.mkdtemp(prefix="redis-cluster-")
+    port = free_port()
+    while port + 10_000 > 65_535:  # the cluster bus listens on port + 10000
+        port = free_port()
+    workdir = tempfile.mkdtemp(prefix="redis-cluster-")
     process = subprocess.Popen(
         [
             binary,
@@ -317,8 +322,9 @@ def single_node_cluster() -> Iterator[int]:
         stderr=subprocess.DEVNULL,
     )
     try:
-        client = redis.Redis(port=port, decode_responses=True)
+        client = redis.Redis(port=port, decode_responses=True, retry=Retry(NoBackoff(), 0))
         for _ in range(500):
+            assert process.poll() is None, "the cluster-mode redis-server exited"
             try:
                 client.ping()
                 break

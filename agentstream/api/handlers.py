@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import uuid
@@ -247,18 +248,20 @@ async def _encoded(
         yield fmt.preamble.encode()
     keepalive = fmt.keepalive.encode()
     try:
-        async for batch in opened.batches():
-            if batch is None:
-                if keepalive:
-                    yield keepalive
-                if not await on_idle():
-                    return
-            else:
-                # Encodings are cached on the event: encoded once for all of its readers. What
-                # was ready at once goes out in one write.
-                chunk = b"".join(fmt.encode(event) for event in batch)
-                if chunk:  # text/plain has nothing to say for some events
-                    yield chunk
+        # aclosing: a response that ends early (stream gone) leaves the hub at once.
+        async with contextlib.aclosing(opened.batches()) as batches:
+            async for batch in batches:
+                if batch is None:
+                    if keepalive:
+                        yield keepalive
+                    if not await on_idle():
+                        return
+                else:
+                    # Encodings are cached on the event: encoded once for all of its readers. What
+                    # was ready at once goes out in one write.
+                    chunk = b"".join(fmt.encode(event) for event in batch)
+                    if chunk:  # text/plain has nothing to say for some events
+                        yield chunk
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, AtCapacity) as exc:
         # The response has started; end it cleanly and let the client resume from its cursor.
         logger.warning("stream ended early: %s", type(exc).__name__)
