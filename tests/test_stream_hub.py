@@ -263,18 +263,26 @@ async def test_a_blocked_hub_wakes_at_once_for_a_new_stream(
 
 
 async def test_a_reader_that_goes_away_leaves_the_hub_at_once(
-    redis_client: redis.Redis, aclient: aioredis.Redis, hub_factory: Callable[..., StreamHub]
+    redis_client: redis.Redis,
+    aclient: aioredis.Redis,
+    hub_factory: Callable[..., StreamHub],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    hub = hub_factory()
+    # Without the wake-up, the lane would keep reading the stream for this ten-minute block.
+    monkeypatch.setattr(hub_module, "BLOCK_MS", 600_000)
+    hub = hub_factory(lanes=1)
     cid = new_conversation_id()
     start = run_log(redis_client, cid, "run").append(RUN_QUEUED, {"message": "go"}).id
     items = (await hub_reader(aclient, hub, cid, start)).items()
     waiting = asyncio.create_task(anext(items))
     await until(lambda: hub.reader_count() == 1)
+    await until(lambda: redis_client.info("clients")["blocked_clients"] == 1)
     waiting.cancel()  # what the server does when the client disconnects
     with pytest.raises(asyncio.CancelledError):
         await waiting
     assert hub.reader_count() == 0
+    # The lane's blocked read over that stream is reissued without it, and nothing is left.
+    await until(lambda: redis_client.info("clients")["blocked_clients"] == 0)
 
 
 async def test_readers_end_cleanly_when_the_hub_loses_redis() -> None:

@@ -23,8 +23,7 @@ from agentstream.streamlog.keys import stream_key
 
 from .api_client import TERMINAL, Api, text_of
 from .model_gate import HELD, ModelGate
-from .servers import serve_in_thread
-from .standins import external_apis, tool_env
+from .standins import scripted_services
 from .worker_host.harness import PYTHON_313, Harness, running_worker, worker_log
 from .worker_host.host import WorkerInitFailed
 
@@ -52,18 +51,15 @@ def gate(model_app: Any) -> Iterator[ModelGate]:
 
 @pytest.fixture(scope="module")
 def app_env(redis_port: int, gate: ModelGate) -> Iterator[dict[str, str]]:
-    with serve_in_thread(gate) as model_url, serve_in_thread(external_apis()) as apis_url:
+    with scripted_services(gate, redis_port) as services:
         yield {
-            "REDIS_CONNECTION_STRING": f"127.0.0.1:{redis_port}",
-            "OPENAI_BASE_URL": f"{model_url}/v1",
-            "OPENAI_MODEL": "scripted",
+            **services,
             "MODEL_TIMEOUT_SECONDS": "60",
             "MODEL_MAX_RETRIES": "0",
             # Also the XREAD BLOCK time: long, so a reader left blocked would stay visible.
             "STREAM_KEEPALIVE_SECONDS": "30",
             "DELTA_FLUSH_CHARS": "16",
             "PYTHON_THREADPOOL_THREAD_COUNT": str(WORKER_THREADS),
-            **tool_env(apis_url),
         }
 
 

@@ -6,8 +6,9 @@ each; a lane issues one blocking ``XREAD`` over all of its streams, decodes each
 and hands the same :class:`~agentstream.events.Event` to every reader of that stream (the
 encodings are cached on the event, so they are computed once too).
 
-A lane blocked in ``XREAD`` is woken at once when a new stream joins it: every lane's read also
-covers a small wake stream of its own, and a join appends to it. The wake stream is read from the
+A lane blocked in ``XREAD`` is woken at once when a new stream joins it or its last reader of a
+stream leaves: every lane's read also covers a small wake stream of its own, and such a change
+appends to it. The wake stream is read from the
 last id the lane saw (not ``$``), so a wake that reaches Redis before the read still counts. Plain
 ``XADD`` works on every Redis from 6.0 and needs no ``CLIENT`` permissions.
 
@@ -121,7 +122,15 @@ class _Lane:
             self.task = asyncio.get_running_loop().create_task(self._run())
             self.hub.tasks.add(self.task)
             self.task.add_done_callback(self.hub.tasks.discard)
-        elif self.reading and not self.wake_sent:
+        else:
+            self._reissue_read()
+
+    def removed_stream(self) -> None:
+        """A stream lost its last reader: stop reading it now, not after the current block."""
+        self._reissue_read()
+
+    def _reissue_read(self) -> None:
+        if self.reading and not self.wake_sent:
             self.wake_sent = True
             wake = asyncio.get_running_loop().create_task(self._wake())
             self.hub.tasks.add(wake)
@@ -244,6 +253,7 @@ class StreamHub:
                 stream.subscribers.discard(subscription)
                 if not stream.subscribers:
                     del lane.streams[subscription.key]
+                    lane.removed_stream()
                 return
 
     def reader_count(self) -> int:
