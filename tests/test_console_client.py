@@ -21,22 +21,14 @@ from .api_client import Api, text_of
 from .devhost_process import REPO, devhost_process, running_devhost
 from .flaky_proxy import ProxyStats, flaky_proxy
 from .redis_server import free_port
-from .servers import serve_in_thread
-from .standins import external_apis, tool_env
+from .standins import scripted_services
 
 
 @pytest.fixture(scope="module")
 def app_env(redis_port: int) -> Iterator[dict[str, str]]:
     model = create_model_app(delay_seconds=0.002)
-    with serve_in_thread(model) as model_url, serve_in_thread(external_apis()) as apis_url:
-        yield {
-            "REDIS_CONNECTION_STRING": f"127.0.0.1:{redis_port}",
-            "OPENAI_BASE_URL": f"{model_url}/v1",
-            "OPENAI_MODEL": "scripted",
-            "STREAM_KEEPALIVE_SECONDS": "1",
-            "DELTA_FLUSH_CHARS": "16",
-            **tool_env(apis_url),
-        }
+    with scripted_services(model, redis_port) as services:
+        yield {**services, "STREAM_KEEPALIVE_SECONDS": "1", "DELTA_FLUSH_CHARS": "16"}
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,7 @@ import pytest
 from agentstream.scripted_model.server import create_app as create_model_app
 
 from .devhost_process import REPO, running_devhost
-from .servers import serve_in_thread
-from .standins import external_apis, tool_env
+from .standins import scripted_services
 
 DEFAULT_ADDRESS = "http://localhost:7071"
 _FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```", re.MULTILINE | re.DOTALL)
@@ -77,18 +76,8 @@ _DEFINITION = re.compile(r"^[A-Za-z_]\w*(=\S|\(\))")
 
 @pytest.fixture(scope="module")
 def app_url(redis_port: int) -> Iterator[str]:
-    with (
-        serve_in_thread(create_model_app()) as model_url,
-        serve_in_thread(external_apis()) as apis_url,
-    ):
-        env = {
-            "REDIS_CONNECTION_STRING": f"127.0.0.1:{redis_port}",
-            "OPENAI_BASE_URL": f"{model_url}/v1",
-            "OPENAI_MODEL": "scripted",
-            **tool_env(apis_url),
-        }
-        with running_devhost(env) as url:
-            yield url
+    with scripted_services(create_model_app(), redis_port) as env, running_devhost(env) as url:
+        yield url
 
 
 def test_the_examples_use_make_runs_address_and_plain_ascii() -> None:

@@ -19,8 +19,7 @@ from agentstream.streamlog.writer import RunLog
 from .api_client import AGENT, Api, text_of
 from .devhost_process import running_devhost
 from .func_host import running_app
-from .servers import serve_in_thread
-from .standins import external_apis, tool_env
+from .standins import scripted_services
 
 
 @pytest.fixture(scope="module")
@@ -30,16 +29,13 @@ def model_app() -> Any:
 
 @pytest.fixture(scope="module")
 def app_env(redis_port: int, model_app: Any) -> Iterator[dict[str, str]]:
-    with serve_in_thread(model_app) as model_url, serve_in_thread(external_apis()) as apis_url:
+    with scripted_services(model_app, redis_port) as services:
         yield {
-            "REDIS_CONNECTION_STRING": f"127.0.0.1:{redis_port}",
-            "OPENAI_BASE_URL": f"{model_url}/v1",
-            "OPENAI_MODEL": "scripted",
+            **services,
             "MODEL_TIMEOUT_SECONDS": "3",
             "MODEL_MAX_RETRIES": "1",
             "STREAM_KEEPALIVE_SECONDS": "1",
             "DELTA_FLUSH_CHARS": "16",
-            **tool_env(apis_url),
         }
 
 

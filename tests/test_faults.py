@@ -21,8 +21,7 @@ from .api_client import AGENT, Api
 from .devhost_process import devhost_process
 from .redis_server import free_port, restartable_redis
 from .resilient_reader import ResilientReader
-from .servers import serve_in_thread
-from .standins import external_apis, tool_env
+from .standins import scripted_services
 
 CITIES = ["Lisbon", "Rome", "Paris", "Oslo", "Vienna", "Prague"]
 WAIT = 60.0  # upper bound for events a test awaits; never a timing assertion
@@ -31,17 +30,12 @@ WAIT = 60.0  # upper bound for events a test awaits; never a timing assertion
 @pytest.fixture(scope="module")
 def services() -> Iterator[dict[str, str]]:
     """A model slow enough that every run is mid-flight when the fault comes."""
-    with (
-        serve_in_thread(create_model_app(delay_seconds=0.04)) as model_url,
-        serve_in_thread(external_apis()) as apis_url,
-    ):
+    with scripted_services(create_model_app(delay_seconds=0.04)) as services:
         yield {
-            "OPENAI_BASE_URL": f"{model_url}/v1",
-            "OPENAI_MODEL": "scripted",
+            **services,
             "MODEL_TIMEOUT_SECONDS": "20",
             "STREAM_KEEPALIVE_SECONDS": "1",
             "DELTA_FLUSH_CHARS": "16",
-            **tool_env(apis_url),
         }
 
 

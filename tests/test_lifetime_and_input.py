@@ -20,8 +20,7 @@ from agentstream.streamlog.keys import conversation_key, meta_key, stream_key
 
 from .api_client import AGENT, Api, text_of
 from .devhost_process import running_devhost
-from .servers import serve_in_thread
-from .standins import external_apis, tool_env
+from .standins import scripted_services
 
 
 @pytest.fixture(scope="module")
@@ -31,16 +30,11 @@ def model_app() -> Any:
 
 @pytest.fixture(scope="module")
 def base_url(redis_port: int, model_app: Any) -> Iterator[str]:
-    with serve_in_thread(model_app) as model_url, serve_in_thread(external_apis()) as apis_url:
-        env = {
-            "REDIS_CONNECTION_STRING": f"127.0.0.1:{redis_port}",
-            "OPENAI_BASE_URL": f"{model_url}/v1",
-            "OPENAI_MODEL": "scripted",
-            "STREAM_KEEPALIVE_SECONDS": "1",
-            **tool_env(apis_url),
-        }
-        with running_devhost(env) as url:
-            yield url
+    with (
+        scripted_services(model_app, redis_port) as services,
+        running_devhost({**services, "STREAM_KEEPALIVE_SECONDS": "1"}) as url,
+    ):
+        yield url
 
 
 @pytest.fixture

@@ -21,8 +21,7 @@ from agentstream.streamlog.writer import RunLog
 
 from .api_client import AGENT, TERMINAL
 from .devhost_process import running_devhost
-from .servers import serve_in_thread
-from .standins import external_apis, tool_env
+from .standins import scripted_services
 
 READERS = 1000
 STREAMS = 10
@@ -32,14 +31,8 @@ NDJSON = {"Accept": "application/x-ndjson"}
 @pytest.fixture(scope="module")
 def base_env(redis_port: int) -> Iterator[dict[str, str]]:
     model = create_model_app(delay_seconds=0.001)
-    with serve_in_thread(model) as model_url, serve_in_thread(external_apis()) as apis_url:
-        yield {
-            "REDIS_CONNECTION_STRING": f"127.0.0.1:{redis_port}",
-            "OPENAI_BASE_URL": f"{model_url}/v1",
-            "OPENAI_MODEL": "scripted",
-            "STREAM_KEEPALIVE_SECONDS": "2",
-            **tool_env(apis_url),
-        }
+    with scripted_services(model, redis_port) as services:
+        yield {**services, "STREAM_KEEPALIVE_SECONDS": "2"}
 
 
 def stream_url(cid: str) -> str:

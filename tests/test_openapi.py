@@ -21,8 +21,7 @@ from agentstream.scripted_model.server import create_app as create_model_app
 
 from .api_client import AGENT, Api
 from .devhost_process import REPO, running_devhost
-from .servers import serve_in_thread
-from .standins import external_apis, tool_env
+from .standins import scripted_services
 
 DOCUMENT = REPO / "agentstream" / "api" / "openapi.json"
 PACKAGE = REPO / "agentstream"
@@ -208,18 +207,8 @@ def test_every_event_type_has_a_schema(document: dict[str, Any]) -> None:
 
 @pytest.fixture(scope="module")
 def app_url(redis_port: int) -> Iterator[str]:
-    with (
-        serve_in_thread(create_model_app()) as model_url,
-        serve_in_thread(external_apis()) as apis_url,
-    ):
-        env = {
-            "REDIS_CONNECTION_STRING": f"127.0.0.1:{redis_port}",
-            "OPENAI_BASE_URL": f"{model_url}/v1",
-            "OPENAI_MODEL": "scripted",
-            **tool_env(apis_url),
-        }
-        with running_devhost(env) as url:
-            yield url
+    with scripted_services(create_model_app(), redis_port) as env, running_devhost(env) as url:
+        yield url
 
 
 class Conformance:

@@ -29,8 +29,7 @@ from agentstream.streamlog.writer import RunLog, StreamWriter, terminal_guard
 from agentstream.tools import build_toolbox
 
 from .redis_proxy import reply_dropping_proxy
-from .servers import serve_in_thread
-from .standins import external_apis, tool_env
+from .standins import scripted_services
 from .streamlog_helpers import new_conversation_id
 
 LIMITS = control.Limits(ttl_seconds=600, maxlen=10_000, start_deadline_seconds=300)
@@ -278,18 +277,8 @@ def _wait_for_redis_clock(client: redis.Redis, past_ms: int) -> None:
 def test_a_redelivery_after_the_terminal_event_restores_the_turn(
     redis_client: redis.Redis, redis_port: int
 ) -> None:
-    with (
-        serve_in_thread(create_model_app()) as model_url,
-        serve_in_thread(external_apis()) as apis_url,
-    ):
-        settings = Settings.from_env(
-            {
-                "REDIS_CONNECTION_STRING": f"127.0.0.1:{redis_port}",
-                "OPENAI_BASE_URL": f"{model_url}/v1",
-                "OPENAI_MODEL": "scripted",
-                **tool_env(apis_url),
-            }
-        )
+    with scripted_services(create_model_app(), redis_port) as services:
+        settings = Settings.from_env(services)
         cid = new_conversation_id()
         run_id = queue(redis_client, cid, "Plan 2 days in Lisbon")
         before_batch = ConversationState.from_entity({})
