@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import random
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 from .redis_server import free_port
+from .tcp_server import serving_tcp
 
 
 @dataclass
@@ -34,8 +34,6 @@ def flaky_proxy(
     chance = random.Random(seed)
     stats = ProxyStats()
     port = free_port()
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
 
     async def handle(client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter):
         stats.connections += 1
@@ -71,24 +69,5 @@ def flaky_proxy(
         for writer in (client_writer, upstream_writer):
             writer.close()
 
-    stop = asyncio.Event()
-
-    async def serve() -> None:
-        server = await asyncio.start_server(handle, "127.0.0.1", port)
-        ready.set()
-        async with server:
-            await stop.wait()
-        pending = asyncio.all_tasks() - {asyncio.current_task()}
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
-
-    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
-    thread.start()
-    ready.wait(10)
-    try:
+    with serving_tcp(handle, port):
         yield f"http://127.0.0.1:{port}", stats
-    finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(timeout=10)
-        loop.close()

@@ -8,12 +8,12 @@ instead of relaying that answer. The client sees a dropped connection for a comm
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .redis_server import free_port
+from .tcp_server import serving_tcp
 
 
 @dataclass
@@ -21,19 +21,14 @@ class ReplyDropper:
     port: int
     armed: bytes | None = None
     dropped: int = 0
-    dropped_event: threading.Event = field(default_factory=threading.Event)
 
     def drop_reply_to(self, marker: bytes) -> None:
-        self.dropped_event.clear()
         self.armed = marker
 
 
 @contextmanager
 def reply_dropping_proxy(upstream_port: int) -> Iterator[ReplyDropper]:
     proxy = ReplyDropper(port=free_port())
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-    stop = asyncio.Event()
 
     async def handle(client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter):
         upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", upstream_port)
@@ -52,7 +47,6 @@ def reply_dropping_proxy(upstream_port: int) -> Iterator[ReplyDropper]:
             while data := await upstream_reader.read(65536):
                 if lose_next_reply:  # Redis has executed the command: its answer is here
                     proxy.dropped += 1
-                    proxy.dropped_event.set()
                     return
                 client_writer.write(data)
                 await client_writer.drain()
@@ -64,22 +58,5 @@ def reply_dropping_proxy(upstream_port: int) -> Iterator[ReplyDropper]:
         for writer in (client_writer, upstream_writer):
             writer.close()
 
-    async def serve() -> None:
-        server = await asyncio.start_server(handle, "127.0.0.1", proxy.port)
-        ready.set()
-        async with server:
-            await stop.wait()
-        pending = asyncio.all_tasks() - {asyncio.current_task()}
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
-
-    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
-    thread.start()
-    ready.wait(10)
-    try:
+    with serving_tcp(handle, proxy.port):
         yield proxy
-    finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(timeout=10)
-        loop.close()

@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
 import shutil
-import subprocess
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
 import redis
 import redis.asyncio as aioredis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from agentstream.config import ConfigError, Settings
 from agentstream.events import (
@@ -34,6 +31,7 @@ from agentstream.events import (
     sse_event,
     text_event,
 )
+from agentstream.local_redis import start_redis_server
 from agentstream.redis_clients import AtCapacity, _Clients
 from agentstream.streamlog import hub as hub_module
 from agentstream.streamlog.cursor import Cursor
@@ -304,43 +302,17 @@ async def test_readers_end_cleanly_when_the_hub_loses_redis() -> None:
 @contextmanager
 def single_node_cluster() -> Iterator[int]:
     """A real redis-server in cluster mode owning every slot: multi-slot XREAD is CROSSSLOT."""
-    binary = os.environ.get("REDIS_SERVER_BIN") or shutil.which("redis-server")
-    assert binary is not None
     port = free_port()
     while port + 10_000 > 65_535:  # the cluster bus listens on port + 10000
         port = free_port()
-    workdir = tempfile.mkdtemp(prefix="redis-cluster-")
-    process = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--dir",
-            workdir,
-            "--cluster-enabled",
-            "yes",
-            "--cluster-config-file",
-            "nodes.conf",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    workdir = Path(tempfile.mkdtemp(prefix="redis-cluster-"))
+    cluster = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+    process = start_redis_server(port, workdir, cluster)
     try:
-        client = redis.Redis(port=port, decode_responses=True, retry=Retry(NoBackoff(), 0))
-        for _ in range(500):
-            assert process.poll() is None, "the cluster-mode redis-server exited"
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.02)  # the server signals readiness only by answering
+        client = redis.Redis(port=port, decode_responses=True)
         client.execute_command("CLUSTER", "ADDSLOTS", *range(16384))
         while client.cluster("info")["cluster_state"] != "ok":
-            time.sleep(0.02)
+            time.sleep(0.02)  # the server signals the slots' state only when asked
         client.close()
         yield port
     finally:
