@@ -180,7 +180,9 @@ def run(
         # (the worker died after the terminal event), or a run a request ended.
         logger.info("run %s already finished (stream log); restoring its record", run_id)
         if begun.status == "completed" and begun.turn:
-            state.history = bounded_history([*state.history, *begun.turn], _bound(settings))
+            state.history = bounded_history(
+                [*state.history, *begun.turn], settings.history_max_messages
+            )
         state.record(run_id, begun.status or "failed", None)
         return True
     writer = StreamWriter(
@@ -196,17 +198,13 @@ def run(
         writer.event(RUN_STARTED, {"attempt": begun.attempt})
         agent = agent or default_agent(settings)
         sink = StreamSink(writer, settings.tools.result_max_chars)
-        history = bounded_history(state.history, _bound(settings))
+        history = bounded_history(state.history, settings.history_max_messages)
         new_history = agent.run(history, message, sink)
     outcome = (writer.terminal_type or "").removeprefix("run.") or "failed"
     if outcome == "completed" and new_history is not None:
-        state.history = bounded_history(new_history, _bound(settings))
+        state.history = bounded_history(new_history, settings.history_max_messages)
     state.record(run_id, outcome, begun.attempt)
     return True
-
-
-def _bound(settings: Settings) -> int:
-    return settings.history_max_messages
 
 
 def bounded_history(history: list[Message], max_messages: int) -> list[Message]:

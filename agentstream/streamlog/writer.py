@@ -140,7 +140,6 @@ class RunLog:
         self._ttl_ms = ttl_seconds * 1000
         self._maxlen = maxlen
         self._lease_ms = int(lease_seconds * 1000)
-        self.lease_seconds = lease_seconds
         self._retry_seconds = retry_seconds
         self._clock = clock
         self._append = client.register_script(scripts.APPEND)
@@ -291,10 +290,6 @@ class StreamWriter:
         with self._lock:
             self._raise_pending()
             self._flush_if_due()
-
-    def flush(self) -> None:
-        with self._lock:
-            self._flush()
 
     def event(self, event_type: str, data: dict[str, Any]) -> None:
         """Write a non-text event, after any buffered text."""
