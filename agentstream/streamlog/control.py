@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
 
 from ..config import Settings
 from ..events import RUN_FAILED, TERMINAL_TYPES, dumps_line
@@ -59,10 +61,25 @@ def request_digest(message: str) -> str:
     return hashlib.sha256(message.encode("utf-8")).hexdigest()[:32]
 
 
+# One Script object per client and source: registering one hashes the source, which every request
+# (and every idle reader's keep-alive tick) would otherwise do again.
+_registered: weakref.WeakKeyDictionary[aioredis.Redis, dict[str, AsyncScript]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _script(client: aioredis.Redis, source: str) -> AsyncScript:
+    known = _registered.setdefault(client, {})
+    script = known.get(source)
+    if script is None:
+        script = known[source] = client.register_script(source)
+    return script
+
+
 async def _run(
     client: aioredis.Redis, source: str, conversation_id: str, limits: Limits, *args: Any
 ) -> Any:
-    script = client.register_script(source)
+    script = _script(client, source)
     return await script(keys=conversation_keys(conversation_id), args=[*limits.base_args, *args])
 
 
@@ -119,15 +136,16 @@ async def claim_new_conversation(
     ``None``: the key was used for another message, and must not hand that conversation out.
     """
     key = _GLOBAL_IDEMPOTENCY_PREFIX + idempotency_key
-    claim = f"{conversation_id} {request_digest(message)}"
+    digest = request_digest(message)
+    claim = f"{conversation_id} {digest}"
     # Two steps rather than SET NX GET, which needs Redis 7.
     if await client.set(key, claim, nx=True, ex=ttl_seconds):
         return conversation_id
     existing = await client.get(key)
     if existing is None:  # expired between the two steps
         return conversation_id if await client.set(key, claim, nx=True, ex=ttl_seconds) else None
-    owner, _, digest = existing.partition(" ")
-    return owner if digest == request_digest(message) else None
+    owner, _, owner_digest = existing.partition(" ")
+    return owner if owner_digest == digest else None
 
 
 async def fail_queued_run(
@@ -146,8 +164,7 @@ async def fail_queued_run(
     """
     if idempotency_key is not None:
         await client.hdel(meta_key(conversation_id), f"idem:{idempotency_key}")
-    script = client.register_script(scripts.APPEND)
-    await script(
+    await _script(client, scripts.APPEND)(
         keys=conversation_keys(conversation_id),
         args=append_args(
             run_id,
