@@ -32,11 +32,18 @@ class ApiError(Exception):
         self.details = details
 
 
-def error_response(status: int, code: str, message: str, **details: Any) -> JSONResponse:
-    """The JSON error body; every ``503`` carries ``Retry-After``."""
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    *,
+    retry_after: int = DEFAULT_RETRY_AFTER_SECONDS,
+    **details: Any,
+) -> JSONResponse:
+    """The JSON error body; every ``503`` carries ``Retry-After`` (``retry_after`` seconds)."""
     headers = {"Cache-Control": "no-store"}
     if status == 503:
-        headers["Retry-After"] = str(DEFAULT_RETRY_AFTER_SECONDS)
+        headers["Retry-After"] = str(retry_after)
     return JSONResponse(
         {"error": {"code": code, "message": message, **details}},
         status_code=status,
@@ -56,11 +63,12 @@ def json_errors(
         except ApiError as exc:
             return error_response(exc.status, exc.code, exc.message, **exc.details)
         except AtCapacity as exc:
-            response = error_response(
-                503, "at_capacity", "This worker is busy; please retry shortly."
+            return error_response(
+                503,
+                "at_capacity",
+                "This worker is busy; please retry shortly.",
+                retry_after=exc.retry_after_seconds,
             )
-            response.headers["Retry-After"] = str(exc.retry_after_seconds)
-            return response
         except ConfigError as exc:
             # Configuration messages name a setting and never carry a secret.
             logger.error("configuration error: %s", exc)
