@@ -277,29 +277,19 @@ async def open_stream(
     except BaseException:
         release()
         raise
+    common = {
+        "key": key,
+        "after_id": after_id,
+        "batch_size": batch_size,
+        "keepalive_seconds": keepalive_seconds,
+        "max_seconds": max_seconds,
+        "release": release,
+    }
     opened: OpenStream | HubStream
     if hub is not None and not hub.unsupported:
-        opened = HubStream(
-            client=client,
-            hub=hub,
-            fallback=fallback,
-            key=key,
-            after_id=after_id,
-            batch_size=batch_size,
-            keepalive_seconds=keepalive_seconds,
-            max_seconds=max_seconds,
-            release=release,
-        )
+        opened = HubStream(client=client, hub=hub, fallback=fallback, **common)
     else:
-        opened = OpenStream(
-            client=fallback or client,
-            key=key,
-            after_id=after_id,
-            batch_size=batch_size,
-            keepalive_seconds=keepalive_seconds,
-            max_seconds=max_seconds,
-            release=release,
-        )
+        opened = OpenStream(client=fallback or client, **common)
     weakref.finalize(opened, release)
     return opened
 
