@@ -155,8 +155,8 @@ class Event:
             and raw[-1] == "}"
             and raw.isascii()
             and not any(name in raw for name in _RESERVED_MEMBERS)
-            and _PLAIN.match(self.type)
-            and _PLAIN.match(self.run)
+            and _PLAIN.fullmatch(self.type)
+            and _PLAIN.fullmatch(self.run)
         ):
             head = (
                 f'{{"id":"{self.id}","type":"{self.type}","run":"{self.run}",'
@@ -181,7 +181,7 @@ class Event:
 
 _RESERVED_MEMBERS = tuple(f'"{name}":' for name in _RESERVED)
 # Stream ids, run ids and event types: nothing JSON would escape.
-_PLAIN = re.compile(r"^[A-Za-z0-9._-]*$")
+_PLAIN = re.compile(r"[A-Za-z0-9._-]*")
 
 
 def _texts(fields: Mapping[Any, Any]) -> dict[str, str]:
