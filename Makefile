@@ -56,7 +56,7 @@ test-worker: $(VENV)/.installed worker-venv redis-server
 	$(PY) -m pytest tests/test_worker_runtime.py tests/test_function_metadata.py
 
 run: $(VENV)/.installed redis-server
-	@$(PY) -m agentstream.launcher
+	@$(PY) -m agentstream_dev.launcher
 
 bench: $(VENV)/.installed redis-server
 	$(PY) -m bench

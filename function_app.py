@@ -11,6 +11,7 @@ from azurefunctions.extensions.http.fastapi import Request, Response
 from agentstream import conversation
 from agentstream.api import handlers, openapi
 from agentstream.config import get_settings
+from agentstream.entity_protocol import ENTITY_NAME
 
 # Validated once at start-up: a bad setting stops indexing with a message that names it.
 settings = get_settings()
@@ -68,6 +69,6 @@ async def openapi_document(req: Request) -> Response:
     return await openapi.document(req)
 
 
-@app.entity_trigger(context_name="context", entity_name=conversation.ENTITY_NAME)
+@app.entity_trigger(context_name="context", entity_name=ENTITY_NAME)
 def travelplanner(context: df.DurableEntityContext) -> None:
     conversation.handle_operation(context)

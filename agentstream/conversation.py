@@ -23,6 +23,7 @@ import redis
 
 from .agent import Message, TravelPlannerAgent
 from .config import Settings, get_settings
+from .entity_protocol import DELETE_OPERATION, RUN_OPERATION
 from .events import (
     RUN_COMPLETED,
     RUN_RESTARTED,
@@ -33,14 +34,13 @@ from .events import (
 from .model_client import shared_model_client
 from .redis_clients import sync_redis
 from .streamlog.retry import StoreUnavailable
-from .streamlog.writer import FINISHED_STATUSES, RunLog, StreamWriter, terminal_guard
+from .streamlog.runlog import RunLog
+from .streamlog.scripts import FINISHED_STATUSES
+from .streamlog.writer import StreamWriter, terminal_guard
 from .tools import Toolbox, build_toolbox
 
 logger = logging.getLogger(__name__)
 
-ENTITY_NAME = "travelplanner"
-RUN_OPERATION = "run"
-DELETE_OPERATION = "delete"
 RUN_RECORDS_KEPT = 50
 
 

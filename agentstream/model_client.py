@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import threading
 from typing import Any
 
@@ -12,10 +11,6 @@ from .config import ModelSettings, Settings, get_settings
 from .failures import RunFailure
 
 COGNITIVE_SERVICES_SCOPE = "https://cognitiveservices.azure.com/.default"
-
-# The openai client's HTTP library logs every request URL at INFO; keep endpoints out of the logs.
-for _name in ("httpx", "httpx2"):
-    logging.getLogger(_name).setLevel(logging.WARNING)
 
 
 def create_model_client(model: ModelSettings, credential: Any | None = None) -> openai.OpenAI:

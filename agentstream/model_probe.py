@@ -10,7 +10,6 @@ no token is fetched for the probe; the ``401`` such a request gets still proves 
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 
@@ -20,9 +19,6 @@ from .config import ModelSettings
 
 PROBE_TIMEOUT_SECONDS = 3.0
 CACHE_SECONDS = 30.0
-
-# httpx logs request URLs at INFO; an endpoint is not for the logs.
-logging.getLogger("httpx").setLevel(logging.WARNING)
 
 _cache: dict[tuple[str | None, ...], tuple[float, str]] = {}
 

@@ -22,6 +22,8 @@ from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.credentials import CredentialProvider
 
 from .config import RedisSettings, Settings, get_settings
+from .streamlog.capacity import AtCapacity
+from .streamlog.hub import StreamHub
 
 _REDIS_SCOPE = "https://redis.azure.com/.default"
 # Above the longest XREAD BLOCK a reader issues, so a blocked read is never cut by the socket.
@@ -59,12 +61,6 @@ def client_kwargs(settings: RedisSettings, socket_timeout: float | None) -> dict
         kwargs.pop("username", None)
         kwargs["credential_provider"] = EntraIdCredentialProvider(settings.username or "")
     return kwargs
-
-
-class AtCapacity(Exception):
-    """No connection or stream slot free in this worker right now: ``503`` with ``Retry-After``."""
-
-    retry_after_seconds = 2
 
 
 class _SizedPool(aioredis.BlockingConnectionPool):
@@ -168,3 +164,20 @@ def blocking_reader_redis(settings: Settings | None = None) -> aioredis.Redis:
 def hub_redis(settings: Settings | None = None) -> aioredis.Redis:
     """The running loop's client for the stream hub's blocking reads."""
     return _clients(settings).hub
+
+
+_hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, StreamHub] = weakref.WeakKeyDictionary()
+
+
+def stream_hub(settings: Settings) -> StreamHub:
+    """The running event loop's hub."""
+    loop = asyncio.get_running_loop()
+    hub = _hubs.get(loop)
+    if hub is None:
+        hub = _hubs[loop] = StreamHub(
+            hub_redis(settings),
+            reader_redis(settings),
+            lanes=settings.pools.hub_connections,
+            queue_limit=settings.pools.reader_queue_events,
+        )
+    return hub

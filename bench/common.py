@@ -26,13 +26,13 @@ __all__ = ["REPO", "running_devhost", "running_redis_server", "summary", "write_
 
 @contextmanager
 def running_devhost(env: dict[str, str]) -> Iterator[tuple[str, int, int]]:
-    """``python -m agentstream.devhost`` on a free port; yields (host, port, pid)."""
+    """``python -m agentstream_dev.devhost`` on a free port; yields (host, port, pid)."""
     port = free_port()
     process_env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "OPENAI_"))}
     process_env.update(env)
     with tempfile.NamedTemporaryFile("w+", prefix="bench-devhost-", suffix=".log") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "agentstream.devhost", "--port", str(port)],
+            [sys.executable, "-m", "agentstream_dev.devhost", "--port", str(port)],
             cwd=REPO,
             env=process_env,
             stdout=log,

@@ -33,7 +33,7 @@ import redis.asyncio as aioredis
 
 from agentstream.events import RUN_QUEUED, TERMINAL_TYPES
 from agentstream.streamlog.keys import stream_key
-from agentstream.streamlog.writer import RunLog
+from agentstream.streamlog.runlog import RunLog
 
 from .common import (
     REPO,

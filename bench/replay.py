@@ -18,7 +18,7 @@ import redis
 
 from agentstream.events import MESSAGE_DELTA, RUN_COMPLETED, RUN_QUEUED, Event, dumps_line
 from agentstream.streamlog.keys import stream_key
-from agentstream.streamlog.writer import RunLog
+from agentstream.streamlog.runlog import RunLog
 
 from .common import print_table, running_devhost, running_redis_server, write_results
 

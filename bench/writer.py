@@ -18,7 +18,8 @@ import redis
 
 from agentstream.config import Settings
 from agentstream.events import RUN_COMPLETED, RUN_QUEUED, RUN_STARTED
-from agentstream.streamlog.writer import RunLog, StreamWriter
+from agentstream.streamlog.runlog import RunLog
+from agentstream.streamlog.writer import StreamWriter
 
 from .common import print_table, running_redis_server, write_results
 from .writer_process import token

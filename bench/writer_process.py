@@ -19,7 +19,8 @@ import redis
 
 from agentstream.config import Settings
 from agentstream.events import RUN_COMPLETED, RUN_STARTED
-from agentstream.streamlog.writer import Appended, RunLog, StreamWriter
+from agentstream.streamlog.runlog import Appended, RunLog
+from agentstream.streamlog.writer import StreamWriter
 
 
 class TimedRunLog(RunLog):

@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 @contextmanager
 def running_devhost(env: dict[str, str], *extra_args: str) -> Iterator[str]:
-    """Start ``python -m agentstream.devhost`` on a free port; yield its base URL."""
+    """Start ``python -m agentstream_dev.devhost`` on a free port; yield its base URL."""
     with devhost_process(env, free_port(), *extra_args) as process:
         yield process.base_url
 
@@ -32,7 +32,7 @@ class DevHostProcess:
         self.base_url = f"http://127.0.0.1:{port}"
         self._env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "OPENAI_"))}
         self._env.update(env)
-        self._args = [sys.executable, "-m", "agentstream.devhost", "--port", str(port)]
+        self._args = [sys.executable, "-m", "agentstream_dev.devhost", "--port", str(port)]
         self._args.extend(extra_args)
         # Closed in stop(); the log outlives each start so a restart appends to it.
         self._log = tempfile.NamedTemporaryFile("w+", prefix="devhost-", suffix=".log")  # noqa: SIM115

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from agentstream.local_redis import start_redis_server
+from agentstream_dev.local_redis import start_redis_server
 
 
 def free_port() -> int:

@@ -9,7 +9,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 
-from agentstream.tool_standins import create_app, tool_settings
+from agentstream_dev.tool_standins import create_app, tool_settings
 
 from .servers import serve_in_thread
 

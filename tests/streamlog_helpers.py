@@ -11,7 +11,8 @@ import redis.asyncio as aioredis
 from agentstream.events import RUN_QUEUED, Event
 from agentstream.streamlog.cursor import Cursor
 from agentstream.streamlog.reader import open_stream
-from agentstream.streamlog.writer import RunLog, StreamWriter
+from agentstream.streamlog.runlog import RunLog
+from agentstream.streamlog.writer import StreamWriter
 
 
 def new_conversation_id() -> str:

@@ -14,8 +14,8 @@ from agentstream.agent import TravelPlannerAgent
 from agentstream.config import Settings
 from agentstream.failures import RunFailure
 from agentstream.model_client import create_model_client
-from agentstream.scripted_model.server import create_app
 from agentstream.tools import build_toolbox
+from agentstream_dev.scripted_model.server import create_app
 
 from .servers import serve_in_thread
 from .standins import TODAY, external_apis, tool_env

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import redis
 
-from agentstream.scripted_model.server import create_app as create_model_app
+from agentstream_dev.scripted_model.server import create_app as create_model_app
 
 from .api_client import Api, text_of
 from .devhost_process import REPO, running_devhost

@@ -15,7 +15,7 @@ import httpx
 import pexpect
 import pytest
 
-from agentstream.scripted_model.server import create_app as create_model_app
+from agentstream_dev.scripted_model.server import create_app as create_model_app
 
 from .api_client import Api, text_of
 from .devhost_process import REPO, devhost_process, running_devhost
@@ -46,7 +46,7 @@ def proxied(app_url: str) -> Iterator[tuple[str, ProxyStats]]:
 
 def run_client(url: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "agentstream.client", "--url", url, *args],
+        [sys.executable, "-m", "agentstream_client", "--url", url, *args],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -108,7 +108,7 @@ def test_interactive_interrupt_resume_follow_up_and_a_dropped_connection(
     proxy_url, stats = proxied
     child = pexpect.spawn(
         sys.executable,
-        ["-m", "agentstream.client", "--url", proxy_url, "--no-color"],
+        ["-m", "agentstream_client", "--url", proxy_url, "--no-color"],
         cwd=str(REPO),
         encoding="utf-8",
         timeout=60,
@@ -151,7 +151,7 @@ def test_interactive_interrupt_resume_follow_up_and_a_dropped_connection(
 def test_ctrl_c_mid_stream_exits_cleanly(app_url: str) -> None:
     child = pexpect.spawn(
         sys.executable,
-        ["-m", "agentstream.client", "--url", app_url],
+        ["-m", "agentstream_client", "--url", app_url],
         cwd=str(REPO),
         encoding="utf-8",
         timeout=60,
@@ -174,7 +174,7 @@ CONVERSATION_ID = re.compile(r"[0-9a-f]{32}")
 def spawn_client(*args: str, **options: Any) -> pexpect.spawn:
     return pexpect.spawn(
         sys.executable,
-        ["-m", "agentstream.client", *args],
+        ["-m", "agentstream_client", *args],
         cwd=str(REPO),
         encoding="utf-8",
         timeout=60,
@@ -254,7 +254,7 @@ def test_an_app_killed_mid_stream_is_reported_after_bounded_reconnects(
 def test_a_closed_pipe_ends_the_client_quietly(app_url: str) -> None:
     message = "Plan 5 days in Lisbon [[slow]]"
     client = subprocess.Popen(
-        [sys.executable, "-m", "agentstream.client", "--url", app_url, "-m", message],
+        [sys.executable, "-m", "agentstream_client", "--url", app_url, "-m", message],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -12,7 +12,7 @@ from typing import Any
 import azure.durable_functions as df
 import pytest
 
-from agentstream.devhost.entities import EntityHost, default_thread_count, thread_count
+from agentstream_dev.devhost.entities import EntityHost, default_thread_count, thread_count
 
 
 def counter(context: df.DurableEntityContext) -> None:

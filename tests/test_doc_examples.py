@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from agentstream.scripted_model.server import create_app as create_model_app
+from agentstream_dev.scripted_model.server import create_app as create_model_app
 
 from .devhost_process import REPO, running_devhost
 from .standins import scripted_services

@@ -12,9 +12,9 @@ import httpx
 import pytest
 import redis
 
-from agentstream.scripted_model.server import create_app as create_model_app
 from agentstream.streamlog.keys import meta_key, stream_key
-from agentstream.streamlog.writer import RunLog
+from agentstream.streamlog.runlog import RunLog
+from agentstream_dev.scripted_model.server import create_app as create_model_app
 
 from .api_client import AGENT, Api, text_of
 from .devhost_process import running_devhost

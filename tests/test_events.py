@@ -6,6 +6,7 @@ import httpx
 import pytest
 from httpx_sse import EventSource
 
+from agentstream.api.negotiation import negotiate
 from agentstream.events import (
     MESSAGE_DELTA,
     NDJSON,
@@ -13,7 +14,6 @@ from agentstream.events import (
     TEXT,
     Event,
     ndjson_event,
-    negotiate,
     sse_event,
     sse_keepalive,
     sse_retry,

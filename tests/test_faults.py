@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import redis
 
-from agentstream.scripted_model.server import create_app as create_model_app
 from agentstream.streamlog.keys import meta_key, stream_key
+from agentstream_dev.scripted_model.server import create_app as create_model_app
 
 from .api_client import AGENT, Api
 from .devhost_process import devhost_process

@@ -6,7 +6,7 @@ import httpx
 
 from agentstream.config import Settings
 from agentstream.model_probe import CACHE_SECONDS, model_status
-from agentstream.scripted_model.server import create_app as create_model_app
+from agentstream_dev.scripted_model.server import create_app as create_model_app
 
 from .devhost_process import running_devhost
 from .redis_server import free_port

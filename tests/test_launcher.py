@@ -13,7 +13,7 @@ from contextlib import contextmanager
 import pexpect
 import redis
 
-from agentstream.scripted_model.server import create_app as create_model_app
+from agentstream_dev.scripted_model.server import create_app as create_model_app
 
 from .api_client import Api, text_of
 from .devhost_process import REPO
@@ -40,7 +40,7 @@ def launcher_env(**settings: str) -> dict[str, str]:
 def launcher(**settings: str) -> Iterator[pexpect.spawn]:
     child = pexpect.spawn(
         sys.executable,
-        ["-m", "agentstream.launcher"],
+        ["-m", "agentstream_dev.launcher"],
         cwd=str(REPO),
         env=launcher_env(**settings),
         encoding="utf-8",

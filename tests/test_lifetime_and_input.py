@@ -15,8 +15,8 @@ import httpx
 import pytest
 import redis
 
-from agentstream.scripted_model.server import create_app as create_model_app
 from agentstream.streamlog.keys import conversation_key, meta_key, stream_key
+from agentstream_dev.scripted_model.server import create_app as create_model_app
 
 from .api_client import AGENT, Api, text_of
 from .devhost_process import running_devhost

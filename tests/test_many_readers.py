@@ -15,9 +15,9 @@ import redis
 import redis.asyncio as aioredis
 
 from agentstream.events import MESSAGE_DELTA, RUN_COMPLETED, RUN_STARTED
-from agentstream.scripted_model.server import create_app as create_model_app
 from agentstream.streamlog.control import Limits, start_run
-from agentstream.streamlog.writer import RunLog
+from agentstream.streamlog.runlog import RunLog
+from agentstream_dev.scripted_model.server import create_app as create_model_app
 
 from .api_client import AGENT, TERMINAL
 from .devhost_process import running_devhost

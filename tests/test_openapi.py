@@ -17,7 +17,7 @@ from jsonschema import Draft202012Validator
 from openapi_spec_validator import OpenAPIV31SpecValidator, validate
 
 from agentstream.events import EVENT_TYPES
-from agentstream.scripted_model.server import create_app as create_model_app
+from agentstream_dev.scripted_model.server import create_app as create_model_app
 
 from .api_client import AGENT, Api
 from .devhost_process import REPO, running_devhost
@@ -54,7 +54,7 @@ def test_the_document_validates_as_openapi_3_1(document: dict[str, Any]) -> None
 
 _DEVHOST_ROUTES = """
 import json
-from agentstream.devhost.app import create_app, load_function_app
+from agentstream_dev.devhost.app import create_app, load_function_app
 app = create_app(load_function_app())
 app.state.entities.close()
 print(json.dumps(app.state.http_routes))

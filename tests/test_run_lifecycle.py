@@ -21,12 +21,13 @@ from agentstream.conversation import ConversationState, bounded_history, run
 from agentstream.events import MESSAGE_DELTA, RUN_COMPLETED, RUN_STARTED
 from agentstream.failures import RunAlreadyFinished
 from agentstream.model_client import create_model_client
-from agentstream.scripted_model.server import create_app as create_model_app
 from agentstream.streamlog import control
 from agentstream.streamlog.keys import meta_key, stream_key
 from agentstream.streamlog.retry import StoreUnavailable
-from agentstream.streamlog.writer import RunLog, StreamWriter, terminal_guard
+from agentstream.streamlog.runlog import RunLog
+from agentstream.streamlog.writer import StreamWriter, terminal_guard
 from agentstream.tools import build_toolbox
+from agentstream_dev.scripted_model.server import create_app as create_model_app
 
 from .redis_proxy import reply_dropping_proxy
 from .standins import scripted_services

@@ -31,7 +31,6 @@ from agentstream.events import (
     sse_event,
     text_event,
 )
-from agentstream.local_redis import start_redis_server
 from agentstream.redis_clients import AtCapacity, _Clients
 from agentstream.streamlog import hub as hub_module
 from agentstream.streamlog.cursor import Cursor
@@ -44,6 +43,7 @@ from agentstream.streamlog.reader import (
     ReaderSlots,
     open_stream,
 )
+from agentstream_dev.local_redis import start_redis_server
 
 from .redis_server import free_port, running_redis_server
 from .streamlog_helpers import new_conversation_id, run_log

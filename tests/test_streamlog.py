@@ -287,7 +287,7 @@ def test_deltas_flush_by_age() -> None:
 
         def append(self, event_type: str, data: dict, turn=None):  # RunLog is tested above
             written.append((event_type, data))
-            from agentstream.streamlog.writer import Appended
+            from agentstream.streamlog.runlog import Appended
 
             return Appended(id="1-0", seq=len(written), cancel_requested=False)
 

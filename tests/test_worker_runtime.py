@@ -18,8 +18,8 @@ import pytest
 import redis
 from httpx_sse import connect_sse
 
-from agentstream.scripted_model.server import create_app as create_model_app
 from agentstream.streamlog.keys import stream_key
+from agentstream_dev.scripted_model.server import create_app as create_model_app
 
 from .api_client import TERMINAL, Api, text_of
 from .model_gate import HELD, ModelGate

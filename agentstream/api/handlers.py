@@ -21,13 +21,18 @@ from fastapi import Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 
 from ..config import Settings, get_settings
-from ..conversation import DELETE_OPERATION, ENTITY_NAME, RUN_OPERATION
-from ..events import StreamFormat, negotiate, stream_format
+from ..entity_protocol import DELETE_OPERATION, ENTITY_NAME, RUN_OPERATION
+from ..events import StreamFormat, stream_format
 from ..model_probe import model_status
-from ..redis_clients import AtCapacity, async_redis, blocking_reader_redis, reader_redis
+from ..redis_clients import (
+    AtCapacity,
+    async_redis,
+    blocking_reader_redis,
+    reader_redis,
+    stream_hub,
+)
 from ..streamlog import control
 from ..streamlog.cursor import MalformedCursor, parse_cursor
-from ..streamlog.hub import stream_hub
 from ..streamlog.reader import (
     ConversationNotFound,
     CursorBeyondEnd,
@@ -38,9 +43,10 @@ from ..streamlog.reader import (
     open_stream,
     reader_slots,
 )
-from ..streamlog.writer import FINISHED_STATUSES
+from ..streamlog.scripts import FINISHED_STATUSES
 from . import validation
 from .errors import ApiError, json_errors
+from .negotiation import negotiate
 
 logger = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ import re
 
 from fastapi import Request
 
-from ..conversation import ENTITY_NAME
+from ..entity_protocol import ENTITY_NAME
 from ..streamlog.keys import is_conversation_id
 from .errors import ApiError
 

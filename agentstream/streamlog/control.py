@@ -19,7 +19,7 @@ from ..config import Settings
 from ..events import RUN_FAILED, TERMINAL_TYPES, dumps_line
 from . import scripts
 from .keys import conversation_key, conversation_keys, meta_key
-from .writer import append_args
+from .scripts import append_args
 
 _GLOBAL_IDEMPOTENCY_PREFIX = "agent-idem:"
 

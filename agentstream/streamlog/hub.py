@@ -22,15 +22,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-import weakref
 from collections import deque
 
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from ..config import Settings
 from ..events import Event
-from ..redis_clients import hub_redis, reader_redis
 
 logger = logging.getLogger(__name__)
 
@@ -269,20 +266,3 @@ class StreamHub:
             if key in lane.streams:
                 return lane
         return min(self._lanes, key=lambda lane: len(lane.streams))
-
-
-_hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, StreamHub] = weakref.WeakKeyDictionary()
-
-
-def stream_hub(settings: Settings) -> StreamHub:
-    """The running event loop's hub."""
-    loop = asyncio.get_running_loop()
-    hub = _hubs.get(loop)
-    if hub is None:
-        hub = _hubs[loop] = StreamHub(
-            hub_redis(settings),
-            reader_redis(settings),
-            lanes=settings.pools.hub_connections,
-            queue_limit=settings.pools.reader_queue_events,
-        )
-    return hub

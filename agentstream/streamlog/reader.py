@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import redis.asyncio as aioredis
 
 from ..events import TERMINAL_TYPES, Event
-from ..redis_clients import AtCapacity
+from .capacity import AtCapacity
 from .cursor import Cursor
 from .hub import UNSUPPORTED, StreamHub
 from .keys import meta_key, parse_stream_id, stream_id_before, stream_key

@@ -29,7 +29,64 @@ it first (:data:`REAP`, and inside :data:`START` and :data:`CANCEL`).
 
 from __future__ import annotations
 
-from ..events import dumps_line
+import json
+import time
+from typing import Any
+
+from ..events import (
+    RUN_CANCELLED,
+    RUN_COMPLETED,
+    RUN_FAILED,
+    RUN_QUEUED,
+    RUN_RESTARTED,
+    RUN_STARTED,
+    TERMINAL_TYPES,
+    dumps_line,
+)
+
+# The run status each event leaves behind (the meta hash's ``status:<run>``).
+STATUS_AFTER = {
+    RUN_QUEUED: "queued",
+    RUN_STARTED: "running",
+    RUN_RESTARTED: "running",
+    RUN_COMPLETED: "completed",
+    RUN_FAILED: "failed",
+    RUN_CANCELLED: "cancelled",
+}
+
+# Statuses of a run that has its terminal event.
+FINISHED_STATUSES = frozenset(STATUS_AFTER[t] for t in TERMINAL_TYPES)
+
+
+def append_args(
+    run_id: str,
+    event_type: str,
+    data: dict[str, Any],
+    *,
+    ttl_ms: int,
+    maxlen: int,
+    attempt: int | None = None,
+    write: int = 0,
+    lease_ms: int = 0,
+    turn: list[dict[str, Any]] | None = None,
+    now: float | None = None,
+) -> list[Any]:
+    """The ``ARGV`` of the ``APPEND`` script for one event."""
+    return [
+        ttl_ms,
+        maxlen,
+        run_id,
+        "" if attempt is None else attempt,
+        write,
+        event_type,
+        dumps_line(data),
+        int((time.time() if now is None else now) * 1000),
+        STATUS_AFTER.get(event_type, ""),
+        "1" if event_type in TERMINAL_TYPES else "0",
+        lease_ms,
+        "" if turn is None else json.dumps(turn, separators=(",", ":")),
+    ]
+
 
 WORKER_LOST = {
     "code": "worker_lost",

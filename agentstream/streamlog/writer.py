@@ -1,209 +1,37 @@
-"""The synchronous stream writer the conversation entity uses.
+"""The stream writer the conversation entity uses: coalesced text, pacing, one terminal event.
 
-Durable entity functions run on a worker thread, so this side uses the synchronous redis-py client.
-Each flushed entry is one round trip (the ``APPEND`` script): it assigns the run's next ``seq``,
-appends the entry, applies the approximate ``MAXLEN`` cap, refreshes both keys' TTL and the run's
-lease, and reports the run's cancel flag.
-
-Every call is retried through Redis blips for a budget (``REDIS_RETRY_SECONDS``). That is safe
-because each append carries the run's attempt and a per-attempt write number: a replay after a lost
-reply returns the entry already written, and appends of an older attempt are refused once a newer
-one has begun.
+Each flushed entry is one round trip through :class:`~.runlog.RunLog` (the ``APPEND`` script): it
+assigns the run's next ``seq``, appends the entry, applies the approximate ``MAXLEN`` cap,
+refreshes both keys' TTL and the run's lease, and reports the run's cancel flag.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any, Protocol
-
-import redis
 
 from ..events import (
     MESSAGE_DELTA,
     RUN_CANCELLED,
     RUN_COMPLETED,
     RUN_FAILED,
-    RUN_QUEUED,
-    RUN_RESTARTED,
-    RUN_STARTED,
     TERMINAL_TYPES,
-    as_text,
-    dumps_line,
 )
 from ..failures import RunAlreadyFinished, RunCancelled, RunFailure
-from . import scripts
-from .keys import conversation_keys
-from .retry import StoreUnavailable, call_with_retries
+from .retry import StoreUnavailable
+from .runlog import Appended
 
 logger = logging.getLogger(__name__)
-
-_STATUS_AFTER = {
-    RUN_QUEUED: "queued",
-    RUN_STARTED: "running",
-    RUN_RESTARTED: "running",
-    RUN_COMPLETED: "completed",
-    RUN_FAILED: "failed",
-    RUN_CANCELLED: "cancelled",
-}
-
-# Statuses of a run that has its terminal event.
-FINISHED_STATUSES = frozenset(_STATUS_AFTER[t] for t in TERMINAL_TYPES)
 
 INTERNAL_ERROR_MESSAGE = "The agent stopped because of an internal error. Please try again."
 STORE_UNAVAILABLE = {
     "code": "store_unavailable",
     "message": "The agent lost its connection to the stream store. Please try again.",
 }
-
-
-def append_args(
-    run_id: str,
-    event_type: str,
-    data: dict[str, Any],
-    *,
-    ttl_ms: int,
-    maxlen: int,
-    attempt: int | None = None,
-    write: int = 0,
-    lease_ms: int = 0,
-    turn: list[dict[str, Any]] | None = None,
-    now: float | None = None,
-) -> list[Any]:
-    """The ``ARGV`` of the ``APPEND`` script for one event."""
-    return [
-        ttl_ms,
-        maxlen,
-        run_id,
-        "" if attempt is None else attempt,
-        write,
-        event_type,
-        dumps_line(data),
-        int((time.time() if now is None else now) * 1000),
-        _STATUS_AFTER.get(event_type, ""),
-        "1" if event_type in TERMINAL_TYPES else "0",
-        lease_ms,
-        "" if turn is None else json.dumps(turn, separators=(",", ":")),
-    ]
-
-
-@dataclass(frozen=True)
-class Appended:
-    id: str
-    seq: int
-    cancel_requested: bool
-
-
-@dataclass(frozen=True)
-class Begun:
-    """What :meth:`RunLog.begin` found.
-
-    ``outcome`` is ``begun`` (``attempt`` holds this attempt's number), ``finished`` (``status``
-    is the run's final status and ``turn`` the history messages a completed run added, if still
-    kept) or ``unknown`` (no such run: the conversation was deleted or its stream expired).
-    """
-
-    outcome: str
-    attempt: int = 0
-    status: str | None = None
-    turn: list[dict[str, Any]] | None = None
-
-
-class RunLog:
-    """The Redis side of one run of one conversation: begin, append, heartbeat.
-
-    Every call is one round trip, retried through Redis blips for ``retry_seconds``; it raises
-    :class:`StoreUnavailable` when the budget runs out and :class:`RunAlreadyFinished` when this
-    attempt may not write any more.
-    """
-
-    def __init__(
-        self,
-        client: redis.Redis,
-        conversation_id: str,
-        run_id: str,
-        *,
-        ttl_seconds: int,
-        maxlen: int,
-        lease_seconds: float = 30.0,
-        retry_seconds: float = 0.0,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self._client = client
-        self._keys = conversation_keys(conversation_id)
-        self.run_id = run_id
-        self._ttl_ms = ttl_seconds * 1000
-        self._maxlen = maxlen
-        self._lease_ms = int(lease_seconds * 1000)
-        self._retry_seconds = retry_seconds
-        self._clock = clock
-        self._append = client.register_script(scripts.APPEND)
-        self._begin = client.register_script(scripts.BEGIN)
-        self._heartbeat = client.register_script(scripts.HEARTBEAT)
-        self.attempt: int | None = None
-        self._writes = 0
-
-    def _call(self, script: Any, args: list[Any]) -> Any:
-        return call_with_retries(lambda: script(keys=self._keys, args=args), self._retry_seconds)
-
-    def begin(self, token: str, committed_runs: Sequence[str] = ()) -> Begun:
-        """Count this delivery as the run's next attempt and take its lease.
-
-        ``token`` identifies the delivery, so a retried call counts it once; the turns of
-        ``committed_runs`` (the entity state already holds them) are no longer kept.
-        """
-        base = [self._ttl_ms, self._maxlen, self.run_id, token, self._lease_ms]
-        reply = self._call(self._begin, [*base, *committed_runs])
-        outcome = as_text(reply[0])
-        if outcome == "begun":
-            self.attempt = int(reply[1])
-            self._writes = 0
-            return Begun("begun", attempt=self.attempt)
-        if outcome == "finished":
-            turn = json.loads(reply[2]) if len(reply) > 2 and reply[2] else None
-            return Begun("finished", status=as_text(reply[1]), turn=turn)
-        return Begun("unknown")
-
-    def append(
-        self, event_type: str, data: dict[str, Any], turn: list[dict[str, Any]] | None = None
-    ) -> Appended:
-        """Append one event; raises :class:`RunAlreadyFinished` when this attempt may not write.
-
-        ``turn`` (with a terminal event) is kept beside the run's status, so a redelivery that
-        finds the run finished can restore it into the entity's history.
-        """
-        self._writes += 1
-        args = append_args(
-            self.run_id,
-            event_type,
-            data,
-            ttl_ms=self._ttl_ms,
-            maxlen=self._maxlen,
-            attempt=self.attempt,
-            write=self._writes,
-            lease_ms=self._lease_ms if self.attempt is not None else 0,
-            turn=turn,
-            now=self._clock(),
-        )
-        reply = self._call(self._append, args)
-        if not reply or reply[0] is None:
-            reason = as_text(reply[1]) if reply and len(reply) > 1 else "finished"
-            raise RunAlreadyFinished(f"{self.run_id}: {reason}")
-        entry_id, seq, cancel = reply
-        return Appended(id=as_text(entry_id), seq=int(seq), cancel_requested=bool(int(cancel)))
-
-    def heartbeat(self) -> bool:
-        """Extend the run's lease; True when a cancel was requested."""
-        args = [self._ttl_ms, self._maxlen, self.run_id, self.attempt or 0, self._lease_ms]
-        answer = int(self._call(self._heartbeat, args))
-        if answer < 0:
-            raise RunAlreadyFinished(f"{self.run_id}: no longer this attempt's to write")
-        return answer == 1
 
 
 class EventLog(Protocol):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
-from .toolbox import ToolError
+from .base import ToolError
 
 
 def text_argument(arguments: dict[str, Any], name: str, max_length: int = 200) -> str:

@@ -4,39 +4,16 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
 from ..config import ToolSettings
+from .base import Tool, ToolError
+from .local_events import local_events_tool
+from .weather import weather_tool
 
 logger = logging.getLogger(__name__)
-# httpx logs every request URL at INFO; the events tool's URL carries its API key.
-logging.getLogger("httpx").setLevel(logging.WARNING)
-
-
-class ToolError(Exception):
-    """A failure whose message is safe to hand back to the model (and to show in the stream)."""
-
-
-@dataclass(frozen=True)
-class Tool:
-    name: str
-    description: str
-    parameters: dict[str, Any]
-    run: Callable[[dict[str, Any]], Any]
-
-    def schema(self) -> dict[str, Any]:
-        return {
-            "type": "function",
-            "function": {
-                "name": self.name,
-                "description": self.description,
-                "parameters": self.parameters,
-            },
-        }
 
 
 class Toolbox:
@@ -80,27 +57,8 @@ def _error(message: str) -> str:
 
 def build_toolbox(settings: ToolSettings, http: httpx.Client | None = None) -> Toolbox:
     """The tools this deployment offers; the events tool only when its API key is set."""
-    from .events import local_events_tool
-    from .weather import weather_tool
-
     http = http or httpx.Client(timeout=settings.timeout_seconds, follow_redirects=True)
     tools = [weather_tool(settings, http)]
     if settings.ticketmaster_api_key:
         tools.append(local_events_tool(settings, http))
     return Toolbox(tools)
-
-
-def get_json(http: httpx.Client, url: str, params: dict[str, Any], service: str) -> Any:
-    """GET a JSON document, turning every transport or HTTP failure into a :class:`ToolError`."""
-    try:
-        response = http.get(url, params=params)
-    except httpx.TimeoutException:
-        raise ToolError(f"the {service} did not answer in time") from None
-    except httpx.HTTPError:
-        raise ToolError(f"the {service} could not be reached") from None
-    if response.status_code >= 400:
-        raise ToolError(f"the {service} answered with HTTP {response.status_code}")
-    try:
-        return response.json()
-    except ValueError:
-        raise ToolError(f"the {service} sent a response that is not JSON") from None

@@ -8,7 +8,7 @@ import httpx
 
 from ..config import ToolSettings
 from .arguments import int_argument, text_argument
-from .toolbox import Tool, ToolError, get_json
+from .base import Tool, ToolError, get_json
 
 MAX_DAYS = 16  # Open-Meteo's forecast horizon
 

@@ -30,8 +30,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from agentstream.devhost.app import durable_client_binding
-from agentstream.devhost.entities import EntityHost
+from agentstream_dev.devhost.app import durable_client_binding
+from agentstream_dev.devhost.entities import EntityHost
 
 from .host import FunctionInfo, WorkerHost, messages
 

@@ -6,7 +6,7 @@ and ``GET /openai/models`` (what the health check probes). ``GET
 /scripted/requests`` lists what was received (auth headers reduced to their scheme) so tests and
 demos can see what reached the "model"; ``DELETE`` clears it.
 
-Run it alone: ``python -m agentstream.scripted_model --port 8089``.
+Run it alone: ``python -m agentstream_dev.scripted_model --port 8089``.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ import httpx
 
 from ..config import ToolSettings
 from .arguments import date_argument, text_argument
-from .toolbox import Tool, ToolError, get_json
+from .base import Tool, ToolError, get_json
 
 MAX_EVENTS = 10
 

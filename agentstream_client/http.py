@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 from httpx_sse import connect_sse
 
-from ..events import TERMINAL_TYPES
+from agentstream.events import TERMINAL_TYPES
 
 AGENT_PATH = "/api/agents/travelplanner/conversations"
 

@@ -1,4 +1,4 @@
-"""``python -m agentstream.devhost``: serve ``function_app.py`` without the Functions host."""
+"""``python -m agentstream_dev.devhost``: serve ``function_app.py`` without the Functions host."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import sys
 
 import uvicorn
 
-from ..config import ConfigError
+from agentstream.config import ConfigError
+
 from .app import create_app, load_function_app
 
 BANNER = """\

@@ -1,4 +1,4 @@
-"""``agentstream-chat`` / ``python -m agentstream.client``: chat with the travel planner.
+"""``agentstream-chat`` / ``python -m agentstream_client``: chat with the travel planner.
 
 Interactive by default. With ``--message`` it sends one message and streams the answer to stdout
 (the exit code tells how the run ended); with ``--conversation`` (and ``--cursor``) alone it
@@ -16,7 +16,8 @@ import threading
 from collections.abc import Callable
 from typing import Any, TextIO
 
-from ..events import dumps_line
+from agentstream.events import dumps_line
+
 from .http import ApiClient, ApiError, ServerLost, StreamPosition, Unreachable
 from .render import RESET, TerminalRenderer
 

@@ -6,7 +6,7 @@ They answer in the shape of the real APIs the tools call: Open-Meteo's geocoding
 offline demo's tool calls work; the tests use the same app. The data is made up: the same
 question always gets the same answer (forecasts start on the stand-in's ``today``).
 
-Run it alone: ``python -m agentstream.tool_standins --port 8090``.
+Run it alone: ``python -m agentstream_dev.tool_standins --port 8090``.
 """
 
 from __future__ import annotations

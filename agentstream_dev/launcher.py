@@ -30,11 +30,13 @@ from pathlib import Path
 import httpx
 import redis
 
-from .config import ConfigError, Settings
+from agentstream.config import ConfigError, Settings
+
 from .local_redis import start_redis_server
 from .tool_standins import tool_settings
 
-REPO = Path(__file__).resolve().parent.parent
+# The Functions project is the folder `make run` runs in: it holds function_app.py and host.json.
+REPO = Path.cwd()
 SCRIPTED_MODEL_NAME = "scripted-travel-planner"
 DEFAULT_PORT = 7071
 EXAMPLE_SETTINGS = REPO / "local.settings.json.example"
@@ -50,6 +52,8 @@ def main() -> int:
     children: list[subprocess.Popen] = []
     cleanup: list[Path] = []
     try:
+        if not (REPO / "function_app.py").is_file():
+            raise LaunchError("Run this from the project folder (the one with function_app.py).")
         env, explicit = _environment()
         port = _port(env)
         _refuse_port_in_use(port)
@@ -167,8 +171,8 @@ def _start_private_redis(children: list[subprocess.Popen], cleanup: list[Path]) 
 
 def _start_offline_demo(children: list[subprocess.Popen]) -> dict[str, str]:
     """The scripted model and the weather/events stand-ins; the settings that point at them."""
-    model_url = _start_server(children, "agentstream.scripted_model", "/scripted/requests")
-    standins_url = _start_server(children, "agentstream.tool_standins", "/v1/search?name=x")
+    model_url = _start_server(children, "agentstream_dev.scripted_model", "/scripted/requests")
+    standins_url = _start_server(children, "agentstream_dev.tool_standins", "/v1/search?name=x")
     bar = "!" * 90
     print(
         f"""{bar}
@@ -207,7 +211,7 @@ def _start_app(
     func = shutil.which("func")
     if func is None:
         print("Azure Functions Core Tools (func) not found: starting the development host.")
-        command = [sys.executable, "-m", "agentstream.devhost", "--port", str(port)]
+        command = [sys.executable, "-m", "agentstream_dev.devhost", "--port", str(port)]
     else:
         local_settings = REPO / "local.settings.json"
         if not local_settings.exists():

@@ -1,0 +1,138 @@
+"""The Redis side of one run: ``BEGIN``, ``APPEND`` and ``HEARTBEAT``, one round trip each.
+
+Durable entity functions run on a worker thread, so this side uses the synchronous redis-py client.
+Every call is retried through Redis blips for a budget (``REDIS_RETRY_SECONDS``). That is safe
+because each append carries the run's attempt and a per-attempt write number: a replay after a lost
+reply returns the entry already written, and appends of an older attempt are refused once a newer
+one has begun.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from ..events import as_text
+from ..failures import RunAlreadyFinished
+from . import scripts
+from .keys import conversation_keys
+from .retry import call_with_retries
+
+
+@dataclass(frozen=True)
+class Appended:
+    id: str
+    seq: int
+    cancel_requested: bool
+
+
+@dataclass(frozen=True)
+class Begun:
+    """What :meth:`RunLog.begin` found.
+
+    ``outcome`` is ``begun`` (``attempt`` holds this attempt's number), ``finished`` (``status``
+    is the run's final status and ``turn`` the history messages a completed run added, if still
+    kept) or ``unknown`` (no such run: the conversation was deleted or its stream expired).
+    """
+
+    outcome: str
+    attempt: int = 0
+    status: str | None = None
+    turn: list[dict[str, Any]] | None = None
+
+
+class RunLog:
+    """The Redis side of one run of one conversation: begin, append, heartbeat.
+
+    Every call is one round trip, retried through Redis blips for ``retry_seconds``; it raises
+    :class:`StoreUnavailable` when the budget runs out and :class:`RunAlreadyFinished` when this
+    attempt may not write any more.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        conversation_id: str,
+        run_id: str,
+        *,
+        ttl_seconds: int,
+        maxlen: int,
+        lease_seconds: float = 30.0,
+        retry_seconds: float = 0.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._client = client
+        self._keys = conversation_keys(conversation_id)
+        self.run_id = run_id
+        self._ttl_ms = ttl_seconds * 1000
+        self._maxlen = maxlen
+        self._lease_ms = int(lease_seconds * 1000)
+        self._retry_seconds = retry_seconds
+        self._clock = clock
+        self._append = client.register_script(scripts.APPEND)
+        self._begin = client.register_script(scripts.BEGIN)
+        self._heartbeat = client.register_script(scripts.HEARTBEAT)
+        self.attempt: int | None = None
+        self._writes = 0
+
+    def _call(self, script: Any, args: list[Any]) -> Any:
+        return call_with_retries(lambda: script(keys=self._keys, args=args), self._retry_seconds)
+
+    def begin(self, token: str, committed_runs: Sequence[str] = ()) -> Begun:
+        """Count this delivery as the run's next attempt and take its lease.
+
+        ``token`` identifies the delivery, so a retried call counts it once; the turns of
+        ``committed_runs`` (the entity state already holds them) are no longer kept.
+        """
+        base = [self._ttl_ms, self._maxlen, self.run_id, token, self._lease_ms]
+        reply = self._call(self._begin, [*base, *committed_runs])
+        outcome = as_text(reply[0])
+        if outcome == "begun":
+            self.attempt = int(reply[1])
+            self._writes = 0
+            return Begun("begun", attempt=self.attempt)
+        if outcome == "finished":
+            turn = json.loads(reply[2]) if len(reply) > 2 and reply[2] else None
+            return Begun("finished", status=as_text(reply[1]), turn=turn)
+        return Begun("unknown")
+
+    def append(
+        self, event_type: str, data: dict[str, Any], turn: list[dict[str, Any]] | None = None
+    ) -> Appended:
+        """Append one event; raises :class:`RunAlreadyFinished` when this attempt may not write.
+
+        ``turn`` (with a terminal event) is kept beside the run's status, so a redelivery that
+        finds the run finished can restore it into the entity's history.
+        """
+        self._writes += 1
+        args = scripts.append_args(
+            self.run_id,
+            event_type,
+            data,
+            ttl_ms=self._ttl_ms,
+            maxlen=self._maxlen,
+            attempt=self.attempt,
+            write=self._writes,
+            lease_ms=self._lease_ms if self.attempt is not None else 0,
+            turn=turn,
+            now=self._clock(),
+        )
+        reply = self._call(self._append, args)
+        if not reply or reply[0] is None:
+            reason = as_text(reply[1]) if reply and len(reply) > 1 else "finished"
+            raise RunAlreadyFinished(f"{self.run_id}: {reason}")
+        entry_id, seq, cancel = reply
+        return Appended(id=as_text(entry_id), seq=int(seq), cancel_requested=bool(int(cancel)))
+
+    def heartbeat(self) -> bool:
+        """Extend the run's lease; True when a cancel was requested."""
+        args = [self._ttl_ms, self._maxlen, self.run_id, self.attempt or 0, self._lease_ms]
+        answer = int(self._call(self._heartbeat, args))
+        if answer < 0:
+            raise RunAlreadyFinished(f"{self.run_id}: no longer this attempt's to write")
+        return answer == 1
