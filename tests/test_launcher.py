@@ -70,7 +70,8 @@ def wait_until_ready(child: pexpect.spawn, port: int, *along_the_way: str) -> in
 
 def answers(port: int) -> bool:
     try:
-        return bool(redis.Redis(port=port, socket_connect_timeout=0.5).ping())
+        with redis.Redis(port=port, socket_connect_timeout=0.5) as client:
+            return bool(client.ping())
     except redis.ConnectionError:
         return False
 

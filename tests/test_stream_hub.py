@@ -49,13 +49,6 @@ from .redis_server import free_port, running_redis_server
 from .streamlog_helpers import new_conversation_id, run_log
 
 
-@pytest_asyncio.fixture
-async def aclient(redis_port: int, redis_client: redis.Redis) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis(port=redis_port, decode_responses=True)
-    yield client
-    await client.aclose()
-
-
 def make_hub(port: int, lanes: int = 2, queue_limit: int = 500) -> tuple[StreamHub, _Clients]:
     """A hub on the app's own pools (sizes, timeouts and retries as in production)."""
     settings = Settings.from_env(
@@ -284,9 +277,8 @@ async def test_a_reader_that_goes_away_leaves_the_hub_at_once(
 
 
 async def test_readers_end_cleanly_when_the_hub_loses_redis() -> None:
-    with running_redis_server() as port:
+    with running_redis_server() as port, redis.Redis(port=port, decode_responses=True) as client:
         hub, clients = make_hub(port, lanes=1)
-        client = redis.Redis(port=port, decode_responses=True)
         cid = new_conversation_id()
         start = run_log(client, cid, "run").append(RUN_QUEUED, {"message": "go"}).id
         opened = await hub_reader(clients.readers, hub, cid, start)
@@ -309,11 +301,10 @@ def single_node_cluster() -> Iterator[int]:
     cluster = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
     process = start_redis_server(port, workdir, cluster)
     try:
-        client = redis.Redis(port=port, decode_responses=True)
-        client.execute_command("CLUSTER", "ADDSLOTS", *range(16384))
-        while client.cluster("info")["cluster_state"] != "ok":
-            time.sleep(0.02)  # the server signals the slots' state only when asked
-        client.close()
+        with redis.Redis(port=port, decode_responses=True) as client:
+            client.execute_command("CLUSTER", "ADDSLOTS", *range(16384))
+            while client.cluster("info")["cluster_state"] != "ok":
+                time.sleep(0.02)  # the server signals the slots' state only when asked
         yield port
     finally:
         process.terminate()
@@ -322,9 +313,8 @@ def single_node_cluster() -> Iterator[int]:
 
 
 async def test_on_a_clustered_redis_readers_go_on_with_a_blocking_read_each() -> None:
-    with single_node_cluster() as port:
+    with single_node_cluster() as port, redis.Redis(port=port, decode_responses=True) as client:
         hub, clients = make_hub(port, lanes=1)
-        client = redis.Redis(port=port, decode_responses=True)
         cid = new_conversation_id()
         log = run_log(client, cid, "run")
         start = log.append(RUN_QUEUED, {"message": "go"}).id
@@ -356,7 +346,6 @@ async def test_on_a_clustered_redis_readers_go_on_with_a_blocking_read_each() ->
         )
         assert not isinstance(later, HubStream)
         assert await events_of(later) == expected_after(client, cid, "0-0")
-        client.close()
         await close_hub(hub, clients)
 
 
