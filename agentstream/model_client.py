@@ -22,6 +22,8 @@ def create_model_client(model: ModelSettings, credential: Any | None = None) -> 
     """
     common: dict[str, Any] = {"timeout": model.timeout_seconds, "max_retries": model.max_retries}
     if model.provider == "azure":
+        if not model.endpoint:
+            raise ValueError("the azure provider needs an endpoint (AZURE_OPENAI_ENDPOINT)")
         if model.api_key:
             return openai.AzureOpenAI(
                 azure_endpoint=model.endpoint,

@@ -30,9 +30,12 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
 ]
 
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="needs Debian's chromium (`make test` installs it with apt)"
-)
+pytestmark = [
+    pytest.mark.slow,  # Chromium
+    pytest.mark.skipif(
+        CHROMIUM is None, reason="needs Debian's chromium (`make test` installs it with apt)"
+    ),
+]
 
 
 @pytest.fixture(scope="module")

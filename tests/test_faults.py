@@ -23,6 +23,8 @@ from .redis_server import free_port, restartable_redis
 from .resilient_reader import ResilientReader
 from .standins import scripted_services
 
+pytestmark = pytest.mark.slow  # processes killed, outages waited out
+
 CITIES = ["Lisbon", "Rome", "Paris", "Oslo", "Vienna", "Prague"]
 WAIT = 60.0  # upper bound for events a test awaits; never a timing assertion
 OUTAGE_SECONDS = random.Random(20261206).uniform(1.0, 3.0)  # seeded: a failure reruns alike

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pexpect
+import pytest
 import redis
 
 from agentstream_dev.scripted_model.server import create_app as create_model_app
@@ -20,6 +21,8 @@ from .devhost_process import REPO
 from .redis_server import free_port
 from .servers import serve_in_thread
 from .standins import external_apis, tool_env
+
+pytestmark = pytest.mark.slow  # `make run` in a terminal (pexpect), several at once
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 ID = re.compile(r"\b[0-9a-f]{32}\b")

@@ -219,6 +219,7 @@ def _malformed_request(rng: random.Random, cid: str) -> dict[str, Any]:
     }
 
 
+@pytest.mark.slow
 def test_ten_thousand_malformed_requests_get_no_5xx(api: Api, base_url: str) -> None:
     cid = started(api.start("Plan 1 day in Lisbon"))["conversation_id"]
     api.read_run(cid)

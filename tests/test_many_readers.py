@@ -23,6 +23,8 @@ from .api_client import AGENT, TERMINAL
 from .devhost_process import running_devhost
 from .standins import scripted_services
 
+pytestmark = pytest.mark.slow  # a thousand readers
+
 READERS = 1000
 STREAMS = 10
 NDJSON = {"Accept": "application/x-ndjson"}

@@ -276,6 +276,7 @@ async def test_a_reader_that_goes_away_leaves_the_hub_at_once(
     await until(lambda: redis_client.info("clients")["blocked_clients"] == 0)
 
 
+@pytest.mark.slow  # an outage
 async def test_readers_end_cleanly_when_the_hub_loses_redis() -> None:
     with running_redis_server() as port, redis.Redis(port=port, decode_responses=True) as client:
         hub, clients = make_hub(port, lanes=1)
@@ -312,6 +313,7 @@ def single_node_cluster() -> Iterator[int]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+@pytest.mark.slow  # a cluster-mode redis-server of its own
 async def test_on_a_clustered_redis_readers_go_on_with_a_blocking_read_each() -> None:
     with single_node_cluster() as port, redis.Redis(port=port, decode_responses=True) as client:
         hub, clients = make_hub(port, lanes=1)

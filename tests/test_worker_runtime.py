@@ -27,11 +27,14 @@ from .standins import scripted_services
 from .worker_host.harness import PYTHON_313, Harness, running_worker, worker_log
 from .worker_host.host import WorkerInitFailed
 
-pytestmark = pytest.mark.skipif(
-    not PYTHON_313.exists(),
-    reason="needs .venv313 (Python 3.13 with azure-functions-runtime and grpcio); `make test` "
-    "creates it when pyenv or the system provides python3.13",
-)
+pytestmark = [
+    pytest.mark.slow,  # the worker harness
+    pytest.mark.skipif(
+        not PYTHON_313.exists(),
+        reason="needs .venv313 (Python 3.13 with azure-functions-runtime and grpcio); `make test` "
+        "creates it when pyenv or the system provides python3.13",
+    ),
+]
 
 WORKER_THREADS = 2
 DISCONNECT_BOUND_SECONDS = 5.0  # the bounded wait; the drop is expected well within a second

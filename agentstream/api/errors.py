@@ -12,7 +12,7 @@ from fastapi import Response
 from fastapi.responses import JSONResponse
 
 from ..config import ConfigError
-from ..redis_clients import AtCapacity
+from ..streamlog.capacity import AtCapacity
 
 logger = logging.getLogger(__name__)
 

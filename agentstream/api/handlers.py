@@ -25,13 +25,13 @@ from ..entity_protocol import DELETE_OPERATION, ENTITY_NAME, RUN_OPERATION
 from ..events import StreamFormat, stream_format
 from ..model_probe import model_status
 from ..redis_clients import (
-    AtCapacity,
     async_redis,
     blocking_reader_redis,
     reader_redis,
     stream_hub,
 )
 from ..streamlog import control
+from ..streamlog.capacity import AtCapacity
 from ..streamlog.cursor import MalformedCursor, parse_cursor
 from ..streamlog.reader import (
     ConversationNotFound,
@@ -97,13 +97,14 @@ async def start_conversation(req: Request, client: df.DurableOrchestrationClient
     agent = validation.agent_name(req)
     key = validation.idempotency_key(req)
     message = await validation.message(req, settings.max_message_chars)
-    conversation_id: str | None = uuid.uuid4().hex
+    conversation_id = uuid.uuid4().hex
     if key is not None:
-        conversation_id = await control.claim_new_conversation(
+        claimed = await control.claim_new_conversation(
             async_redis(settings), key, message, conversation_id, settings.stream_ttl_seconds
         )
-        if conversation_id is None:
+        if claimed is None:
             raise _idempotency_key_reused()
+        conversation_id = claimed
     return await _start(settings, client, agent, conversation_id, message, key, new=True)
 
 

@@ -186,7 +186,9 @@ class _Lane:
             self._end_all("closed")
             raise
 
-    def _deliver(self, key: str, stream: _Stream, entries: list) -> None:
+    def _deliver(
+        self, key: str, stream: _Stream, entries: list[tuple[str, dict[str, str]]]
+    ) -> None:
         for entry_id, fields in entries:
             event = Event.from_entry(entry_id, fields)
             stream.last_id = event.id

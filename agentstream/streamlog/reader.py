@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
@@ -101,7 +101,7 @@ class _Reading:
     clock: Callable[[], float] = field(default=time.monotonic, kw_only=True)
     release: Callable[[], None] = field(default=_no_slot, repr=False, kw_only=True)
 
-    async def batches(self) -> AsyncIterator[list[Event] | None]:
+    async def batches(self) -> AsyncGenerator[list[Event] | None, None]:
         """Lists of events after the cursor, with ``KEEPALIVE`` (None) ticks while idle."""
         inner = self._batches()
         try:
@@ -124,7 +124,7 @@ class _Reading:
         finally:
             await batches.aclose()
 
-    def _batches(self) -> AsyncIterator[list[Event] | None]:
+    def _batches(self) -> AsyncGenerator[list[Event] | None, None]:
         raise NotImplementedError
 
     async def _read(self, after_id: str) -> list[Event]:
@@ -145,7 +145,7 @@ def _through_terminal(events: list[Event]) -> tuple[list[Event], bool]:
 class OpenStream(_Reading):
     """A reader with a blocking read of its own (``STREAM_HUB=false``)."""
 
-    async def _batches(self) -> AsyncIterator[list[Event] | None]:
+    async def _batches(self) -> AsyncGenerator[list[Event] | None, None]:
         deadline = self.clock() + self.max_seconds
         last_id = self.after_id
         caught_up = False
@@ -182,7 +182,7 @@ class HubStream(_Reading):
     # Where to go on with a blocking read of its own if Redis cannot serve the hub.
     fallback: aioredis.Redis | None = field(default=None, kw_only=True)
 
-    async def _batches(self) -> AsyncIterator[list[Event] | None]:
+    async def _batches(self) -> AsyncGenerator[list[Event] | None, None]:
         assert self.hub is not None
         deadline = self.clock() + self.max_seconds
         last_id = self.after_id
@@ -277,19 +277,12 @@ async def open_stream(
     except BaseException:
         release()
         raise
-    common = {
-        "key": key,
-        "after_id": after_id,
-        "batch_size": batch_size,
-        "keepalive_seconds": keepalive_seconds,
-        "max_seconds": max_seconds,
-        "release": release,
-    }
+    common = (key, after_id, batch_size, keepalive_seconds, max_seconds)
     opened: OpenStream | HubStream
     if hub is not None and not hub.unsupported:
-        opened = HubStream(client=client, hub=hub, fallback=fallback, **common)
+        opened = HubStream(client, *common, release=release, hub=hub, fallback=fallback)
     else:
-        opened = OpenStream(client=fallback or client, **common)
+        opened = OpenStream(fallback or client, *common, release=release)
     weakref.finalize(opened, release)
     return opened
 

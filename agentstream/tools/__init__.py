@@ -1,5 +1,6 @@
 """The travel planner's tools: JSON schemas the model sees and the code that runs them."""
 
-from .toolbox import Tool, Toolbox, build_toolbox
+from .base import Tool
+from .toolbox import Toolbox, build_toolbox
 
 __all__ = ["Tool", "Toolbox", "build_toolbox"]
