@@ -50,18 +50,20 @@ chromium:
 		echo "Installing chromium from the distribution's packages"; \
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null; }
 
-# The static checks: lint, format, the lock against pyproject.toml (offline).
+# The static checks: lint, format, the lock against pyproject.toml (offline), types, import layers.
 check: $(VENV)/.installed
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m agentstream_dev.lock_file check
+	$(PY) -m mypy
+	$(VENV)/bin/lint-imports
 
 # Everything: the static checks and every test, the slow ones included.
 test: $(VENV)/.installed worker-venv infra-tools redis-server chromium check
 	$(PY) -m pytest
 
-# The inner loop: the static checks and the tests not marked slow (under a minute), timed.
-test-fast: $(VENV)/.installed redis-server check
+# The inner loop: the tests not marked slow (under a minute), timed. `make check` for the rest.
+test-fast: $(VENV)/.installed redis-server
 	@start=$$(date +%s); \
 	$(PY) -m pytest -q -m "not slow"; status=$$?; \
 	echo "make test-fast: $$(( $$(date +%s) - start )) s"; exit $$status

@@ -353,6 +353,7 @@ def test_durable_backend_down_is_503_and_releases_the_lock(
     assert types == ["run.queued", "run.failed", "run.queued", "run.failed"]
 
 
+@pytest.mark.slow  # waits out connection attempts to a Redis that is not there
 def test_redis_down_is_503(app_env: dict[str, str]) -> None:
     from .redis_server import free_port
 

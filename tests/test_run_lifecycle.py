@@ -129,6 +129,7 @@ def test_an_older_attempt_cannot_write_once_a_newer_one_began(redis_client: redi
     ]
 
 
+@pytest.mark.slow  # waits out the retry budget
 def test_a_writer_whose_redis_is_gone_gives_up_after_its_budget(redis_client: redis.Redis) -> None:
     from .redis_server import free_port
 
