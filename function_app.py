@@ -10,6 +10,7 @@ from azurefunctions.extensions.http.fastapi import Request, Response
 
 from agentstream import conversation
 from agentstream.api import handlers, openapi
+from agentstream.api.responses import handlers as responses
 from agentstream.config import get_settings
 from agentstream.entity_protocol import ENTITY_NAME
 
@@ -72,3 +73,27 @@ async def openapi_document(req: Request) -> Response:
 @app.entity_trigger(context_name="context", entity_name=ENTITY_NAME)
 def travelplanner(context: df.DurableEntityContext) -> None:
     conversation.handle_operation(context)
+
+
+# --- OpenAI Responses-compatible surface (base_url=<app>/api/v1) ---------------------------------
+
+
+@app.route(route="v1/responses", methods=["POST"])
+@app.durable_client_input(client_name="client")
+async def responses_create(req: Request, client) -> Response:
+    return await responses.create(req, client)
+
+
+@app.route(route="v1/responses/{response_id}", methods=["GET"])
+async def responses_retrieve(req: Request) -> Response:
+    return await responses.retrieve(req)
+
+
+@app.route(route="v1/responses/{response_id}/cancel", methods=["POST"])
+async def responses_cancel(req: Request) -> Response:
+    return await responses.cancel(req)
+
+
+@app.route(route="v1/models", methods=["GET"])
+async def models_list(req: Request) -> Response:
+    return await responses.list_models(req)

@@ -128,6 +128,33 @@ async def _start(
     *,
     new: bool,
 ) -> Response:
+    started = await begin_run(settings, client, conversation_id, message, key, new=new)
+    assert started.run_id is not None and started.cursor is not None
+    urls = _urls(agent, conversation_id, started.run_id, started.cursor)
+    body = {
+        "conversation_id": conversation_id,
+        "entity_id": entity_instance_id(conversation_id),
+        "run_id": started.run_id,
+        "cursor": started.cursor,
+        **urls,
+    }
+    return JSONResponse(body, status_code=202, headers={"Location": urls["stream_url"]})
+
+
+async def begin_run(
+    settings: Settings,
+    client: df.DurableOrchestrationClient,
+    conversation_id: str,
+    message: str,
+    key: str | None,
+    *,
+    new: bool,
+) -> control.RunStart:
+    """Take the conversation's run lock, write ``run.queued`` and signal the entity.
+
+    Returns the run (``started`` or, for a repeated ``Idempotency-Key``, ``duplicate``); every
+    other outcome is an :class:`ApiError`.
+    """
     redis = async_redis(settings)
     started = await control.start_run(
         redis,
@@ -170,15 +197,7 @@ async def _start(
                 limits=_limits(settings),
             )
             raise _durable_unavailable("The agent could not be started.") from None
-    urls = _urls(agent, conversation_id, started.run_id, started.cursor)
-    body = {
-        "conversation_id": conversation_id,
-        "entity_id": entity_instance_id(conversation_id),
-        "run_id": started.run_id,
-        "cursor": started.cursor,
-        **urls,
-    }
-    return JSONResponse(body, status_code=202, headers={"Location": urls["stream_url"]})
+    return started
 
 
 @json_errors
