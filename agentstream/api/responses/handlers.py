@@ -191,9 +191,10 @@ async def _continued_conversation(redis: aioredis.Redis, request: CreateRequest)
 async def retrieve(req: Request) -> Response:
     """``GET /api/v1/responses/{response_id}``, with ``stream=true`` its events."""
     settings = get_settings()
+    streaming, after = stream_flag(req), starting_after(req)
     record = await _record(settings, req)
-    if stream_flag(req):
-        return await _stream(settings, record, after=starting_after(req))
+    if streaming:
+        return await _stream(settings, record, after)
     return JSONResponse(await _current(settings, record))
 
 
