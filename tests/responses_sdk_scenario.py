@@ -194,9 +194,11 @@ def poll_and_follow_up(client: openai.OpenAI) -> None:
         assert exc.code == "previous_response_not_latest"
 
 
-def cancel_held(client: openai.OpenAI, sent: list[str], held_prompt: str) -> None:
-    """A run held at the model: continuing it is a 409 the SDK does not retry; cancel ends it."""
-    stream = client.responses.create(model=AGENT, input=held_prompt, background=True, stream=True)
+def cancel_running(client: openai.OpenAI, sent: list[str]) -> None:
+    """A running response: continuing it is a 409 the SDK does not retry; cancel ends it."""
+    stream = client.responses.create(  # the scripted model writes this one slowly
+        model=AGENT, input="Plan 7 days in Lisbon [[slow]]", background=True, stream=True
+    )
     events = []
     for event in stream:
         events.append(event)
@@ -212,7 +214,7 @@ def cancel_held(client: openai.OpenAI, sent: list[str], held_prompt: str) -> Non
     assert sent[before:] == ["POST /api/v1/responses"], "the 409 was retried"
     cancelled = client.responses.cancel(response_id)
     assert cancelled.status == "cancelled", cancelled.status
-    rest = list(stream)  # the stream goes on from where it was left, through keep-alives
+    rest = list(stream)  # the stream goes on from where it was left
     assert rest[-1].type == "response.incomplete"
     assert rest[-1].response.status == "cancelled"
     assert client.responses.cancel(response_id).status == "cancelled"  # idempotent
@@ -245,9 +247,7 @@ async def async_part(base_url: str, rng: random.Random, cuts: int) -> None:
         await arandom_cuts(client, rome, rng, cuts)
 
 
-def main(
-    base_url: str, *, held_prompt: str, stored_ids: list[str], cuts: int, seed: int = 18
-) -> None:
+def main(base_url: str, *, stored_ids: list[str], cuts: int, seed: int = 18) -> None:
     """Everything above; ``cuts`` random resumptions, spread over the stored responses (the
     sync client) and one live-made response (the async client)."""
     rng = random.Random(seed)
@@ -260,7 +260,7 @@ def main(
     for response_id in stored:
         random_cuts(sync, response_id, rng, (cuts - cuts // 2) // len(stored))
     poll_and_follow_up(sync)
-    cancel_held(sync, sent, held_prompt)
+    cancel_running(sync, sent)
     unknown_ids(sync)
 
 
