@@ -36,13 +36,11 @@ from .model_client import shared_model_client
 from .redis_clients import sync_redis
 from .streamlog.retry import StoreUnavailable
 from .streamlog.runlog import RunLog
-from .streamlog.scripts import FINISHED_STATUSES
+from .streamlog.scripts import FINISHED_STATUSES, RUN_RECORDS_KEPT
 from .streamlog.writer import StreamWriter, terminal_guard
 from .tools import Toolbox, build_toolbox
 
 logger = logging.getLogger(__name__)
-
-RUN_RECORDS_KEPT = 50
 
 
 class StreamSink:
