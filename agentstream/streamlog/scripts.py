@@ -19,8 +19,9 @@ and the ``MAXLEN`` cap. Fields of the meta hash (same TTL as the stream):
 - ``first_id``        the first stream id ever written (to detect trimming)
 - ``idem:<key>``      ``<run> <cursor> <digest>`` for an ``Idempotency-Key`` already used
 
-The conversation record (``created``, ``updated``) lives ``CONVERSATION_TTL_DAYS`` after the last
-message; the stream and meta hash may expire long before it.
+The conversation record (``created``, ``updated``, and ``owner`` when callers have identities)
+lives ``CONVERSATION_TTL_DAYS`` after the last message; the stream and meta hash may expire long
+before it.
 
 Leases use the Redis server's clock (``TIME``), so the clocks of workers and HTTP front ends never
 need to agree. A run whose lease or start deadline has passed is ended by whichever request meets
@@ -274,12 +275,13 @@ return redis.call('HEXISTS', meta, 'cancel:' .. run)
 
 # Takes the run lock and writes run.queued, or reports why not. A stale active run is ended first.
 # ARGV[3..]: run, idempotency key ('' = none), request digest, data, ts, conversation TTL ms,
-# must_exist ('1'/'0'), start deadline ms
+# must_exist ('1'/'0'), start deadline ms, owner ('' = none)
 # Returns {'started', cursor} | {'duplicate', run, cursor} | {'mismatch'} | {'busy', active_run}
-# | {'unknown'}
+# | {'unknown'} (also for a conversation that belongs to another owner)
 START = _script("""
 local run, key, digest = ARGV[3], ARGV[4], ARGV[5]
-if ARGV[9] == '1' and redis.call('EXISTS', conv) == 0 then
+if ARGV[9] == '1' and (redis.call('EXISTS', conv) == 0
+    or (redis.call('HGET', conv, 'owner') or '') ~= ARGV[11]) then
   return {'unknown'}
 end
 if key ~= '' then
@@ -310,6 +312,9 @@ if key ~= '' then
 end
 touch()
 redis.call('HSETNX', conv, 'created', ARGV[7])
+if ARGV[11] ~= '' then
+  redis.call('HSETNX', conv, 'owner', ARGV[11])
+end
 redis.call('HSET', conv, 'updated', ARGV[7])
 redis.call('PEXPIRE', conv, ARGV[8])
 return {'started', id}
