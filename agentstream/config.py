@@ -106,7 +106,7 @@ class Settings:
     max_message_chars: int = 16_000
     max_tool_rounds: int = 5
     http_auth_level: str = "FUNCTION"
-    # Run lifecycle (DESIGN.md 5): every run ends, every conversation outlives its stream.
+    # Run lifecycle: every run ends, every conversation outlives its stream.
     conversation_ttl_seconds: int = 30 * 86_400
     run_lease_seconds: float = 30.0
     run_start_deadline_seconds: float = 300.0

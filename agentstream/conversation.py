@@ -1,4 +1,4 @@
-"""The conversation entity's operation logic and state (DESIGN.md 5).
+"""The conversation entity's operation logic and state (docs/architecture.md, section 2).
 
 The entity function in ``function_app.py`` hands its context here. State (kept by Durable
 Functions) is the chat history and a short record per run; everything a reader needs is in Redis.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+import uuid
 import weakref
 from dataclasses import dataclass
 from typing import Any
@@ -194,7 +195,7 @@ async def request_cancel(
     Returns the run's status, ``"ended"`` when the run's worker was gone and this call ended it
     with ``run.cancelled``, or None for an unknown run.
     """
-    status = await _run(client, scripts.CANCEL, conversation_id, limits, run_id)
+    status = await _run(client, scripts.CANCEL, conversation_id, limits, run_id, uuid.uuid4().hex)
     return status or None
 
 
