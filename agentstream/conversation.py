@@ -1,4 +1,4 @@
-"""The conversation entity's operation logic and state (DESIGN.md 5).
+"""The conversation entity's operation logic and state (docs/architecture.md, section 2).
 
 Each agent's entity function (registered by :mod:`agentstream.functions`) hands its context and
 its agent here. State (kept by Durable Functions) is the chat history and a short record per run;

@@ -1,4 +1,4 @@
-"""The event model (DESIGN.md 4) and its wire encodings: SSE, NDJSON and plain text.
+"""The event model (docs/api.md, Events) and its wire encodings: SSE, NDJSON and plain text.
 
 A stream entry holds ``type``, ``run``, ``seq``, ``ts`` and ``data`` (the payload as one-line JSON).
 Clients see each event as one flat JSON object: the stream id as ``id``, those fields, and the

@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     interactive = args.message is None and args.conversation is None
     if interactive:
         _restore_ctrl_c()
-    client = ApiClient(args.url, args.key)
+    client = ApiClient(args.url, args.key, token=args.token)
     try:
         if args.message is not None:
             return one_shot(client, args.message, args.conversation, args.format)
@@ -96,6 +96,11 @@ def _parser() -> argparse.ArgumentParser:
         "--key",
         default=os.environ.get("AGENTSTREAM_FUNCTION_KEY"),
         help="function key (env AGENTSTREAM_FUNCTION_KEY)",
+    )
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("AGENTSTREAM_TOKEN"),
+        help="bearer token, with AUTH_MODE=entra (env AGENTSTREAM_TOKEN)",
     )
     parser.add_argument("-m", "--message", help="send this message, stream the answer, exit")
     parser.add_argument("-c", "--conversation", help="conversation id to continue or resume")

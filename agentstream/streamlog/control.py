@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+import uuid
 import weakref
 from dataclasses import dataclass
 from typing import Any
@@ -92,11 +93,13 @@ async def start_run(
     idempotency_key: str | None,
     must_exist: bool,
     limits: Limits,
+    owner: str = "",
 ) -> RunStart:
     """Take the conversation's run lock and write ``run.queued``, atomically.
 
     A run whose lease or start deadline has passed is ended first, so a dead worker never keeps
-    the conversation locked.
+    the conversation locked. A new conversation records ``owner``; an existing one that belongs to
+    another owner is ``"unknown"``, as if it did not exist.
     """
     reply = await _run(
         client,
@@ -111,6 +114,7 @@ async def start_run(
         limits.conversation_ttl_seconds * 1000,
         "1" if must_exist else "0",
         int(limits.start_deadline_seconds * 1000),
+        owner,
     )
     outcome = reply[0]
     if outcome == "started":
@@ -128,14 +132,16 @@ async def claim_new_conversation(
     message: str,
     conversation_id: str,
     ttl_seconds: int,
+    owner: str = "",
 ) -> str | None:
     """The conversation an ``Idempotency-Key`` on the new-conversation route belongs to.
 
     The first request with a key claims it for its freshly made conversation id; a retry with
     the same message gets that same id back (and then :func:`start_run` returns the same run).
     ``None``: the key was used for another message, and must not hand that conversation out.
+    Keys are scoped to their ``owner``: another caller's same key is another key.
     """
-    key = _GLOBAL_IDEMPOTENCY_PREFIX + idempotency_key
+    key = _GLOBAL_IDEMPOTENCY_PREFIX + owner_scope(owner) + idempotency_key
     digest = request_digest(message)
     claim = f"{conversation_id} {digest}"
     # Two steps rather than SET NX GET, which needs Redis 7.
@@ -146,6 +152,11 @@ async def claim_new_conversation(
         return conversation_id if await client.set(key, claim, nx=True, ex=ttl_seconds) else None
     owner, _, owner_digest = existing.partition(" ")
     return owner if owner_digest == digest else None
+
+
+def owner_scope(owner: str) -> str:
+    """A short, fixed-length stand-in for an owner in key names ("" for no owner)."""
+    return hashlib.sha256(owner.encode()).hexdigest()[:24] + ":" if owner else ""
 
 
 async def fail_queued_run(
@@ -184,7 +195,7 @@ async def request_cancel(
     Returns the run's status, ``"ended"`` when the run's worker was gone and this call ended it
     with ``run.cancelled``, or None for an unknown run.
     """
-    status = await _run(client, scripts.CANCEL, conversation_id, limits, run_id)
+    status = await _run(client, scripts.CANCEL, conversation_id, limits, run_id, uuid.uuid4().hex)
     return status or None
 
 
