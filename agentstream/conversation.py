@@ -36,12 +36,10 @@ from .events import (
 from .redis_clients import sync_redis
 from .streamlog.retry import StoreUnavailable
 from .streamlog.runlog import RunLog
-from .streamlog.scripts import FINISHED_STATUSES
+from .streamlog.scripts import FINISHED_STATUSES, RUN_RECORDS_KEPT
 from .streamlog.writer import StreamWriter, terminal_guard
 
 logger = logging.getLogger(__name__)
-
-RUN_RECORDS_KEPT = 50
 
 
 class StreamSink:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import functools
+import threading
 from typing import Any
 
 import httpx
@@ -15,9 +15,18 @@ def tool_settings() -> ToolSettings:
     return get_settings().tools
 
 
-@functools.cache
+_lock = threading.Lock()
+_http: httpx.Client | None = None
+
+
 def http_client() -> httpx.Client:
-    return httpx.Client(timeout=tool_settings().timeout_seconds, follow_redirects=True)
+    """One client per process; entity batches run on several threads, so it is built under a
+    lock (two threads starting their first runs together would each build, and leak, one)."""
+    global _http
+    with _lock:
+        if _http is None:
+            _http = httpx.Client(timeout=tool_settings().timeout_seconds, follow_redirects=True)
+        return _http
 
 
 def get_json(url: str, params: dict[str, Any], service: str) -> Any:
