@@ -29,8 +29,7 @@ async def cancel_runs(in_flight: list[tuple[str, str, Operation]]) -> int:
     runs = [
         (key, run_id)
         for _, key, operation in in_flight
-        if operation.name == RUN_OPERATION
-        and (run_id := _run_id(operation.input))
+        if operation.name == RUN_OPERATION and (run_id := _run_id(operation.input))
     ]
     if not runs:
         return 0
