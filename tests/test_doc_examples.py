@@ -44,6 +44,7 @@ EXPECTED = {
         *[200, 204],  # status for the last id; nothing after it
         *[202, CANCEL, 200, 200, 200],  # next message, cancel, its stream, status, health
         204,  # delete
+        200,  # the caller's conversations
         *[400, 415, 404, 404, 406, 400],  # errors to try
     ],
 }

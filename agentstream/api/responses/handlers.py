@@ -24,6 +24,7 @@ import redis.exceptions
 from fastapi import Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from ...agents.registry import registered_agents as declared_agents
 from ...config import Settings, get_settings
 from ...events import Event, dumps_line
 from ...redis_clients import (
@@ -33,7 +34,8 @@ from ...redis_clients import (
     reader_redis,
     stream_hub,
 )
-from ...streamlog import control
+from ...streamlog import control, owners
+from ...streamlog.agent_binding import belongs_to
 from ...streamlog.cursor import Cursor
 from ...streamlog.keys import stream_id_before, stream_key
 from ...streamlog.reader import (
@@ -44,6 +46,7 @@ from ...streamlog.reader import (
     reader_slots,
 )
 from .. import validation
+from ..callers import authenticated, caller_of
 from ..errors import ApiError, json_errors
 from ..handlers import begin_run
 from . import records
@@ -70,7 +73,7 @@ KEEPALIVE = b": keep-alive\n\n"
 
 def registered_agents() -> list[str]:
     """The agents a client can name as ``model``."""
-    return sorted(validation.AGENTS)
+    return [info.name for info in declared_agents()]
 
 
 def openai_errors(handler: Callable[P, Awaitable[Response]]) -> Callable[P, Awaitable[Response]]:
@@ -95,9 +98,11 @@ def openai_errors(handler: Callable[P, Awaitable[Response]]) -> Callable[P, Awai
                 "code": error["code"],
             }
         }
-        headers = {"Cache-Control": "no-store"}
-        if "retry-after" in response.headers:
-            headers["Retry-After"] = response.headers["retry-after"]
+        headers = {
+            name: value
+            for name, value in response.headers.items()
+            if name not in ("content-length", "content-type")
+        }
         if response.status_code == 409:
             headers["x-should-retry"] = "false"
         return JSONResponse(body, status_code=response.status_code, headers=headers)
@@ -106,6 +111,7 @@ def openai_errors(handler: Callable[P, Awaitable[Response]]) -> Callable[P, Awai
 
 
 @openai_errors
+@authenticated
 async def list_models(req: Request) -> Response:
     """``GET /api/v1/models``: the registered agents, as models."""
     return JSONResponse(
@@ -120,19 +126,21 @@ async def list_models(req: Request) -> Response:
 
 
 @openai_errors
+@authenticated
 async def create(req: Request, client: df.DurableOrchestrationClient) -> Response:
     """``POST /api/v1/responses``."""
     settings = get_settings()
     request = await create_request(req, registered_agents(), settings.max_message_chars)
     key = validation.idempotency_key(req)
+    owner = caller_of(req).owner
     redis = async_redis(settings)
-    conversation_id = await _continued_conversation(redis, request)
+    conversation_id = await _continued_conversation(redis, request, owner)
     new = conversation_id is None
     if conversation_id is None:
         conversation_id = uuid.uuid4().hex
         if key is not None:
             claimed = await control.claim_new_conversation(
-                redis, key, request.message, conversation_id, settings.stream_ttl_seconds
+                redis, key, request.message, conversation_id, settings.stream_ttl_seconds, owner
             )
             if claimed is None:
                 raise ApiError(
@@ -141,7 +149,9 @@ async def create(req: Request, client: df.DurableOrchestrationClient) -> Respons
                     "This Idempotency-Key was already used for a different request.",
                 )
             conversation_id = claimed
-    started = await begin_run(settings, client, conversation_id, request.message, key, new=new)
+    started = await begin_run(
+        settings, client, request.model, conversation_id, request.message, key, owner, new=new
+    )
     assert started.run_id is not None and started.cursor is not None
     meta = ResponseMeta(
         run_id=started.run_id,
@@ -161,13 +171,22 @@ async def create(req: Request, client: df.DurableOrchestrationClient) -> Respons
     return JSONResponse(await _awaited(settings, record, settings.max_stream_seconds))
 
 
-async def _continued_conversation(redis: aioredis.Redis, request: CreateRequest) -> str | None:
+async def _continued_conversation(
+    redis: aioredis.Redis, request: CreateRequest, owner: str
+) -> str | None:
     """The conversation a create continues (``previous_response_id`` or ``conversation``)."""
     if request.previous_response_id is None:
-        return request.conversation_id
+        conversation_id = request.conversation_id
+        if conversation_id is not None and not await _accessible(
+            redis, conversation_id, owner, request.model
+        ):
+            raise ApiError(404, "conversation_not_found", "No such conversation, or it expired.")
+        return conversation_id
     shown = response_id(request.previous_response_id)
     previous = await records.load(redis, request.previous_response_id)
-    if previous is None:
+    if previous is None or not await _accessible(
+        redis, previous.meta.conversation_id, owner, previous.meta.model
+    ):
         raise previous_not_found(shown)
     if previous.meta.model != request.model:
         raise ApiError(
@@ -187,7 +206,16 @@ async def _continued_conversation(redis: aioredis.Redis, request: CreateRequest)
     return previous.meta.conversation_id
 
 
+async def _accessible(redis: aioredis.Redis, conversation_id: str, owner: str, agent: str) -> bool:
+    """The caller's own conversation of this agent. Without caller identities
+    (``AUTH_MODE=key``) every caller shares one owner."""
+    if owner and not await owners.owns(redis, conversation_id, owner):
+        return False
+    return await belongs_to(redis, conversation_id, agent)
+
+
 @openai_errors
+@authenticated
 async def retrieve(req: Request) -> Response:
     """``GET /api/v1/responses/{response_id}``, with ``stream=true`` its events."""
     settings = get_settings()
@@ -199,6 +227,7 @@ async def retrieve(req: Request) -> Response:
 
 
 @openai_errors
+@authenticated
 async def cancel(req: Request) -> Response:
     """``POST /api/v1/responses/{response_id}/cancel``: the Response once the run ended.
 
