@@ -25,6 +25,7 @@ from .api_client import Api
 from .devhost_process import running_devhost
 from .model_gate import HELD, ModelGate
 from .standins import scripted_services
+from .test_openapi import DOCUMENT, Conformance
 
 V1 = "/api/v1"
 
@@ -270,3 +271,30 @@ def test_a_deleted_conversation_takes_its_responses_with_it(
     )
     with pytest.raises(openai.NotFoundError):
         client.responses.retrieve(response.id)
+
+
+def test_the_answers_match_the_openapi_document(base_url: str) -> None:
+    check = Conformance(json.loads(DOCUMENT.read_text(encoding="utf-8")))
+    http = httpx.Client(base_url=base_url, timeout=30)
+    created = http.post(f"{V1}/responses", json={"model": "travelplanner", "input": "Plan 1 day"})
+    check.response("POST", f"{V1}/responses", created)
+    one = f"{V1}/responses/{{response_id}}"
+    path = f"{V1}/responses/{created.json()['id']}"
+    check.response("GET", one, http.get(path))
+    streamed = http.get(path, params={"stream": "true", "starting_after": "2"})
+    check.response("GET", one, streamed)
+    events = [json.loads(line[6:]) for line in streamed.text.splitlines() if line[:6] == "data: "]
+    assert events[0]["sequence_number"] == 3
+    for event in events:
+        check.validator({"$ref": "#/components/schemas/ResponseStreamEvent"}).validate(event)
+    check.response("POST", one + "/cancel", http.post(path + "/cancel"))
+    check.response("GET", f"{V1}/models", http.get(f"{V1}/models"))
+    for method, route, answer in [
+        ("POST", f"{V1}/responses", http.post(f"{V1}/responses", content=b"[")),
+        ("POST", f"{V1}/responses", http.post(f"{V1}/responses", json={"model": "x"})),
+        ("GET", one, http.get(f"{V1}/responses/resp_{'0' * 32}")),
+        ("GET", one, http.get(path, params={"stream": "maybe"})),
+        ("POST", one + "/cancel", http.post(f"{V1}/responses/nope/cancel")),
+    ]:
+        assert answer.status_code >= 400
+        check.response(method, route, answer)

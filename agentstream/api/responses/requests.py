@@ -28,8 +28,12 @@ class CreateRequest:
     conversation_id: str | None  # the conversation to continue
 
 
-def invalid(param: str, message: str, code: str = "invalid_value") -> ApiError:
-    return ApiError(400, code, message, param=param)
+def invalid(param: str, message: str) -> ApiError:
+    return ApiError(400, "invalid_value", message, param=param)
+
+
+def missing(param: str) -> ApiError:
+    return ApiError(400, "missing_required_parameter", f"'{param}' is required.", param=param)
 
 
 def response_not_found() -> ApiError:
@@ -63,7 +67,7 @@ async def create_request(
         raise ApiError(400, "invalid_json", "The body must be a JSON object.")
     model = parsed.get("model")
     if model is None:
-        raise invalid("model", "'model' is required.", "missing_required_parameter")
+        raise missing("model")
     if not isinstance(model, str) or model not in agents:
         shown = model[:64] if isinstance(model, str) else model
         raise ApiError(
@@ -75,10 +79,11 @@ async def create_request(
     if parsed.get("store", True) is not True:
         raise invalid("store", "Responses are always stored; 'store' must be true or left out.")
     if parsed.get("tools"):
-        raise invalid(
-            "tools",
-            "The agent brings its own tools; client tools are not supported.",
+        raise ApiError(
+            400,
             "unsupported_parameter",
+            "The agent brings its own tools; client tools are not supported.",
+            param="tools",
         )
     previous = parsed.get("previous_response_id")
     conversation = _conversation(parsed.get("conversation"))
@@ -137,7 +142,7 @@ def _conversation(value: Any) -> str | None:
 def _message(value: Any, max_chars: int) -> str:
     """The user's text: a string, or user message items whose content is text."""
     if value is None:
-        raise invalid("input", "'input' is required.", "missing_required_parameter")
+        raise missing("input")
     if isinstance(value, str):
         texts = [value]
     elif isinstance(value, list) and value:

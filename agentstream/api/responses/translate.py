@@ -47,6 +47,8 @@ CONVERSATION_PREFIX = "conv_"
 TOOL_SERVER_LABEL = "agentstream"
 
 FINISHED = frozenset({"completed", "failed", "cancelled"})
+# The error code of every failed Response (OpenAI's); the run's own code leads its message.
+SERVER_ERROR = "server_error"
 
 
 def response_id(run_id: str) -> str:
@@ -204,7 +206,7 @@ class Translator:
         out = self._close_open("incomplete")
         code = str(event.data.get("code", "internal_error"))
         message = str(event.data.get("message", ""))
-        self._error = {"code": "server_error", "message": f"{code}: {message}"}
+        self._error = {"code": SERVER_ERROR, "message": f"{code}: {message}"}
         return [*out, self._finish(event, "failed", "response.failed")]
 
     def _cancelled(self, event: Event) -> list[dict[str, Any]]:
