@@ -27,6 +27,10 @@ from .hub import UNSUPPORTED, StreamHub
 from .keys import meta_key, parse_stream_id, stream_id_before, stream_key
 
 KEEPALIVE = None  # what items() yields when the stream stayed idle for a keep-alive interval
+# Entries per non-blocking read. A client resuming far behind gets its backlog in pages this large,
+# each one read and one write (5,000 events: five round trips, not fifty); a page of a thousand
+# four-character deltas is about 200 KB in the worker while it is written.
+CATCH_UP_PAGE = 1000
 
 
 class ConversationNotFound(Exception):
@@ -258,7 +262,7 @@ async def open_stream(
     *,
     keepalive_seconds: float,
     max_seconds: float,
-    batch_size: int = 100,
+    batch_size: int = CATCH_UP_PAGE,
     hub: StreamHub | None = None,
     fallback: aioredis.Redis | None = None,
     slots: ReaderSlots | None = None,
