@@ -89,7 +89,10 @@ class EventStreamResponse(Response):
                         if not await self._on_idle():
                             return
                         continue
-                    chunk = b"".join([event.frame(media_type) for event in batch])
+                    if len(batch) == 1:
+                        chunk = batch[0].frame(media_type)
+                    else:
+                        chunk = b"".join([event.frame(media_type) for event in batch])
                     if chunk:  # text/plain has nothing to say for some events
                         await send(_body(chunk))
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, AtCapacity) as exc:
