@@ -113,6 +113,7 @@ class Settings:
     redis_retry_seconds: float = 20.0
     history_max_messages: int = 100
     pools: PoolSettings = field(default_factory=PoolSettings)
+    topology: TopologySettings = field(default_factory=lambda: TopologySettings())
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -171,6 +172,7 @@ class Settings:
             redis_retry_seconds=reader.number("REDIS_RETRY_SECONDS", 20.0),
             history_max_messages=reader.integer("HISTORY_MAX_MESSAGES", 100, minimum=2),
             pools=_pool_settings(reader),
+            topology=_topology_settings(reader),
         )
 
     def describe(self) -> dict[str, Any]:
@@ -395,4 +397,36 @@ def _model_settings(reader: _Reader) -> ModelSettings | None:
         api_key=api_key or "unused",
         timeout_seconds=timeout,
         max_retries=retries,
+    )
+
+
+# Redis topology: clustering and replication (docs/architecture.md, "Redis topologies").
+
+
+@dataclass(frozen=True)
+class TopologySettings:
+    """How the app meets a clustered or replicated Redis."""
+
+    cluster: str = "auto"  # REDIS_CLUSTER: auto (ask the server) | true | false
+    # REDIS_MIN_REPLICAS: replicas an append must reach before it counts as written; None = 1
+    # when the server reports replicas, else 0.
+    min_replicas: int | None = None
+    replica_wait_ms: int = 1000  # REDIS_REPLICA_WAIT_MS: how long WAIT waits for them
+
+
+def _topology_settings(reader: _Reader) -> TopologySettings:
+    cluster = reader.text("REDIS_CLUSTER", "auto").lower()
+    if cluster in _TRUE:
+        cluster = "true"
+    elif cluster in _FALSE - {""}:
+        cluster = "false"
+    elif cluster in {"", "auto"}:
+        cluster = "auto"
+    else:
+        raise ConfigError("REDIS_CLUSTER must be auto, true or false")
+    replicas = reader.text("REDIS_MIN_REPLICAS", "")
+    return TopologySettings(
+        cluster=cluster,
+        min_replicas=None if replicas == "" else reader.integer("REDIS_MIN_REPLICAS", 0, minimum=0),
+        replica_wait_ms=reader.integer("REDIS_REPLICA_WAIT_MS", 1000),
     )
