@@ -27,6 +27,11 @@ async def start_conversation(req: Request, client) -> Response:
     return await handlers.start_conversation(req, client)
 
 
+@app.route(route=CONVERSATIONS, methods=["GET"])
+async def list_conversations(req: Request) -> Response:
+    return await handlers.list_conversations(req)
+
+
 @app.route(route=CONVERSATIONS + "/{cid}/messages", methods=["POST"])
 @app.durable_client_input(client_name="client")
 async def post_message(req: Request, client) -> Response:

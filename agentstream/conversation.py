@@ -1,4 +1,4 @@
-"""The conversation entity's operation logic and state (DESIGN.md 5).
+"""The conversation entity's operation logic and state (docs/architecture.md, section 2).
 
 The entity function in ``function_app.py`` hands its context here. State (kept by Durable
 Functions) is the chat history and a short record per run; everything a reader needs is in Redis.
@@ -14,6 +14,7 @@ The same holds for a run a request ended because its lease ran out (``worker_los
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -35,13 +36,11 @@ from .model_client import shared_model_client
 from .redis_clients import sync_redis
 from .streamlog.retry import StoreUnavailable
 from .streamlog.runlog import RunLog
-from .streamlog.scripts import FINISHED_STATUSES
+from .streamlog.scripts import FINISHED_STATUSES, RUN_RECORDS_KEPT
 from .streamlog.writer import StreamWriter, terminal_guard
 from .tools import Toolbox, build_toolbox
 
 logger = logging.getLogger(__name__)
-
-RUN_RECORDS_KEPT = 50
 
 
 class StreamSink:
@@ -99,16 +98,25 @@ class ConversationState:
             self.runs.pop(next(iter(self.runs)))
 
 
+_toolbox_lock = threading.Lock()
 _toolbox: Toolbox | None = None
 
 
-def default_agent(settings: Settings) -> TravelPlannerAgent:
-    """The agent on the process-wide model client and tool HTTP client."""
+def shared_toolbox(settings: Settings) -> Toolbox:
+    """The process-wide tool box. Entity batches run on several worker threads; the lock makes
+    the first run build it (and its HTTP client) once, instead of each racing thread its own."""
     global _toolbox
+    with _toolbox_lock:
+        if _toolbox is None:
+            _toolbox = build_toolbox(settings.tools)
+        return _toolbox
+
+
+def default_agent(settings: Settings) -> TravelPlannerAgent:
+    """The agent on the process-wide model client and tool box."""
     client, model = shared_model_client(settings)
-    if _toolbox is None:
-        _toolbox = build_toolbox(settings.tools)
-    return TravelPlannerAgent(client, model, _toolbox, max_tool_rounds=settings.max_tool_rounds)
+    toolbox = shared_toolbox(settings)
+    return TravelPlannerAgent(client, model, toolbox, max_tool_rounds=settings.max_tool_rounds)
 
 
 def handle_operation(context: df.DurableEntityContext) -> None:

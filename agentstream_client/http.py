@@ -103,8 +103,16 @@ class StreamPosition:
 
 
 class ApiClient:
-    def __init__(self, base_url: str, function_key: str | None = None, timeout: float = 30.0):
+    def __init__(
+        self,
+        base_url: str,
+        function_key: str | None = None,
+        timeout: float = 30.0,
+        token: str | None = None,
+    ):
         headers = {"x-functions-key": function_key} if function_key else {}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
         self.base_url = base_url.rstrip("/")
         self.http = httpx.Client(
             base_url=self.base_url,

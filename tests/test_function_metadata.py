@@ -17,6 +17,7 @@ ROUTES = {
     "start_conversation": ("agents/{agent}/conversations", ["POST"], True),
     "post_message": ("agents/{agent}/conversations/{cid}/messages", ["POST"], True),
     "stream": ("agents/{agent}/conversations/{cid}/stream", ["GET"], False),
+    "list_conversations": ("agents/{agent}/conversations", ["GET"], False),
     "conversation_status": ("agents/{agent}/conversations/{cid}", ["GET"], False),
     "delete_conversation": ("agents/{agent}/conversations/{cid}", ["DELETE"], True),
     "cancel_run": ("agents/{agent}/conversations/{cid}/runs/{run_id}/cancel", ["POST"], False),

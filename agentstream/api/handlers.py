@@ -31,7 +31,7 @@ from ..redis_clients import (
     reader_redis,
     stream_hub,
 )
-from ..streamlog import control
+from ..streamlog import control, owners
 from ..streamlog.cursor import MalformedCursor, parse_cursor
 from ..streamlog.reader import (
     ConversationNotFound,
@@ -45,6 +45,7 @@ from ..streamlog.reader import (
 )
 from ..streamlog.scripts import FINISHED_STATUSES
 from . import validation
+from .callers import authenticated, caller_of
 from .errors import ApiError, json_errors
 from .negotiation import negotiate
 
@@ -63,6 +64,25 @@ def _conversation_path(agent: str, conversation_id: str) -> str:
 
 def _conversation_not_found() -> ApiError:
     return ApiError(404, "conversation_not_found", "No such conversation, or it expired.")
+
+
+def _run_not_found() -> ApiError:
+    return ApiError(404, "run_not_found", "No such run in this conversation, or it expired.")
+
+
+async def _require_owner(
+    req: Request,
+    redis: aioredis.Redis,
+    conversation_id: str,
+    not_found: ApiError | None = None,
+) -> None:
+    """Another caller's conversation answers exactly as an unknown one (``not_found``).
+
+    Without caller identities (``AUTH_MODE=key``) every caller shares one owner: nothing to check.
+    """
+    owner = caller_of(req).owner
+    if owner and not await owners.owns(redis, conversation_id, owner):
+        raise not_found or _conversation_not_found()
 
 
 def _idempotency_key_reused() -> ApiError:
@@ -91,23 +111,26 @@ def _urls(agent: str, conversation_id: str, run_id: str, cursor: str) -> dict[st
 
 
 @json_errors
+@authenticated
 async def start_conversation(req: Request, client: df.DurableOrchestrationClient) -> Response:
     """``POST /api/agents/{agent}/conversations``: a new conversation and its first message."""
     settings = get_settings()
     agent = validation.agent_name(req)
     key = validation.idempotency_key(req)
     message = await validation.message(req, settings.max_message_chars)
+    owner = caller_of(req).owner
     conversation_id: str | None = uuid.uuid4().hex
     if key is not None:
         conversation_id = await control.claim_new_conversation(
-            async_redis(settings), key, message, conversation_id, settings.stream_ttl_seconds
+            async_redis(settings), key, message, conversation_id, settings.stream_ttl_seconds, owner
         )
         if conversation_id is None:
             raise _idempotency_key_reused()
-    return await _start(settings, client, agent, conversation_id, message, key, new=True)
+    return await _start(settings, client, agent, conversation_id, message, key, owner, new=True)
 
 
 @json_errors
+@authenticated
 async def post_message(req: Request, client: df.DurableOrchestrationClient) -> Response:
     """``POST /api/agents/{agent}/conversations/{cid}/messages``: the next message."""
     settings = get_settings()
@@ -115,7 +138,8 @@ async def post_message(req: Request, client: df.DurableOrchestrationClient) -> R
     conversation_id = validation.conversation_id(req)
     key = validation.idempotency_key(req)
     message = await validation.message(req, settings.max_message_chars)
-    return await _start(settings, client, agent, conversation_id, message, key, new=False)
+    owner = caller_of(req).owner
+    return await _start(settings, client, agent, conversation_id, message, key, owner, new=False)
 
 
 async def _start(
@@ -125,6 +149,7 @@ async def _start(
     conversation_id: str,
     message: str,
     key: str | None,
+    owner: str,
     *,
     new: bool,
 ) -> Response:
@@ -137,6 +162,7 @@ async def _start(
         idempotency_key=key,
         must_exist=not new,
         limits=_limits(settings),
+        owner=owner,
     )
     if started.outcome == "unknown":
         raise _conversation_not_found()
@@ -150,6 +176,9 @@ async def _start(
             active_run=started.run_id,
         )
     assert started.run_id is not None and started.cursor is not None
+    if started.outcome == "started" and new:
+        ttl = settings.conversation_ttl_seconds
+        await owners.remember(redis, agent, owner, conversation_id, ttl)
     if started.outcome == "started":
         try:
             await client.signal_entity(
@@ -182,6 +211,7 @@ async def _start(
 
 
 @json_errors
+@authenticated
 async def stream(req: Request) -> Response:
     """``GET .../stream``: the events after the cursor, live, until the run's terminal event."""
     settings = get_settings()
@@ -198,6 +228,7 @@ async def stream(req: Request) -> Response:
         raise ApiError(400, "invalid_cursor", str(exc)) from None
     redis = async_redis(settings)
     limits = _limits(settings)
+    await _require_owner(req, redis, conversation_id)
     # A run whose worker is gone is ended now, so this reader gets its terminal event.
     await control.end_stale_run(redis, conversation_id, limits)
     try:
@@ -274,11 +305,13 @@ async def _encoded(
 
 
 @json_errors
+@authenticated
 async def status(req: Request) -> Response:
     """``GET /api/agents/{agent}/conversations/{cid}``."""
     settings = get_settings()
     agent = validation.agent_name(req)
     conversation_id = validation.conversation_id(req)
+    await _require_owner(req, async_redis(settings), conversation_id)
     found = await control.conversation_status(
         async_redis(settings), conversation_id, _limits(settings)
     )
@@ -294,17 +327,19 @@ async def status(req: Request) -> Response:
 
 
 @json_errors
+@authenticated
 async def cancel(req: Request) -> Response:
     """``POST .../runs/{run_id}/cancel``: best effort; the run ends with ``run.cancelled``."""
     settings = get_settings()
     validation.agent_name(req)
     conversation_id = validation.conversation_id(req)
     run_id = validation.run_id(req)
+    await _require_owner(req, async_redis(settings), conversation_id, _run_not_found())
     found = await control.request_cancel(
         async_redis(settings), conversation_id, run_id, _limits(settings)
     )
     if found is None:
-        raise ApiError(404, "run_not_found", "No such run in this conversation, or it expired.")
+        raise _run_not_found()
     if found in FINISHED_STATUSES:
         raise ApiError(409, "run_finished", f"The run already ended ({found}).", run_status=found)
     # "ended": the run's worker was gone, so this request wrote its run.cancelled itself.
@@ -316,6 +351,7 @@ async def cancel(req: Request) -> Response:
 
 
 @json_errors
+@authenticated
 async def delete(req: Request, client: df.DurableOrchestrationClient) -> Response:
     """``DELETE /api/agents/{agent}/conversations/{cid}``: the stream, records and entity state.
 
@@ -324,9 +360,10 @@ async def delete(req: Request, client: df.DurableOrchestrationClient) -> Respons
     ``run.cancelled`` and the keys are removed.
     """
     settings = get_settings()
-    validation.agent_name(req)
+    agent = validation.agent_name(req)
     conversation_id = validation.conversation_id(req)
     redis = async_redis(settings)
+    await _require_owner(req, redis, conversation_id)
     if not await control.conversation_exists(redis, conversation_id):
         raise _conversation_not_found()
     try:
@@ -338,7 +375,36 @@ async def delete(req: Request, client: df.DurableOrchestrationClient) -> Respons
         raise _durable_unavailable("The conversation could not be deleted.") from None
     if not await control.delete_conversation(redis, conversation_id, _limits(settings)):
         raise _conversation_not_found()
+    await owners.forget(redis, agent, caller_of(req).owner, conversation_id)
     return Response(status_code=204, headers={"Cache-Control": "no-store"})
+
+
+@json_errors
+@authenticated
+async def list_conversations(req: Request) -> Response:
+    """``GET /api/agents/{agent}/conversations``: the caller's own, newest first, paginated."""
+    settings = get_settings()
+    agent = validation.agent_name(req)
+    limit = validation.page_limit(req)
+    after = None
+    raw_cursor = req.query_params.get("cursor")
+    if raw_cursor is not None:
+        after = owners.parse_page_cursor(raw_cursor)
+        if after is None:
+            raise ApiError(400, "invalid_cursor", "Pass the next_cursor of the previous page.")
+    page = await owners.list_owned(async_redis(settings), agent, caller_of(req).owner, limit, after)
+    conversations = [
+        {
+            **entry,
+            "entity_id": entity_instance_id(str(entry["conversation_id"])),
+            "status_url": _conversation_path(agent, str(entry["conversation_id"])),
+        }
+        for entry in page.conversations
+    ]
+    return JSONResponse(
+        {"conversations": conversations, "next_cursor": page.next_cursor},
+        headers={"Cache-Control": "no-store"},
+    )
 
 
 @functools.cache

@@ -108,3 +108,12 @@ async def _read_body(request: Request, limit: int) -> bytes:
             raise ApiError(413, "payload_too_large", f"The body is larger than {limit} bytes.")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def page_limit(request: Request, default: int = 20, maximum: int = 100) -> int:
+    raw = request.query_params.get("limit")
+    if raw is None:
+        return default
+    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+        raise ApiError(400, "invalid_limit", f"limit must be a whole number from 1 to {maximum}.")
+    return int(raw)
