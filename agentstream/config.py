@@ -405,35 +405,6 @@ def _model_settings(reader: _Reader) -> ModelSettings | None:
     )
 
 
-# Redis topology: clustering and replication (docs/architecture.md, "Redis topologies").
-
-
-@dataclass(frozen=True)
-class TopologySettings:
-    """How the app meets a clustered or replicated Redis."""
-
-    cluster: str = "auto"  # REDIS_CLUSTER: auto (ask the server) | true | false
-    # REDIS_MIN_REPLICAS: replicas an append must reach before it counts as written; None = 1
-    # when the server reports replicas, else 0.
-    min_replicas: int | None = None
-    replica_wait_ms: int = 1000  # REDIS_REPLICA_WAIT_MS: how long WAIT waits for them
-
-
-def _topology_settings(reader: _Reader) -> TopologySettings:
-    cluster = reader.text("REDIS_CLUSTER", "auto").lower()
-    if cluster in _TRUE:
-        cluster = "true"
-    elif cluster in _FALSE - {""}:
-        cluster = "false"
-    elif cluster in {"", "auto"}:
-        cluster = "auto"
-    else:
-        raise ConfigError("REDIS_CLUSTER must be auto, true or false")
-    replicas = reader.text("REDIS_MIN_REPLICAS", "")
-    return TopologySettings(
-        cluster=cluster,
-        min_replicas=None if replicas == "" else reader.integer("REDIS_MIN_REPLICAS", 0, minimum=0),
-        replica_wait_ms=reader.integer("REDIS_REPLICA_WAIT_MS", 1000),
 @dataclass(frozen=True)
 class AuthSettings:
     """Who may call the API and how the caller is known (``AUTH_MODE``).
@@ -509,3 +480,26 @@ def _caller_limit_settings(reader: _Reader) -> CallerLimitSettings:
         runs_per_minute=reader.integer("LIMIT_RUNS_PER_MINUTE", 0, minimum=0),
         open_streams=reader.integer("LIMIT_OPEN_STREAMS", 0, minimum=0),
     )
+
+
+# Redis topology: clustering and replication (docs/architecture.md, "Redis topologies").
+
+
+@dataclass(frozen=True)
+class TopologySettings:
+    """How the app meets a clustered or replicated Redis."""
+
+    cluster: str = "auto"  # REDIS_CLUSTER: auto (ask the server) | true | false
+
+
+def _topology_settings(reader: _Reader) -> TopologySettings:
+    cluster = reader.text("REDIS_CLUSTER", "auto").lower()
+    if cluster in _TRUE:
+        cluster = "true"
+    elif cluster in _FALSE - {""}:
+        cluster = "false"
+    elif cluster in {"", "auto"}:
+        cluster = "auto"
+    else:
+        raise ConfigError("REDIS_CLUSTER must be auto, true or false")
+    return TopologySettings(cluster=cluster)
