@@ -14,7 +14,7 @@ import logging
 import redis.exceptions
 
 from agentstream.config import get_settings
-from agentstream.entity_protocol import ENTITY_NAME, RUN_OPERATION
+from agentstream.entity_protocol import RUN_OPERATION
 from agentstream.redis_clients import async_redis
 from agentstream.streamlog import control
 
@@ -24,13 +24,12 @@ logger = logging.getLogger(__name__)
 
 
 async def cancel_runs(in_flight: list[tuple[str, str, Operation]]) -> int:
-    """Set the cancel flag of every run operation in flight; how many were asked to stop."""
+    """Set the cancel flag of every run operation in flight (every entity is an agent's); how
+    many were asked to stop."""
     runs = [
         (key, run_id)
-        for name, key, operation in in_flight
-        if name == ENTITY_NAME
-        and operation.name == RUN_OPERATION
-        and (run_id := _run_id(operation.input))
+        for _, key, operation in in_flight
+        if operation.name == RUN_OPERATION and (run_id := _run_id(operation.input))
     ]
     if not runs:
         return 0
