@@ -22,7 +22,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 
 from ..config import Settings, get_settings
 from ..entity_protocol import DELETE_OPERATION, ENTITY_NAME, RUN_OPERATION
-from ..events import StreamFormat, stream_format
+from ..events import StreamFormat, stream_format, truncation_notice
 from ..model_probe import model_status
 from ..redis_clients import (
     AtCapacity,
@@ -32,6 +32,7 @@ from ..redis_clients import (
     stream_hub,
 )
 from ..streamlog import control, owners
+from ..streamlog.continuity import StreamTruncated
 from ..streamlog.cursor import MalformedCursor, parse_cursor
 from ..streamlog.reader import (
     ConversationNotFound,
@@ -299,6 +300,10 @@ async def _encoded(
                     chunk = b"".join(fmt.encode(event) for event in batch)
                     if chunk:  # text/plain has nothing to say for some events
                         yield chunk
+    except StreamTruncated as exc:
+        # The status is sent already: the response ends with a frame that says so.
+        logger.warning("stream truncated under a live reader: the MAXLEN cap overtook it")
+        yield truncation_notice(fmt.media_type, exc.last_id, exc.resume_cursor)
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, AtCapacity) as exc:
         # The response has started; end it cleanly and let the client resume from its cursor.
         logger.warning("stream ended early: %s", type(exc).__name__)

@@ -5,7 +5,9 @@ starts (unknown conversation, nothing to deliver, trimmed history, a cursor beyo
 worker at capacity); ``items()`` then yields events strictly after the cursor: non-blocking
 ``XREAD COUNT n`` while catching up, then live events, a keep-alive tick (``KEEPALIVE``) whenever
 the stream stayed idle for the keep-alive interval, and stops after the first terminal event or at
-the maximum duration.
+the maximum duration. Events the ``MAXLEN`` cap trimmed away before this response delivered them
+end it with :class:`~.continuity.StreamTruncated` (after the events before the hole), never
+silently.
 
 Live events come from the process's :class:`~.hub.StreamHub` (:class:`HubStream`), or, with the
 hub switched off, from one ``XREAD BLOCK`` per reader on the last id (:class:`OpenStream`).
@@ -22,6 +24,7 @@ import redis.asyncio as aioredis
 
 from ..events import TERMINAL_TYPES, Event
 from .capacity import AtCapacity
+from .continuity import SeqContinuity, StreamTruncated
 from .cursor import Cursor
 from .hub import UNSUPPORTED, StreamHub
 from .keys import meta_key, parse_stream_id, stream_id_before, stream_key
@@ -102,10 +105,21 @@ class _Reading:
     release: Callable[[], None] = field(default=_no_slot, repr=False, kw_only=True)
 
     async def batches(self) -> AsyncIterator[list[Event] | None]:
-        """Lists of events after the cursor, with ``KEEPALIVE`` (None) ticks while idle."""
+        """Lists of events after the cursor, with ``KEEPALIVE`` (None) ticks while idle.
+
+        Raises :class:`StreamTruncated` where the events stop following each other.
+        """
         inner = self._batches()
+        continuity = SeqContinuity()
         try:
             async for batch in inner:
+                if batch:
+                    following = continuity.follow(batch)
+                    if following < len(batch):
+                        if following:
+                            yield batch[:following]
+                        assert continuity.last is not None  # the first event always follows
+                        raise StreamTruncated(continuity.last.id, batch[following].id)
                 yield batch
         finally:
             await inner.aclose()  # a reader that goes away leaves at once, not when collected
