@@ -1,55 +1,47 @@
-"""The entity's process-wide tool box is built once, however many entity threads race for it."""
+"""The travel planner's tools share one HTTP client, however many entity threads race for it."""
 
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import httpx
 import pytest
 
-from agentstream import conversation, model_client
-from agentstream.agent import TravelPlannerAgent
-from agentstream.config import Settings, ToolSettings
-
-from .standins import tool_env
+from agentstream_examples.travel_planner import services
 
 
-def test_racing_entity_threads_build_one_toolbox(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Nothing is called: the model client and the tools are only built.
-    env = {"OPENAI_BASE_URL": "http://127.0.0.1:9/v1", "OPENAI_MODEL": "m"}
-    settings = Settings.from_env({**env, **tool_env("http://127.0.0.1:9")})
-    monkeypatch.setattr(conversation, "_toolbox", None)
-    monkeypatch.setattr(model_client, "_client", None)
-    http_clients: list[httpx.Client] = []
+def test_racing_entity_threads_build_one_http_client(
+    monkeypatch: pytest.MonkeyPatch, use_settings: Any
+) -> None:
+    use_settings({})
+    monkeypatch.setattr(services, "_http", None)
+    built: list[httpx.Client] = []
     both_building = threading.Event()
-    real_build = conversation.build_toolbox
+    real_client = httpx.Client
 
-    def build(tools: ToolSettings) -> conversation.Toolbox:
-        http = httpx.Client()
-        http_clients.append(http)
-        if len(http_clients) == 2:
+    def build(**kwargs: Any) -> httpx.Client:
+        http = real_client(**kwargs)
+        built.append(http)
+        if len(built) == 2:
             both_building.set()
         else:
             # Without the lock, the other thread gets here while this one builds.
             both_building.wait(timeout=1)
-        return real_build(tools, http)
+        return http
 
-    monkeypatch.setattr(conversation, "build_toolbox", build)
-    agents: list[TravelPlannerAgent] = []
+    monkeypatch.setattr(services.httpx, "Client", build)
+    got: list[httpx.Client] = []
     threads = [
-        threading.Thread(target=lambda: agents.append(conversation.default_agent(settings)))
-        for _ in range(2)
+        threading.Thread(target=lambda: got.append(services.http_client())) for _ in range(2)
     ]
     try:
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
-        assert len(http_clients) == 1, "each thread built a tool box and an HTTP client"
-        assert len(agents) == 2
-        assert agents[0]._toolbox is agents[1]._toolbox
+        assert len(built) == 1, "each thread built an HTTP client"
+        assert got[0] is got[1]
     finally:
-        for http in http_clients:
+        for http in built:
             http.close()
-        if model_client._client is not None:
-            model_client._client.close()
