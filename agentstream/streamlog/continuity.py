@@ -10,21 +10,6 @@ after the hole, and the first event it gets does not follow the last one it deli
 from __future__ import annotations
 
 from ..events import Event
-from .keys import stream_id_before
-
-
-class StreamTruncated(Exception):
-    """Entries after ``last_id`` that this response had not delivered yet were trimmed away.
-
-    ``resume_cursor`` continues with the first entry that is left (``next_id``), accepting the
-    loss; resuming from ``last_id`` is ``410 cursor_trimmed``.
-    """
-
-    def __init__(self, last_id: str, next_id: str) -> None:
-        super().__init__(f"entries between {last_id} and {next_id} were trimmed away")
-        self.last_id = last_id
-        self.next_id = next_id
-        self.resume_cursor = stream_id_before(next_id)
 
 
 class SeqContinuity:
@@ -36,12 +21,26 @@ class SeqContinuity:
         self.last: Event | None = None
 
     def follow(self, events: list[Event]) -> int:
-        """How many of ``events`` follow on, in order; ``last`` becomes the last of those."""
+        """How many of ``events`` follow on, in order; ``last`` becomes the last of those.
+
+        Constant work for the usual batch (one run, ``seq`` ascending by one): it runs for every
+        batch of every live reader.
+        """
+        first, final = events[0], events[-1]
         last = self.last
+        if (last is None or _follows(last, first)) and (
+            final.run == first.run and final.seq - first.seq == len(events) - 1
+        ):
+            self.last = final
+            return len(events)
         for index, event in enumerate(events):
-            if last is not None and event.seq != (last.seq + 1 if event.run == last.run else 0):
+            if last is not None and not _follows(last, event):
                 self.last = last
                 return index
             last = event
         self.last = last
         return len(events)
+
+
+def _follows(previous: Event, event: Event) -> bool:
+    return event.seq == (previous.seq + 1 if event.run == previous.run else 0)
