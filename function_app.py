@@ -1,4 +1,4 @@
-"""Azure Functions entry point: binds the HTTP API and the conversation entity. Wiring only.
+"""Azure Functions entry point: declares the app's agents and binds the HTTP API. Wiring only.
 
 Every HTTP function uses the FastAPI request/response types of
 ``azurefunctions.extensions.http.fastapi`` (HTTP streaming needs them app-wide).
@@ -8,10 +8,10 @@ import azure.durable_functions as df
 import azure.functions as func
 from azurefunctions.extensions.http.fastapi import Request, Response
 
-from agentstream import conversation
 from agentstream.api import handlers, openapi
 from agentstream.config import get_settings
-from agentstream.entity_protocol import ENTITY_NAME
+from agentstream.functions import serve_agents
+from agentstream_examples.travel_planner import travel_planner
 
 # Validated once at start-up: a bad setting stops indexing with a message that names it.
 settings = get_settings()
@@ -74,6 +74,5 @@ async def openapi_document(req: Request) -> Response:
     return await openapi.document(req)
 
 
-@app.entity_trigger(context_name="context", entity_name=ENTITY_NAME)
-def travelplanner(context: df.DurableEntityContext) -> None:
-    conversation.handle_operation(context)
+# The app's agents: one durable entity each, served by every route above.
+serve_agents(app, [travel_planner])

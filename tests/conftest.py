@@ -1,13 +1,16 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
 
 import pytest
 import redis
 
-from agentstream.config import Settings
+import agentstream_examples.travel_planner as travel_planner_module
+from agentstream.config import Settings, get_settings
 
 from .redis_server import running_redis_server
+from .standins import TODAY
 
 
 @pytest.fixture(scope="session")
@@ -28,3 +31,23 @@ def redis_client(redis_port: int) -> Iterator[redis.Redis]:
 @pytest.fixture
 def settings(redis_port: int) -> Settings:
     return Settings.from_env({"REDIS_CONNECTION_STRING": f"127.0.0.1:{redis_port}"})
+
+
+_APP_PREFIXES = ("AZURE_", "OPENAI_", "TICKETMASTER_", "OPEN_METEO_", "TOOL_", "MODEL_")
+
+
+@pytest.fixture
+def use_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[dict[str, str]], Settings]]:
+    """Make ``env`` the process's app settings (and the travel planner's today ``TODAY``)."""
+    monkeypatch.setattr(travel_planner_module, "today", lambda: TODAY)
+
+    def use(env: dict[str, str]) -> Settings:
+        for name in [n for n in os.environ if n.startswith(_APP_PREFIXES)]:
+            monkeypatch.delenv(name)
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        get_settings.cache_clear()
+        return get_settings()
+
+    yield use
+    get_settings.cache_clear()

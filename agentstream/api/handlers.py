@@ -21,7 +21,7 @@ from fastapi import Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 
 from ..config import Settings, get_settings
-from ..entity_protocol import DELETE_OPERATION, ENTITY_NAME, RUN_OPERATION
+from ..entity_protocol import DELETE_OPERATION, RUN_OPERATION
 from ..events import StreamFormat, stream_format
 from ..model_probe import model_status
 from ..redis_clients import (
@@ -32,6 +32,7 @@ from ..redis_clients import (
     stream_hub,
 )
 from ..streamlog import control, owners
+from ..streamlog.agent_binding import belongs_to, bind_agent
 from ..streamlog.cursor import MalformedCursor, parse_cursor
 from ..streamlog.reader import (
     ConversationNotFound,
@@ -54,8 +55,9 @@ logger = logging.getLogger(__name__)
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-def entity_instance_id(conversation_id: str) -> str:
-    return f"@{ENTITY_NAME}@{conversation_id}"
+def entity_instance_id(agent: str, conversation_id: str) -> str:
+    """The conversation's entity: the agent's entity (entity name = agent name), keyed by id."""
+    return f"@{agent}@{conversation_id}"
 
 
 def _conversation_path(agent: str, conversation_id: str) -> str:
@@ -138,7 +140,16 @@ async def post_message(req: Request, client: df.DurableOrchestrationClient) -> R
     conversation_id = validation.conversation_id(req)
     key = validation.idempotency_key(req)
     message = await validation.message(req, settings.max_message_chars)
+    await _check_agent(settings, conversation_id, agent)
     return await _start(settings, client, req, agent, conversation_id, message, key, new=False)
+
+
+async def _check_agent(
+    settings: Settings, conversation_id: str, agent: str, not_found: ApiError | None = None
+) -> None:
+    """Another agent's conversation answers as an unknown one (``not_found``)."""
+    if not await belongs_to(async_redis(settings), conversation_id, agent):
+        raise not_found or _conversation_not_found()
 
 
 async def _start(
@@ -184,9 +195,11 @@ async def _start(
         ttl = settings.conversation_ttl_seconds
         await owners.remember(redis, agent, owner, conversation_id, ttl)
     if started.outcome == "started":
+        if new:
+            await bind_agent(redis, conversation_id, agent)
         try:
             await client.signal_entity(
-                df.EntityId(ENTITY_NAME, conversation_id),
+                df.EntityId(agent, conversation_id),
                 RUN_OPERATION,
                 # Always an object: signal_entity drops falsy inputs.
                 {"run_id": started.run_id, "message": message},
@@ -206,7 +219,7 @@ async def _start(
     urls = _urls(agent, conversation_id, started.run_id, started.cursor)
     body = {
         "conversation_id": conversation_id,
-        "entity_id": entity_instance_id(conversation_id),
+        "entity_id": entity_instance_id(agent, conversation_id),
         "run_id": started.run_id,
         "cursor": started.cursor,
         **urls,
@@ -319,6 +332,7 @@ async def status(req: Request) -> Response:
     agent = validation.agent_name(req)
     conversation_id = validation.conversation_id(req)
     await _require_owner(req, async_redis(settings), conversation_id)
+    await _check_agent(settings, conversation_id, agent)
     found = await control.conversation_status(
         async_redis(settings), conversation_id, _limits(settings)
     )
@@ -326,7 +340,7 @@ async def status(req: Request) -> Response:
         raise _conversation_not_found()
     body: dict[str, Any] = {
         "conversation_id": conversation_id,
-        "entity_id": entity_instance_id(conversation_id),
+        "entity_id": entity_instance_id(agent, conversation_id),
         **found,
         "stream_url": f"{_conversation_path(agent, conversation_id)}/stream",
     }
@@ -338,10 +352,11 @@ async def status(req: Request) -> Response:
 async def cancel(req: Request) -> Response:
     """``POST .../runs/{run_id}/cancel``: best effort; the run ends with ``run.cancelled``."""
     settings = get_settings()
-    validation.agent_name(req)
+    agent = validation.agent_name(req)
     conversation_id = validation.conversation_id(req)
     run_id = validation.run_id(req)
     await _require_owner(req, async_redis(settings), conversation_id, _run_not_found())
+    await _check_agent(settings, conversation_id, agent, _run_not_found())
     found = await control.request_cancel(
         async_redis(settings), conversation_id, run_id, _limits(settings)
     )
@@ -371,11 +386,12 @@ async def delete(req: Request, client: df.DurableOrchestrationClient) -> Respons
     conversation_id = validation.conversation_id(req)
     redis = async_redis(settings)
     await _require_owner(req, redis, conversation_id)
+    await _check_agent(settings, conversation_id, agent)
     if not await control.conversation_exists(redis, conversation_id):
         raise _conversation_not_found()
     try:
         await client.signal_entity(
-            df.EntityId(ENTITY_NAME, conversation_id), DELETE_OPERATION, {"reason": "deleted"}
+            df.EntityId(agent, conversation_id), DELETE_OPERATION, {"reason": "deleted"}
         )
     except Exception as exc:  # noqa: BLE001 - any signalling failure is a 503
         logger.error("signalling the entity failed: %s", type(exc).__name__)
@@ -403,7 +419,7 @@ async def list_conversations(req: Request) -> Response:
     conversations = [
         {
             **entry,
-            "entity_id": entity_instance_id(str(entry["conversation_id"])),
+            "entity_id": entity_instance_id(agent, str(entry["conversation_id"])),
             "status_url": _conversation_path(agent, str(entry["conversation_id"])),
         }
         for entry in page.conversations

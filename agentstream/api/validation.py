@@ -7,20 +7,20 @@ import re
 
 from fastapi import Request
 
-from ..entity_protocol import ENTITY_NAME
+from ..agents.registry import find_agent
 from ..streamlog.keys import is_conversation_id
 from .errors import ApiError
 
-AGENTS = frozenset({ENTITY_NAME})
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,200}")
 _RUN_ID = re.compile(r"[0-9a-f]{32}")
 
 
 def agent_name(request: Request) -> str:
     name = request.path_params.get("agent", "")
-    if name.lower() not in AGENTS:
+    agent = find_agent(name)
+    if agent is None:
         raise ApiError(404, "unknown_agent", f"There is no agent called {name[:64]!r}.")
-    return name.lower()
+    return agent.info.name
 
 
 def conversation_id(request: Request) -> str:

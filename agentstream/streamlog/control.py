@@ -20,7 +20,7 @@ from ..config import Settings
 from ..events import RUN_FAILED, TERMINAL_TYPES, dumps_line
 from . import scripts
 from .keys import conversation_key, conversation_keys, meta_key
-from .scripts import append_args
+from .scripts import RUN_RECORDS_KEPT, append_args
 
 _GLOBAL_IDEMPOTENCY_PREFIX = "agent-idem:"
 
@@ -33,6 +33,7 @@ class Limits:
     maxlen: int
     conversation_ttl_seconds: int = 30 * 86_400
     start_deadline_seconds: float = 300.0
+    runs_kept: int = RUN_RECORDS_KEPT
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Limits:
@@ -120,6 +121,7 @@ async def start_run(
         "1" if must_exist else "0",
         int(limits.start_deadline_seconds * 1000),
         owner,
+        limits.runs_kept,
     )
     outcome = reply[0]
     if outcome == "started":
@@ -263,7 +265,11 @@ async def conversation_status(
                 "cancel_requested": f"cancel:{run_id}" in meta,
             }
         )
-    runs.sort(key=lambda run: run["created_ms"])
+    # In the order START queued them (``created_ms`` ties within a millisecond); records from
+    # before START kept that order come first.
+    queued = {run_id: index for index, run_id in enumerate(meta.get("runs", "").split())}
+    runs.sort(key=lambda run: (queued.get(run["run_id"], -1), run["created_ms"]))
+    del runs[: -limits.runs_kept]  # records written before START bounded them
     last_event = None
     if last:
         last_id, last_fields = last[0]

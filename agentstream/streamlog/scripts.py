@@ -18,6 +18,10 @@ and the ``MAXLEN`` cap. Fields of the meta hash (same TTL as the stream):
 - ``latest_run`` / ``latest_start``  the newest run and the stream id of its ``run.queued``
 - ``first_id``        the first stream id ever written (to detect trimming)
 - ``idem:<key>``      ``<run> <cursor> <digest>`` for an ``Idempotency-Key`` already used
+- ``key:<run>``       the ``Idempotency-Key`` that started the run
+- ``runs``            the ids of the runs whose fields are kept, oldest first: ``START`` deletes the
+                      fields (and the ``Idempotency-Key``) of runs beyond the newest
+                      :data:`RUN_RECORDS_KEPT`, so the hash does not grow with every run
 
 The conversation record (``created``, ``updated``, and ``owner`` when callers have identities)
 lives ``CONVERSATION_TTL_DAYS`` after the last message; the stream and meta hash may expire long
@@ -57,6 +61,10 @@ STATUS_AFTER = {
 
 # Statuses of a run that has its terminal event.
 FINISHED_STATUSES = frozenset(STATUS_AFTER[t] for t in TERMINAL_TYPES)
+
+# The newest runs whose records are kept: in the meta hash (and so in the status) and in the
+# entity's state.
+RUN_RECORDS_KEPT = 50
 
 
 def append_args(
@@ -275,7 +283,7 @@ return redis.call('HEXISTS', meta, 'cancel:' .. run)
 
 # Takes the run lock and writes run.queued, or reports why not. A stale active run is ended first.
 # ARGV[3..]: run, idempotency key ('' = none), request digest, data, ts, conversation TTL ms,
-# must_exist ('1'/'0'), start deadline ms, owner ('' = none)
+# must_exist ('1'/'0'), start deadline ms, owner ('' = none), runs kept (RUN_RECORDS_KEPT)
 # Returns {'started', cursor} | {'duplicate', run, cursor} | {'mismatch'} | {'busy', active_run}
 # | {'unknown'} (also for a conversation that belongs to another owner)
 # Replayable: the run id is new for every request, so finding it as the latest run means this
@@ -314,8 +322,25 @@ redis.call('HSET', meta, 'active_run', run, 'latest_run', run, 'latest_start', i
   'status:' .. run, 'queued', 'created:' .. run, ARGV[7],
   'deadline:' .. run, now + tonumber(ARGV[10]))
 if key ~= '' then
-  redis.call('HSET', meta, 'idem:' .. key, run .. ' ' .. id .. ' ' .. digest)
+  redis.call('HSET', meta, 'idem:' .. key, run .. ' ' .. id .. ' ' .. digest, 'key:' .. run, key)
 end
+-- Only the newest runs keep their fields: the oldest beyond the bound go, with their key.
+local kept = {}
+for old in string.gmatch(redis.call('HGET', meta, 'runs') or '', '%S+') do
+  kept[#kept + 1] = old
+end
+kept[#kept + 1] = run
+while #kept > tonumber(ARGV[12]) do
+  local old = table.remove(kept, 1)
+  local old_key = redis.call('HGET', meta, 'key:' .. old)
+  if old_key then
+    redis.call('HDEL', meta, 'idem:' .. old_key)
+  end
+  redis.call('HDEL', meta, 'status:' .. old, 'seq:' .. old, 'created:' .. old,
+    'attempts:' .. old, 'token:' .. old, 'last:' .. old, 'lease:' .. old, 'deadline:' .. old,
+    'cancel:' .. old, 'turn:' .. old, 'key:' .. old)
+end
+redis.call('HSET', meta, 'runs', table.concat(kept, ' '))
 touch()
 redis.call('HSETNX', conv, 'created', ARGV[7])
 if ARGV[11] ~= '' then
