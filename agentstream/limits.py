@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import uuid
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -185,14 +185,6 @@ class StreamSlot:
         except BaseException:
             self.release()
             raise
-
-    async def held_while(self, body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-        """``body``, giving the slot back however the response ends."""
-        try:
-            async for chunk in body:
-                yield chunk
-        finally:
-            self.release()
 
     def release(self) -> None:
         if self._client is None:
