@@ -157,9 +157,7 @@ async def _start(
     *,
     new: bool,
 ) -> Response:
-    started = await begin_run(
-        settings, client, agent, conversation_id, message, key, owner, new=new
-    )
+    started = await begin_run(settings, client, req, agent, conversation_id, message, key, new=new)
     assert started.run_id is not None and started.cursor is not None
     urls = _urls(agent, conversation_id, started.run_id, started.cursor)
     body = {
@@ -175,15 +173,16 @@ async def _start(
 async def begin_run(
     settings: Settings,
     client: df.DurableOrchestrationClient,
+    req: Request,
     agent: str,
     conversation_id: str,
     message: str,
     key: str | None,
-    owner: str,
     *,
     new: bool,
 ) -> control.RunStart:
-    """Take the conversation's run lock, write ``run.queued`` and signal the agent's entity.
+    """Admit the run against the caller's limits, take the conversation's run lock, write
+    ``run.queued`` and signal the agent's entity.
 
     Returns the run (``started`` or, for a repeated ``Idempotency-Key``, ``duplicate``); every
     other outcome is an :class:`ApiError`.

@@ -45,7 +45,7 @@ from ...streamlog.reader import (
     open_stream,
     reader_slots,
 )
-from .. import validation
+from .. import callers, validation
 from ..callers import authenticated, caller_of
 from ..errors import ApiError, json_errors
 from ..handlers import begin_run
@@ -93,7 +93,7 @@ def openai_errors(handler: Callable[P, Awaitable[Response]]) -> Callable[P, Awai
         body = {
             "error": {
                 "message": error["message"],
-                "type": "server_error" if response.status_code >= 500 else "invalid_request_error",
+                "type": _error_type(response.status_code),
                 "param": error.get("param"),
                 "code": error["code"],
             }
@@ -108,6 +108,14 @@ def openai_errors(handler: Callable[P, Awaitable[Response]]) -> Callable[P, Awai
         return JSONResponse(body, status_code=response.status_code, headers=headers)
 
     return wrapper
+
+
+def _error_type(status: int) -> str:
+    if status >= 500:
+        return "server_error"
+    return {401: "authentication_error", 429: "rate_limit_error"}.get(
+        status, "invalid_request_error"
+    )
 
 
 @openai_errors
@@ -150,7 +158,7 @@ async def create(req: Request, client: df.DurableOrchestrationClient) -> Respons
                 )
             conversation_id = claimed
     started = await begin_run(
-        settings, client, request.model, conversation_id, request.message, key, owner, new=new
+        settings, client, req, request.model, conversation_id, request.message, key, new=new
     )
     assert started.run_id is not None and started.cursor is not None
     meta = ResponseMeta(
@@ -165,10 +173,10 @@ async def create(req: Request, client: df.DurableOrchestrationClient) -> Respons
     await records.save(redis, meta, started.cursor, settings.conversation_ttl_seconds)
     record = records.ResponseRecord(meta, started.cursor, None)
     if request.stream:
-        return await _stream(settings, record, after=-1)
+        return await _stream(settings, req, record, after=-1)
     if request.background:
         return JSONResponse(await _current(settings, record))
-    return JSONResponse(await _awaited(settings, record, settings.max_stream_seconds))
+    return JSONResponse(await _awaited(settings, req, record, settings.max_stream_seconds))
 
 
 async def _continued_conversation(
@@ -222,7 +230,7 @@ async def retrieve(req: Request) -> Response:
     streaming, after = stream_flag(req), starting_after(req)
     record = await _record(settings, req)
     if streaming:
-        return await _stream(settings, record, after)
+        return await _stream(settings, req, record, after)
     return JSONResponse(await _current(settings, record))
 
 
@@ -241,14 +249,21 @@ async def cancel(req: Request) -> Response:
     await control.request_cancel(
         async_redis(settings), meta.conversation_id, meta.run_id, _limits(settings)
     )
-    return JSONResponse(await _awaited(settings, record, CANCEL_WAIT_SECONDS))
+    return JSONResponse(await _awaited(settings, req, record, CANCEL_WAIT_SECONDS))
 
 
 async def _record(settings: Settings, req: Request) -> records.ResponseRecord:
     redis = async_redis(settings)
     record = await records.load(redis, run_of(req.path_params.get("response_id", "")))
-    if record is None or not await control.conversation_exists(redis, record.meta.conversation_id):
-        raise response_not_found()  # deleted conversations take their responses with them
+    if (
+        record is None
+        # A deleted conversation takes its responses with it; another caller's are unknown.
+        or not await control.conversation_exists(redis, record.meta.conversation_id)
+        or not await _accessible(
+            redis, record.meta.conversation_id, caller_of(req).owner, record.meta.model
+        )
+    ):
+        raise response_not_found()
     return record
 
 
@@ -313,54 +328,66 @@ def _expired(record: records.ResponseRecord) -> ApiError:
 
 
 async def _awaited(
-    settings: Settings, record: records.ResponseRecord, max_seconds: float
+    settings: Settings, req: Request, record: records.ResponseRecord, max_seconds: float
 ) -> dict[str, Any]:
     """The Response once the run ended, or as it stands after ``max_seconds``."""
     deadline = time.monotonic() + max_seconds
     translator = Translator(record.meta)
-    async for events in _live_events(settings, record, max_seconds):
-        for event in events:
-            translator.feed(event)
-        if translator.finished or time.monotonic() >= deadline:
-            break
+    async with contextlib.aclosing(_live_events(settings, req, record, max_seconds)) as batches:
+        async for events in batches:
+            for event in events:
+                translator.feed(event)
+            if translator.finished or time.monotonic() >= deadline:
+                break
     return await _kept_if_finished(async_redis(settings), translator)
 
 
 async def _live_events(
-    settings: Settings, record: records.ResponseRecord, max_seconds: float
+    settings: Settings, req: Request, record: records.ResponseRecord, max_seconds: float
 ) -> AsyncIterator[list[Event]]:
-    """The run's events from its first, live until its end (an empty list on each idle tick)."""
+    """The run's events from its first, live until its end (an empty list on each idle tick).
+
+    Reading holds one of the caller's open-stream slots (``429`` when none is free).
+    """
     redis = async_redis(settings)
     meta = record.meta
     limits = _limits(settings)
     await control.end_stale_run(redis, meta.conversation_id, limits)
+    slot = await callers.stream_slot(req, redis)
     try:
-        opened = await open_stream(
-            reader_redis(settings),
-            meta.conversation_id,
-            Cursor(stream_id_before(record.start_id)),
-            keepalive_seconds=settings.keepalive_seconds,
-            max_seconds=max_seconds,
-            hub=stream_hub(settings) if settings.pools.hub else None,
-            fallback=blocking_reader_redis(settings),
-            slots=reader_slots(settings.pools.max_readers),
+        opened = await slot.guard(
+            open_stream(
+                reader_redis(settings),
+                meta.conversation_id,
+                Cursor(stream_id_before(record.start_id)),
+                keepalive_seconds=settings.keepalive_seconds,
+                max_seconds=max_seconds,
+                hub=stream_hub(settings) if settings.pools.hub else None,
+                fallback=blocking_reader_redis(settings),
+                slots=reader_slots(settings.pools.max_readers),
+            )
         )
     except (ConversationNotFound, CursorTrimmed, NothingToDeliver):
         raise _expired(record) from None
-    async with contextlib.aclosing(opened.batches()) as batches:
-        async for batch in batches:
-            if batch is None:
-                # A reader's idle tick ends a run whose worker is gone, as on the native stream.
-                if not await control.end_stale_run(redis, meta.conversation_id, limits):
-                    return
-                yield []
-            else:
-                yield batch
+    try:
+        async with contextlib.aclosing(opened.batches()) as batches:
+            async for batch in batches:
+                if batch is None:
+                    # An idle tick ends a run whose worker is gone, as on the native stream.
+                    if not await control.end_stale_run(redis, meta.conversation_id, limits):
+                        return
+                    yield []
+                else:
+                    yield batch
+    finally:
+        slot.release()
 
 
-async def _stream(settings: Settings, record: records.ResponseRecord, after: int) -> Response:
+async def _stream(
+    settings: Settings, req: Request, record: records.ResponseRecord, after: int
+) -> Response:
     """``200`` SSE: the events with a sequence number after ``after``, live, to the end."""
-    batches = _live_events(settings, record, settings.max_stream_seconds)
+    batches = _live_events(settings, req, record, settings.max_stream_seconds)
     # The first batch is read before answering, so an expired stream is still a clean 400.
     try:
         first = await anext(batches)
