@@ -74,5 +74,16 @@ async def openapi_document(req: Request) -> Response:
     return await openapi.document(req)
 
 
+@app.route(route="agents", methods=["GET"])
+async def list_agents(req: Request) -> Response:
+    return await handlers.list_agents(req)
+
+
+@app.route(route=CONVERSATIONS + "/{cid}/messages", methods=["GET"])
+@app.durable_client_input(client_name="client")
+async def conversation_messages(req: Request, client) -> Response:
+    return await handlers.conversation_messages(req, client)
+
+
 # The app's agents: one durable entity each, served by every route above.
 serve_agents(app, [travel_planner])
