@@ -24,6 +24,8 @@ ROUTES = {
     "health": ("health", ["GET"], False),
     "ui": ("ui", ["GET"], False),
     "openapi_document": ("openapi.json", ["GET"], False),
+    "list_agents": ("agents", ["GET"], False),
+    "conversation_messages": ("agents/{agent}/conversations/{cid}/messages", ["GET"], True),
 }
 
 _DUMP_BINDINGS = """
