@@ -120,16 +120,23 @@ class Event:
 
     @classmethod
     def from_entry(cls, entry_id: str | bytes, fields: Mapping[Any, Any]) -> Event:
-        """Build an event from a raw ``XREAD`` entry (bytes or str fields)."""
+        """Build an event from a raw ``XREAD`` entry (bytes or str fields).
+
+        This runs once per entry read (a catch-up page holds thousands), so it fills the slots
+        directly instead of going through ``__init__``: the payload stays the stored text.
+        """
         text = fields if isinstance(entry_id, str) else _texts(fields)
-        return cls(
-            id=as_text(entry_id),
-            type=text["type"],
-            run=text["run"],
-            seq=int(text["seq"]),
-            ts=int(text["ts"]),
-            data_json=text.get("data") or "{}",
-        )
+        event = cls.__new__(cls)
+        event.id = as_text(entry_id)
+        event.type = text["type"]
+        event.run = text["run"]
+        event.seq = int(text["seq"])
+        event.ts = int(text["ts"])
+        event.data_json = text.get("data") or "{}"
+        event._data = None
+        event._frames = {}
+        event._order = None
+        return event
 
     def to_public(self) -> dict[str, Any]:
         """The flat JSON object clients see."""
@@ -155,13 +162,12 @@ class Event:
         """
         raw = self.data_json
         if (
-            len(raw) >= 2
-            and raw[0] == "{"
-            and raw[-1] == "}"
+            raw[:1] == "{"
+            and raw[-1:] == "}"
             and raw.isascii()
-            and not any(name in raw for name in _RESERVED_MEMBERS)
-            and _PLAIN.fullmatch(self.type)
-            and _PLAIN.fullmatch(self.run)
+            and _RESERVED_MEMBER.search(raw) is None
+            and _is_plain(self.type)
+            and _is_plain(self.run)
         ):
             head = (
                 f'{{"id":"{self.id}","type":"{self.type}","run":"{self.run}",'
@@ -184,9 +190,19 @@ class Event:
         return encoded
 
 
-_RESERVED_MEMBERS = tuple(f'"{name}":' for name in _RESERVED)
+_RESERVED_MEMBER = re.compile("|".join(f'"{name}":' for name in _RESERVED))
 # Stream ids, run ids and event types: nothing JSON would escape.
 _PLAIN = re.compile(r"[A-Za-z0-9._-]*")
+_PLAIN_SEEN: dict[str, bool] = {}  # event types and run ids recur on every event of a run
+
+
+def _is_plain(value: str) -> bool:
+    plain = _PLAIN_SEEN.get(value)
+    if plain is None:
+        if len(_PLAIN_SEEN) >= 4096:
+            _PLAIN_SEEN.clear()
+        plain = _PLAIN_SEEN[value] = _PLAIN.fullmatch(value) is not None
+    return plain
 
 
 def _texts(fields: Mapping[Any, Any]) -> dict[str, str]:

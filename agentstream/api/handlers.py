@@ -6,28 +6,25 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
 
 import azure.durable_functions as df
 import redis.asyncio as aioredis
-import redis.exceptions
 from fastapi import Request, Response
-from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 
 from ..agents.registry import registered_agents
 from ..config import Settings, get_settings
 from ..entity_protocol import DELETE_OPERATION, RUN_OPERATION
-from ..events import StreamFormat, stream_format
+from ..events import stream_format
 from ..model_probe import model_status
 from ..redis_clients import (
-    AtCapacity,
     async_redis,
     blocking_reader_redis,
     reader_redis,
@@ -40,9 +37,7 @@ from ..streamlog.reader import (
     ConversationNotFound,
     CursorBeyondEnd,
     CursorTrimmed,
-    HubStream,
     NothingToDeliver,
-    OpenStream,
     open_stream,
     reader_slots,
 )
@@ -51,11 +46,10 @@ from . import validation
 from .callers import authenticated, caller_of
 from .errors import ApiError, json_errors
 from .negotiation import negotiate
+from .streaming import STREAM_HEADERS, EventStreamResponse
 from .turns import history_of, turns_of
 
 logger = logging.getLogger(__name__)
-
-STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 def entity_instance_id(agent: str, conversation_id: str) -> str:
@@ -277,11 +271,7 @@ async def stream(req: Request) -> Response:
     except NothingToDeliver:
         return Response(status_code=204, headers=STREAM_HEADERS)
     fmt = stream_format(media_type, settings.sse_retry_ms)
-    return StreamingResponse(
-        _encoded(opened, fmt, _lease_check(redis, conversation_id, limits)),
-        media_type=f"{fmt.media_type}; charset=utf-8",
-        headers=STREAM_HEADERS,
-    )
+    return EventStreamResponse(opened, fmt, _lease_check(redis, conversation_id, limits))
 
 
 def _lease_check(
@@ -292,32 +282,6 @@ def _lease_check(
     Returns False when the stream itself is gone (the conversation was deleted or expired).
     """
     return functools.partial(control.end_stale_run, redis, conversation_id, limits)
-
-
-async def _encoded(
-    opened: OpenStream | HubStream, fmt: StreamFormat, on_idle: Callable[[], Awaitable[bool]]
-) -> AsyncIterator[bytes]:
-    if fmt.preamble:
-        yield fmt.preamble.encode()
-    keepalive = fmt.keepalive.encode()
-    try:
-        # aclosing: a response that ends early (stream gone) leaves the hub at once.
-        async with contextlib.aclosing(opened.batches()) as batches:
-            async for batch in batches:
-                if batch is None:
-                    if keepalive:
-                        yield keepalive
-                    if not await on_idle():
-                        return
-                else:
-                    # Encodings are cached on the event: encoded once for all of its readers. What
-                    # was ready at once goes out in one write.
-                    chunk = b"".join(fmt.encode(event) for event in batch)
-                    if chunk:  # text/plain has nothing to say for some events
-                        yield chunk
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, AtCapacity) as exc:
-        # The response has started; end it cleanly and let the client resume from its cursor.
-        logger.warning("stream ended early: %s", type(exc).__name__)
 
 
 @json_errors
