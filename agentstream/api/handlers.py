@@ -42,7 +42,7 @@ from ..streamlog.reader import (
     reader_slots,
 )
 from ..streamlog.scripts import FINISHED_STATUSES
-from . import validation
+from . import callers, validation
 from .callers import authenticated, caller_of
 from .errors import ApiError, json_errors
 from .negotiation import negotiate
@@ -125,7 +125,7 @@ async def start_conversation(req: Request, client: df.DurableOrchestrationClient
         )
         if conversation_id is None:
             raise _idempotency_key_reused()
-    return await _start(settings, client, agent, conversation_id, message, key, owner, new=True)
+    return await _start(settings, client, req, agent, conversation_id, message, key, new=True)
 
 
 @json_errors
@@ -138,8 +138,7 @@ async def post_message(req: Request, client: df.DurableOrchestrationClient) -> R
     key = validation.idempotency_key(req)
     message = await validation.message(req, settings.max_message_chars)
     await _check_agent(settings, conversation_id, agent)
-    owner = caller_of(req).owner
-    return await _start(settings, client, agent, conversation_id, message, key, owner, new=False)
+    return await _start(settings, client, req, agent, conversation_id, message, key, new=False)
 
 
 async def _check_agent(
@@ -153,25 +152,30 @@ async def _check_agent(
 async def _start(
     settings: Settings,
     client: df.DurableOrchestrationClient,
+    req: Request,
     agent: str,
     conversation_id: str,
     message: str,
     key: str | None,
-    owner: str,
     *,
     new: bool,
 ) -> Response:
     redis = async_redis(settings)
+    owner = caller_of(req).owner
+    run_id = uuid.uuid4().hex
+    admission = await callers.admit_run(req, redis, conversation_id, run_id)
     started = await control.start_run(
         redis,
         conversation_id,
-        uuid.uuid4().hex,
+        run_id,
         message,
         idempotency_key=key,
         must_exist=not new,
         limits=_limits(settings),
         owner=owner,
     )
+    if started.outcome != "started":
+        await admission.release()
     if started.outcome == "unknown":
         raise _conversation_not_found()
     if started.outcome == "mismatch":
@@ -241,16 +245,19 @@ async def stream(req: Request) -> Response:
     await _require_owner(req, redis, conversation_id)
     # A run whose worker is gone is ended now, so this reader gets its terminal event.
     await control.end_stale_run(redis, conversation_id, limits)
+    slot = await callers.stream_slot(req, redis)
     try:
-        opened = await open_stream(
-            reader_redis(settings),
-            conversation_id,
-            cursor,
-            keepalive_seconds=settings.keepalive_seconds,
-            max_seconds=settings.max_stream_seconds,
-            hub=stream_hub(settings) if settings.pools.hub else None,
-            fallback=blocking_reader_redis(settings),
-            slots=reader_slots(settings.pools.max_readers),
+        opened = await slot.guard(
+            open_stream(
+                reader_redis(settings),
+                conversation_id,
+                cursor,
+                keepalive_seconds=settings.keepalive_seconds,
+                max_seconds=settings.max_stream_seconds,
+                hub=stream_hub(settings) if settings.pools.hub else None,
+                fallback=blocking_reader_redis(settings),
+                slots=reader_slots(settings.pools.max_readers),
+            )
         )
     except ConversationNotFound:
         if await control.conversation_exists(redis, conversation_id):
@@ -271,7 +278,9 @@ async def stream(req: Request) -> Response:
     except NothingToDeliver:
         return Response(status_code=204, headers=STREAM_HEADERS)
     fmt = stream_format(media_type, settings.sse_retry_ms)
-    return EventStreamResponse(opened, fmt, _lease_check(redis, conversation_id, limits))
+    return EventStreamResponse(
+        opened, fmt, _lease_check(redis, conversation_id, limits), on_end=slot.release
+    )
 
 
 def _lease_check(

@@ -40,7 +40,8 @@ class EventStreamResponse(Response):
     """A stream's events after the cursor, in one format, until the terminal event.
 
     ``on_idle`` runs on every keep-alive tick (it ends a run whose worker is gone); when it
-    returns False the stream itself is gone and the response ends.
+    returns False the stream itself is gone and the response ends. ``on_end`` runs when the
+    response ends, however it ends.
     """
 
     def __init__(
@@ -48,6 +49,7 @@ class EventStreamResponse(Response):
         opened: OpenStream | HubStream,
         fmt: StreamFormat,
         on_idle: Callable[[], Awaitable[bool]],
+        on_end: Callable[[], None] = lambda: None,
     ) -> None:
         # Not Response.__init__: a streamed body has no Content-Length.
         self.status_code = 200
@@ -57,6 +59,7 @@ class EventStreamResponse(Response):
         self._opened = opened
         self._format = fmt
         self._on_idle = on_idle
+        self._on_end = on_end
 
     async def __call__(self, scope: Any, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
@@ -71,6 +74,7 @@ class EventStreamResponse(Response):
             writing.cancel()  # no-op when it ended; else the client left: stop, leave the hub
             with contextlib.suppress(asyncio.CancelledError):
                 await writing
+            self._on_end()
         if not disconnected:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
