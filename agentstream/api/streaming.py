@@ -23,8 +23,10 @@ from typing import Any
 import redis.exceptions
 from fastapi import Response
 
-from ..events import StreamFormat
+from ..events import Event, StreamFormat, truncation_notice
 from ..streamlog.capacity import AtCapacity
+from ..streamlog.continuity import SeqContinuity
+from ..streamlog.keys import stream_id_before
 from ..streamlog.reader import HubStream, OpenStream
 
 logger = logging.getLogger(__name__)
@@ -83,6 +85,7 @@ class EventStreamResponse(Response):
         if self._format.preamble:
             await send(_body(self._format.preamble.encode()))
         keepalive = self._format.keepalive.encode()
+        continuity = SeqContinuity()
         try:
             # aclosing: a response that ends early (stream gone) leaves the hub at once.
             async with contextlib.aclosing(self._opened.batches()) as batches:
@@ -93,6 +96,10 @@ class EventStreamResponse(Response):
                         if not await self._on_idle():
                             return
                         continue
+                    following = continuity.follow(batch)
+                    if following < len(batch):
+                        await send(_body(self._truncated(batch, following, continuity)))
+                        return
                     if len(batch) == 1:
                         chunk = batch[0].frame(media_type)
                     else:
@@ -102,6 +109,19 @@ class EventStreamResponse(Response):
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, AtCapacity) as exc:
             # The response has started; end it cleanly and let the client resume from its cursor.
             logger.warning("stream ended early: %s", type(exc).__name__)
+
+    def _truncated(self, batch: list[Event], following: int, continuity: SeqContinuity) -> bytes:
+        """The events before the hole the ``MAXLEN`` cap left, then the frame that names it.
+
+        The ``200`` is sent already, so the response ends with an explicit frame rather than an
+        error status, and never reads on past the hole as if nothing was missing.
+        """
+        assert continuity.last is not None  # the first event of a response always follows
+        logger.warning("stream truncated under a live reader: the MAXLEN cap overtook it")
+        media_type = self._format.media_type
+        delivered = b"".join([event.frame(media_type) for event in batch[:following]])
+        resume_cursor = stream_id_before(batch[following].id)
+        return delivered + truncation_notice(media_type, continuity.last.id, resume_cursor)
 
 
 def _body(chunk: bytes) -> Message:
