@@ -75,6 +75,17 @@ async def openapi_document(req: Request) -> Response:
     return await openapi.document(req)
 
 
+@app.route(route="agents", methods=["GET"])
+async def list_agents(req: Request) -> Response:
+    return await handlers.list_agents(req)
+
+
+@app.route(route=CONVERSATIONS + "/{cid}/messages", methods=["GET"])
+@app.durable_client_input(client_name="client")
+async def conversation_messages(req: Request, client) -> Response:
+    return await handlers.conversation_messages(req, client)
+
+
 # --- OpenAI Responses-compatible surface (base_url=<app>/api/v1) ---------------------------------
 
 

@@ -117,3 +117,13 @@ def page_limit(request: Request, default: int = 20, maximum: int = 100) -> int:
     if not raw.isdigit() or not 1 <= int(raw) <= maximum:
         raise ApiError(400, "invalid_limit", f"limit must be a whole number from 1 to {maximum}.")
     return int(raw)
+
+
+def turn_cursor(request: Request) -> int | None:
+    """``cursor`` of the messages route: the ``next_cursor`` of the previous (newer) page."""
+    raw = request.query_params.get("cursor")
+    if raw is None:
+        return None
+    if not raw.isdigit() or len(raw) > 9:
+        raise ApiError(400, "invalid_cursor", "Pass the next_cursor of the previous page.")
+    return int(raw)
