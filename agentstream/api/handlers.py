@@ -25,6 +25,7 @@ from ..entity_protocol import DELETE_OPERATION, RUN_OPERATION
 from ..events import stream_format
 from ..model_probe import model_status
 from ..redis_clients import (
+    AtCapacity,
     async_redis,
     blocking_reader_redis,
     reader_redis,
@@ -441,12 +442,18 @@ async def health(req: Request) -> Response:
     try:
         await asyncio.wait_for(async_redis(settings).ping(), timeout=5)
         redis_state = "ok"
-    except Exception as exc:  # noqa: BLE001 - any failure means unhealthy
+    except AtCapacity:
+        # Every request connection of this worker is in use: it is busy, not down. A 503 here
+        # could make a platform's probe recycle an instance that is only working hard.
+        redis_state = "busy"
+    except Exception as exc:  # noqa: BLE001 - any other failure means unhealthy
         redis_state = f"unreachable ({type(exc).__name__})"
-    healthy = redis_state == "ok"
+    healthy = redis_state in ("ok", "busy")
+    slots = reader_slots(settings.pools.max_readers)
+    busy = redis_state == "busy" or slots.in_use >= slots.limit
     return JSONResponse(
         {
-            "status": "ok" if healthy else "unhealthy",
+            "status": ("busy" if busy else "ok") if healthy else "unhealthy",
             "redis": redis_state,
             "model": await model_status(settings.model),  # informative: never makes it 503
             "settings": settings.describe(),
