@@ -1,4 +1,4 @@
-"""Azure Functions entry point: binds the HTTP API and the conversation entity. Wiring only.
+"""Azure Functions entry point: declares the app's agents and binds the HTTP API. Wiring only.
 
 Every HTTP function uses the FastAPI request/response types of
 ``azurefunctions.extensions.http.fastapi`` (HTTP streaming needs them app-wide).
@@ -8,10 +8,11 @@ import azure.durable_functions as df
 import azure.functions as func
 from azurefunctions.extensions.http.fastapi import Request, Response
 
-from agentstream import conversation
 from agentstream.api import handlers, openapi
+from agentstream.api.responses import handlers as responses
 from agentstream.config import get_settings
-from agentstream.entity_protocol import ENTITY_NAME
+from agentstream.functions import serve_agents
+from agentstream_examples.travel_planner import travel_planner
 
 # Validated once at start-up: a bad setting stops indexing with a message that names it.
 settings = get_settings()
@@ -25,6 +26,11 @@ CONVERSATIONS = "agents/{agent}/conversations"
 @app.durable_client_input(client_name="client")
 async def start_conversation(req: Request, client) -> Response:
     return await handlers.start_conversation(req, client)
+
+
+@app.route(route=CONVERSATIONS, methods=["GET"])
+async def list_conversations(req: Request) -> Response:
+    return await handlers.list_conversations(req)
 
 
 @app.route(route=CONVERSATIONS + "/{cid}/messages", methods=["POST"])
@@ -69,6 +75,40 @@ async def openapi_document(req: Request) -> Response:
     return await openapi.document(req)
 
 
-@app.entity_trigger(context_name="context", entity_name=ENTITY_NAME)
-def travelplanner(context: df.DurableEntityContext) -> None:
-    conversation.handle_operation(context)
+@app.route(route="agents", methods=["GET"])
+async def list_agents(req: Request) -> Response:
+    return await handlers.list_agents(req)
+
+
+@app.route(route=CONVERSATIONS + "/{cid}/messages", methods=["GET"])
+@app.durable_client_input(client_name="client")
+async def conversation_messages(req: Request, client) -> Response:
+    return await handlers.conversation_messages(req, client)
+
+
+# --- OpenAI Responses-compatible surface (base_url=<app>/api/v1) ---------------------------------
+
+
+@app.route(route="v1/responses", methods=["POST"])
+@app.durable_client_input(client_name="client")
+async def responses_create(req: Request, client) -> Response:
+    return await responses.create(req, client)
+
+
+@app.route(route="v1/responses/{response_id}", methods=["GET"])
+async def responses_retrieve(req: Request) -> Response:
+    return await responses.retrieve(req)
+
+
+@app.route(route="v1/responses/{response_id}/cancel", methods=["POST"])
+async def responses_cancel(req: Request) -> Response:
+    return await responses.cancel(req)
+
+
+@app.route(route="v1/models", methods=["GET"])
+async def models_list(req: Request) -> Response:
+    return await responses.list_models(req)
+
+
+# The app's agents: one durable entity each, served by every route above.
+serve_agents(app, [travel_planner])

@@ -1,6 +1,6 @@
-"""The travel-planner agent: a streaming chat-completions loop with tool calls.
+"""Agents of this project's own kind, run as a streaming chat-completions loop with tool calls.
 
-The agent is synchronous (durable entities run on a worker thread) and knows nothing of Redis:
+The loop is synchronous (durable entities run on a worker thread) and knows nothing of Redis:
 it reports what happens to an :class:`AgentSink`. Model failures become :class:`RunFailure` with a
 stable code and a message that is safe to show; the exception text of the library never leaves
 this module.
@@ -9,9 +9,8 @@ this module.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import date
 from typing import Any, Protocol
 
 import httpx
@@ -21,12 +20,6 @@ from .failures import RunFailure
 from .tools import Toolbox
 
 logger = logging.getLogger(__name__)
-
-SYSTEM_PROMPT = """You are a friendly travel planner. Today is {today}.
-When the user names a destination, check the weather forecast{events_hint} with your tools before
-planning. Then write a short day-by-day plan (Day 1, Day 2, ...) that fits the forecast. Keep
-earlier turns of the conversation in mind. Never invent weather or events: say when a tool
-returned an error."""
 
 Message = dict[str, Any]
 
@@ -85,25 +78,39 @@ class _Turn:
         return message
 
 
-class TravelPlannerAgent:
+class AgentRunner(Protocol):
+    """One kind of agent, ready to answer: what the conversation entity runs for each message."""
+
+    def run(self, history: list[Message], user_message: str, sink: AgentSink) -> list[Message]:
+        """Answer ``user_message``; return ``history`` extended with this turn's messages.
+
+        History is in the chat-completions message format for every kind of agent, so it is
+        kept and bounded the same way whatever runs the turn.
+        """
+
+
+Instructions = Callable[[list[Message]], str]
+
+
+class ChatCompletionsLoop:
+    """Runs an agent of our own kind: the model streams, tools run, until the model answers."""
+
     def __init__(
         self,
         client: openai.OpenAI,
         model: str,
         toolbox: Toolbox,
         *,
+        instructions: Instructions,
         max_tool_rounds: int,
-        today: Callable[[], date] = date.today,
+        model_settings: Mapping[str, Any] | None = None,
     ) -> None:
         self._client = client
         self._model = model
         self._toolbox = toolbox
+        self._instructions = instructions
         self._max_tool_rounds = max_tool_rounds
-        self._today = today
-
-    def system_prompt(self) -> str:
-        events = " and local events" if "get_local_events" in self._toolbox.names else ""
-        return SYSTEM_PROMPT.format(today=self._today().isoformat(), events_hint=events)
+        self._model_settings = dict(model_settings or {})
 
     def run(self, history: list[Message], user_message: str, sink: AgentSink) -> list[Message]:
         """Answer one user message; return the history extended with this turn's messages."""
@@ -138,8 +145,12 @@ class TravelPlannerAgent:
         self, conversation: list[Message], sink: AgentSink, usage: dict[str, int]
     ) -> _Turn:
         request: dict[str, Any] = {
+            **self._model_settings,
             "model": self._model,
-            "messages": [{"role": "system", "content": self.system_prompt()}, *conversation],
+            "messages": [
+                {"role": "system", "content": self._instructions(conversation)},
+                *conversation,
+            ],
             "stream": True,
             "stream_options": {"include_usage": True},
         }

@@ -106,13 +106,16 @@ class Settings:
     max_message_chars: int = 16_000
     max_tool_rounds: int = 5
     http_auth_level: str = "FUNCTION"
-    # Run lifecycle (DESIGN.md 5): every run ends, every conversation outlives its stream.
+    # Run lifecycle: every run ends, every conversation outlives its stream.
     conversation_ttl_seconds: int = 30 * 86_400
     run_lease_seconds: float = 30.0
     run_start_deadline_seconds: float = 300.0
     redis_retry_seconds: float = 20.0
     history_max_messages: int = 100
     pools: PoolSettings = field(default_factory=PoolSettings)
+    topology: TopologySettings = field(default_factory=lambda: TopologySettings())
+    auth: AuthSettings = field(default_factory=lambda: AuthSettings())
+    caller_limits: CallerLimitSettings = field(default_factory=lambda: CallerLimitSettings())
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -171,6 +174,9 @@ class Settings:
             redis_retry_seconds=reader.number("REDIS_RETRY_SECONDS", 20.0),
             history_max_messages=reader.integer("HISTORY_MAX_MESSAGES", 100, minimum=2),
             pools=_pool_settings(reader),
+            topology=_topology_settings(reader),
+            auth=_auth_settings(reader),
+            caller_limits=_caller_limit_settings(reader),
         )
 
     def describe(self) -> dict[str, Any]:
@@ -197,6 +203,7 @@ class Settings:
             "max_stream_seconds": self.max_stream_seconds,
             "conversation_ttl_seconds": self.conversation_ttl_seconds,
             "run_lease_seconds": self.run_lease_seconds,
+            "auth_mode": self.auth.mode,
         }
 
 
@@ -396,3 +403,103 @@ def _model_settings(reader: _Reader) -> ModelSettings | None:
         timeout_seconds=timeout,
         max_retries=retries,
     )
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    """Who may call the API and how the caller is known (``AUTH_MODE``).
+
+    ``key``: the function key only, no caller identity. ``entra``: a Microsoft Entra ID bearer
+    token on every conversation route. ``easyauth``: App Service Authentication's principal header.
+    """
+
+    mode: str = "key"
+    audiences: tuple[str, ...] = ()
+    issuer: str = ""
+    jwks_url: str = ""
+    leeway_seconds: float = 60.0
+
+
+ENTRA_AUTHORITY = "https://login.microsoftonline.com"
+
+
+def _auth_settings(reader: _Reader) -> AuthSettings:
+    mode = reader.text("AUTH_MODE", "key").lower() or "key"
+    if mode not in {"key", "entra", "easyauth"}:
+        raise ConfigError("AUTH_MODE must be key, entra or easyauth")
+    if mode == "easyauth" and not reader.flag("WEBSITE_AUTH_ENABLED", False):
+        raise ConfigError(
+            "AUTH_MODE=easyauth needs App Service Authentication turned on for the app "
+            "(the platform then sets WEBSITE_AUTH_ENABLED=True)"
+        )
+    if mode != "entra":
+        return AuthSettings(mode=mode)
+    tenant = reader.text("AUTH_ENTRA_TENANT_ID", "")
+    issuer = reader.text("AUTH_ENTRA_ISSUER", "")
+    jwks_url = reader.text("AUTH_ENTRA_JWKS_URL", "")
+    if not tenant and not (issuer and jwks_url):
+        raise ConfigError(
+            "AUTH_ENTRA_TENANT_ID is required with AUTH_MODE=entra "
+            "(or both AUTH_ENTRA_ISSUER and AUTH_ENTRA_JWKS_URL)"
+        )
+    audiences = tuple(a.strip() for a in reader.text("AUTH_ENTRA_AUDIENCE", "").split(","))
+    audiences = tuple(a for a in audiences if a)
+    if not audiences:
+        raise ConfigError(
+            "AUTH_ENTRA_AUDIENCE is required with AUTH_MODE=entra (the API's application ID URI "
+            "or client id; several separated by commas)"
+        )
+    jwks_url = jwks_url or f"{ENTRA_AUTHORITY}/{tenant}/discovery/v2.0/keys"
+    if urlsplit(jwks_url).scheme not in {"http", "https"}:
+        raise ConfigError("AUTH_ENTRA_JWKS_URL must be an http(s) URL")
+    return AuthSettings(
+        mode=mode,
+        audiences=audiences,
+        issuer=issuer or f"{ENTRA_AUTHORITY}/{tenant}/v2.0",
+        jwks_url=jwks_url,
+        leeway_seconds=reader.number("AUTH_LEEWAY_SECONDS", 60.0),
+    )
+
+
+@dataclass(frozen=True)
+class CallerLimitSettings:
+    """Per-caller limits held in Redis across every worker; 0 turns a limit off."""
+
+    active_runs: int = 0  # LIMIT_ACTIVE_RUNS
+    runs_per_minute: int = 0  # LIMIT_RUNS_PER_MINUTE
+    open_streams: int = 0  # LIMIT_OPEN_STREAMS
+
+    @property
+    def any(self) -> bool:
+        return bool(self.active_runs or self.runs_per_minute or self.open_streams)
+
+
+def _caller_limit_settings(reader: _Reader) -> CallerLimitSettings:
+    return CallerLimitSettings(
+        active_runs=reader.integer("LIMIT_ACTIVE_RUNS", 0, minimum=0),
+        runs_per_minute=reader.integer("LIMIT_RUNS_PER_MINUTE", 0, minimum=0),
+        open_streams=reader.integer("LIMIT_OPEN_STREAMS", 0, minimum=0),
+    )
+
+
+# Redis topology: clustering and replication (docs/architecture.md, "Redis topologies").
+
+
+@dataclass(frozen=True)
+class TopologySettings:
+    """How the app meets a clustered or replicated Redis."""
+
+    cluster: str = "auto"  # REDIS_CLUSTER: auto (ask the server) | true | false
+
+
+def _topology_settings(reader: _Reader) -> TopologySettings:
+    cluster = reader.text("REDIS_CLUSTER", "auto").lower()
+    if cluster in _TRUE:
+        cluster = "true"
+    elif cluster in _FALSE - {""}:
+        cluster = "false"
+    elif cluster in {"", "auto"}:
+        cluster = "auto"
+    else:
+        raise ConfigError("REDIS_CLUSTER must be auto, true or false")
+    return TopologySettings(cluster=cluster)

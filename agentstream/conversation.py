@@ -1,7 +1,8 @@
-"""The conversation entity's operation logic and state (DESIGN.md 5).
+"""The conversation entity's operation logic and state (docs/architecture.md, section 2).
 
-The entity function in ``function_app.py`` hands its context here. State (kept by Durable
-Functions) is the chat history and a short record per run; everything a reader needs is in Redis.
+Each agent's entity function (registered by :mod:`agentstream.functions`) hands its context and
+its agent here. State (kept by Durable Functions) is the chat history and a short record per run;
+everything a reader needs is in Redis.
 
 Why Redis decides "already finished" too: if the worker dies after the terminal event was written
 but before the entity state was committed, Durable delivers the operation again with the old
@@ -21,7 +22,8 @@ from typing import Any
 import azure.durable_functions as df
 import redis
 
-from .agent import Message, TravelPlannerAgent
+from .agent import AgentRunner, Message
+from .agents.base import AgentDefinition
 from .config import Settings, get_settings
 from .entity_protocol import DELETE_OPERATION, RUN_OPERATION
 from .events import (
@@ -31,17 +33,13 @@ from .events import (
     TOOL_CALL,
     TOOL_RESULT,
 )
-from .model_client import shared_model_client
 from .redis_clients import sync_redis
 from .streamlog.retry import StoreUnavailable
 from .streamlog.runlog import RunLog
-from .streamlog.scripts import FINISHED_STATUSES
+from .streamlog.scripts import FINISHED_STATUSES, RUN_RECORDS_KEPT
 from .streamlog.writer import StreamWriter, terminal_guard
-from .tools import Toolbox, build_toolbox
 
 logger = logging.getLogger(__name__)
-
-RUN_RECORDS_KEPT = 50
 
 
 class StreamSink:
@@ -99,20 +97,8 @@ class ConversationState:
             self.runs.pop(next(iter(self.runs)))
 
 
-_toolbox: Toolbox | None = None
-
-
-def default_agent(settings: Settings) -> TravelPlannerAgent:
-    """The agent on the process-wide model client and tool HTTP client."""
-    global _toolbox
-    client, model = shared_model_client(settings)
-    if _toolbox is None:
-        _toolbox = build_toolbox(settings.tools)
-    return TravelPlannerAgent(client, model, _toolbox, max_tool_rounds=settings.max_tool_rounds)
-
-
-def handle_operation(context: df.DurableEntityContext) -> None:
-    """Entry point for the entity function: one operation of a batch."""
+def handle_operation(context: df.DurableEntityContext, agent: AgentDefinition) -> None:
+    """Entry point for an agent's entity function: one operation of a batch."""
     operation = (context.operation_name or "").lower()
     if operation == DELETE_OPERATION:
         # set_result before destruct_on_exit: a result (or state) set after it would undo it.
@@ -132,7 +118,7 @@ def handle_operation(context: df.DurableEntityContext) -> None:
         return
     state = ConversationState.from_entity(context.get_state(lambda: {}))
     run_id = payload["run_id"]
-    if run(context.entity_key, run_id, payload["message"], state):
+    if run(context.entity_key, run_id, payload["message"], state, agent=agent):
         context.set_state(state.to_entity())
     context.set_result({"run_id": run_id, **state.runs.get(run_id, {"status": "unknown"})})
 
@@ -144,16 +130,18 @@ def run(
     state: ConversationState,
     settings: Settings | None = None,
     *,
+    agent: AgentDefinition,
     redis_client: redis.Redis | None = None,
-    agent: TravelPlannerAgent | None = None,
+    runner: AgentRunner | None = None,
 ) -> bool:
     """Run one turn of the conversation; update ``state`` in place.
 
     Returns whether ``state`` changed (nothing to save for a duplicate or an unknown run, so a
-    run meeting a deleted conversation does not bring its entity back). The Redis client and the
-    agent default to the process-wide ones.
+    run meeting a deleted conversation does not bring its entity back). The Redis client defaults
+    to the process-wide one, the runner to ``agent.runner(settings)``.
     """
     settings = settings or get_settings()
+    history_max = agent.history_max_messages or settings.history_max_messages
     if state.runs.get(run_id, {}).get("status") in FINISHED_STATUSES:
         logger.info("run %s already finished (entity state); duplicate ignored", run_id)
         return False
@@ -180,9 +168,7 @@ def run(
         # (the worker died after the terminal event), or a run a request ended.
         logger.info("run %s already finished (stream log); restoring its record", run_id)
         if begun.status == "completed" and begun.turn:
-            state.history = bounded_history(
-                [*state.history, *begun.turn], settings.history_max_messages
-            )
+            state.history = bounded_history([*state.history, *begun.turn], history_max)
         state.record(run_id, begun.status or "failed", None)
         return True
     writer = StreamWriter(
@@ -196,13 +182,13 @@ def run(
         if begun.attempt > 1:
             writer.event(RUN_RESTARTED, {"attempt": begun.attempt})
         writer.event(RUN_STARTED, {"attempt": begun.attempt})
-        agent = agent or default_agent(settings)
+        runner = runner or agent.runner(settings)
         sink = StreamSink(writer, settings.tools.result_max_chars)
-        history = bounded_history(state.history, settings.history_max_messages)
-        new_history = agent.run(history, message, sink)
+        history = bounded_history(state.history, history_max)
+        new_history = runner.run(history, message, sink)
     outcome = (writer.terminal_type or "").removeprefix("run.") or "failed"
     if outcome == "completed" and new_history is not None:
-        state.history = bounded_history(new_history, settings.history_max_messages)
+        state.history = bounded_history(new_history, history_max)
     state.record(run_id, outcome, begun.attempt)
     return True
 

@@ -1,11 +1,9 @@
-"""Names the HTTP side and the conversation entity share: the entity and its operations.
+"""Names the HTTP side and the conversation entities share: the entities' operations.
 
-They live apart from the entity's code so the HTTP functions can signal the entity without
-importing the agent, the model client and the tools.
+Each agent is its own entity (entity name = agent name, see ``agentstream.agents.registry``).
 """
 
-ENTITY_NAME = "travelplanner"
 RUN_OPERATION = "run"
 DELETE_OPERATION = "delete"
 
-__all__ = ["DELETE_OPERATION", "ENTITY_NAME", "RUN_OPERATION"]
+__all__ = ["DELETE_OPERATION", "RUN_OPERATION"]

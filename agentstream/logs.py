@@ -11,6 +11,8 @@ import logging
 CHATTY_LOGGERS = (
     "httpx",
     "httpcore",
+    "httpx2",  # what the openai library uses from its version 3 on
+    "httpcore2",
     "azure.identity",
     "azure.core.pipeline.policies.http_logging_policy",
 )

@@ -1,8 +1,9 @@
-"""``agentstream-chat`` / ``python -m agentstream_client``: chat with the travel planner.
+"""agentstream-chat (python -m agentstream_client): chat with the travel planner.
 
-Interactive by default. With ``--message`` it sends one message and streams the answer to stdout
-(the exit code tells how the run ended); with ``--conversation`` (and ``--cursor``) alone it
-resumes reading a conversation's stream.
+Interactive by default: Enter or Ctrl-C while an answer streams pauses it (Enter resumes, /new
+starts a new conversation, /quit exits). With --message it sends one message and streams the
+answer to stdout (the exit code tells how the run ended); with --conversation (and --cursor)
+alone it resumes reading a conversation's stream.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ EXIT_BY_TERMINAL = {
     "run.cancelled": EXIT_CANCELLED,
 }
 PROG = "agentstream-chat"
+NEW_COMMAND = "/new"
+QUIT_COMMANDS = frozenset({"exit", "quit", "/exit", "/quit"})
+RESUME, NEW, QUIT = "resume", "new", "quit"
 DEFAULT_URL = "http://localhost:7071"
 
 
@@ -37,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     interactive = args.message is None and args.conversation is None
     if interactive:
         _restore_ctrl_c()
-    client = ApiClient(args.url, args.key)
+    client = ApiClient(args.url, args.key, token=args.token)
     try:
         if args.message is not None:
             return one_shot(client, args.message, args.conversation, args.format)
@@ -89,13 +93,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--url",
+        type=with_scheme,
         default=os.environ.get("AGENTSTREAM_URL", DEFAULT_URL),
-        help="base URL of the app (env AGENTSTREAM_URL)",
+        help="base URL of the app; http:// when no scheme is given (env AGENTSTREAM_URL)",
     )
     parser.add_argument(
         "--key",
         default=os.environ.get("AGENTSTREAM_FUNCTION_KEY"),
         help="function key (env AGENTSTREAM_FUNCTION_KEY)",
+    )
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("AGENTSTREAM_TOKEN"),
+        help="bearer token, with AUTH_MODE=entra (env AGENTSTREAM_TOKEN)",
     )
     parser.add_argument("-m", "--message", help="send this message, stream the answer, exit")
     parser.add_argument("-c", "--conversation", help="conversation id to continue or resume")
@@ -108,6 +118,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--no-color", action="store_true", help="no dimmed tool lines")
     return parser
+
+
+def with_scheme(url: str) -> str:
+    """``localhost:7071`` means ``http://localhost:7071``, as a browser reads it."""
+    url = url.strip()
+    return url if "://" in url else f"http://{url}"
 
 
 def start_or_restart(
@@ -186,30 +202,46 @@ def _printer(fmt: str, out: TextIO) -> tuple[Show, Callable[[str], None]]:
             )
         ), _stderr_line
     renderer = TerminalRenderer(out, notes=sys.stderr)
-    return renderer.show, renderer.note
+
+    def note(text: str) -> None:
+        renderer.flush()  # the answer on stdout is whole; the note goes to stderr
+        renderer.note(text)
+
+    return renderer.show, note
 
 
 # --- interactive ------------------------------------------------------------------------------
 
 
 class Chat:
-    """The interactive loop: prompt, send, stream; Enter interrupts and resumes."""
+    """The interactive loop: prompt, send, stream; Enter or Ctrl-C pauses the stream."""
 
     def __init__(self, client: ApiClient, renderer: TerminalRenderer) -> None:
         self.client = client
         self.renderer = renderer
         self.conversation: str | None = None
+        self.kept: list[str] = []  # lines typed while an answer streamed or was paused
+        self.quit_code = EXIT_COMPLETED
         self._failure: BaseException | None = None
 
     def run(self) -> int:
         while True:
-            try:
-                line = input("You: ")
-            except EOFError:
+            if self.kept:
+                line = self.kept.pop(0)
+                print(f"You: {line}", flush=True)
+            else:
+                try:
+                    line = input("You: ")
+                except EOFError:
+                    return EXIT_COMPLETED
+            command = line.strip().lower()
+            if command in QUIT_COMMANDS:
                 return EXIT_COMPLETED
-            if line.strip().lower() in ("exit", "quit"):
-                return EXIT_COMPLETED
-            if not line.strip():
+            if command == NEW_COMMAND:
+                self.conversation = None
+                self.renderer.note("[a new conversation starts with your next message]")
+                continue
+            if not command:
                 continue
             try:
                 started = start_or_restart(self.client, line, self.conversation, self.renderer.note)
@@ -220,9 +252,11 @@ class Chat:
             print(f"Conversation: {self.conversation}  Entity: {started['entity_id']}", flush=True)
             if sys.stdin.isatty():
                 print("Press [Enter] to interrupt the stream.", flush=True)
-            self._stream(StreamPosition(cursor=started["cursor"]))
+            if self._stream(StreamPosition(cursor=started["cursor"])) == QUIT:
+                return self.quit_code
 
-    def _stream(self, position: StreamPosition) -> None:
+    def _stream(self, position: StreamPosition) -> str | None:
+        """Follow the run to its end; ``QUIT`` when the user quit while it was paused."""
         while True:
             done_read, done_write = os.pipe()
             self._failure = None
@@ -230,6 +264,8 @@ class Chat:
             reader.start()
             try:
                 interrupted = self._wait_for_end_or_enter(done_read)
+            except KeyboardInterrupt:
+                interrupted = True  # Ctrl-C mid-stream pauses, as Enter does
             finally:
                 if reader.is_alive():
                     position.interrupt()  # Enter or Ctrl-C: stop the reader before going on
@@ -237,18 +273,48 @@ class Chat:
                 os.close(done_read)
             if not interrupted:
                 self._after_reading(position)
-                return
-            self.renderer.note(
-                f"[stopped reading at cursor {position.cursor}. Press [Enter] to resume]"
-            )
-            sys.stdin.readline()
+                return None
+            choice = self._paused(position)
+            if choice != RESUME:
+                return choice
             self.renderer.note("[resuming]")
             position = StreamPosition(cursor=position.cursor, reconnects=position.reconnects)
+
+    def _paused(self, position: StreamPosition) -> str:
+        """Ask what to do with a paused stream: ``RESUME``, ``NEW`` or ``QUIT``."""
+        self.renderer.note(
+            f"[stopped reading at cursor {position.cursor}. Press [Enter] to resume; "
+            f"{NEW_COMMAND} starts a new conversation, /quit exits]"
+        )
+        while True:
+            try:
+                line = input()
+            except EOFError:
+                line = "/quit"
+            except KeyboardInterrupt:
+                line, self.quit_code = "/quit", EXIT_INTERRUPTED
+            command = line.strip().lower()
+            if not command:
+                return RESUME
+            if command in QUIT_COMMANDS:
+                hint = resume_hint(self.conversation or "", position.cursor, self.client.base_url)
+                self.renderer.note(f"[the run goes on; read the rest with: {hint}]")
+                return QUIT
+            if command == NEW_COMMAND:
+                self.conversation = None
+                self.renderer.note("[a new conversation starts with your next message]")
+                return NEW
+            self._keep(line)
+
+    def _keep(self, line: str) -> None:
+        self.kept.append(line)
+        self.renderer.note("[kept: it is sent when this answer ends. Press [Enter] to resume]")
 
     def _after_reading(self, position: StreamPosition) -> None:
         failure = self._failure
         if failure is None:
             return
+        self.renderer.flush()
         if isinstance(failure, ServerLost):
             hint = resume_hint(self.conversation or "", position.cursor, self.client.base_url)
             self.renderer.note(
@@ -272,11 +338,11 @@ class Chat:
             os.write(done, b"x")
             os.close(done)
 
-    @staticmethod
-    def _wait_for_end_or_enter(done: int) -> bool:
+    def _wait_for_end_or_enter(self, done: int) -> bool:
         """Block until the reader finishes (False) or the user presses Enter (True).
 
-        Only a terminal's Enter interrupts: lines piped to stdin are the next prompts.
+        Only a terminal's Enter interrupts: lines piped to stdin are the next prompts. A line
+        typed while the answer streams is kept as the next message, and the answer goes on.
         """
         with selectors.DefaultSelector() as selector:
             selector.register(done, selectors.EVENT_READ)
@@ -286,9 +352,14 @@ class Chat:
                 for key, _ in selector.select():
                     if key.fileobj == done:
                         return False
-                    if sys.stdin.readline():
+                    line = sys.stdin.readline()
+                    if not line:
+                        selector.unregister(sys.stdin)  # end of input: just wait for the end
+                    elif line.strip():
+                        self.kept.append(line.rstrip("\n"))
+                        self.renderer.note("[kept: it is sent when this answer ends]")
+                    else:
                         return True
-                    selector.unregister(sys.stdin)  # end of input: just wait for the end
 
 
 if __name__ == "__main__":

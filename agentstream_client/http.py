@@ -11,7 +11,8 @@ from typing import Any
 import httpx
 from httpx_sse import connect_sse
 
-from agentstream.events import TERMINAL_TYPES
+from agentstream.backoff import RECONNECT, Backoff
+from agentstream.events import STREAM_TRUNCATED, TERMINAL_TYPES
 
 AGENT_PATH = "/api/agents/travelplanner/conversations"
 
@@ -69,23 +70,6 @@ def describe(exc: BaseException) -> str:
 
 
 @dataclass
-class Backoff:
-    """Exponential backoff between reconnect attempts, reset by a successful read."""
-
-    first: float = 0.25
-    cap: float = 8.0
-    attempt: int = 0
-
-    def next_delay(self) -> float:
-        delay = min(self.cap, self.first * (2**self.attempt))
-        self.attempt += 1
-        return delay
-
-    def reset(self) -> None:
-        self.attempt = 0
-
-
-@dataclass
 class StreamPosition:
     """Where a reader is: the last event id it has seen, and whether the run ended."""
 
@@ -103,8 +87,16 @@ class StreamPosition:
 
 
 class ApiClient:
-    def __init__(self, base_url: str, function_key: str | None = None, timeout: float = 30.0):
+    def __init__(
+        self,
+        base_url: str,
+        function_key: str | None = None,
+        timeout: float = 30.0,
+        token: str | None = None,
+    ):
         headers = {"x-functions-key": function_key} if function_key else {}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
         self.base_url = base_url.rstrip("/")
         self.http = httpx.Client(
             base_url=self.base_url,
@@ -135,7 +127,7 @@ class ApiClient:
         conversation_id: str,
         position: StreamPosition,
         on_retry: Callable[[str], None] | None = None,
-        backoff: Backoff | None = None,
+        backoff: Backoff = RECONNECT,
         max_attempts: int = 5,
     ) -> Iterator[dict[str, Any]]:
         """Events of the run from ``position.cursor`` until its terminal event.
@@ -147,7 +139,6 @@ class ApiClient:
         (or :class:`Unreachable` when the very first connection failed). Stops early when
         ``position.stop`` is set.
         """
-        backoff = backoff or Backoff()
         failures = 0
         connected = False
         while not position.ended and not position.stop.is_set():
@@ -170,14 +161,13 @@ class ApiClient:
                 connected = True
                 if progressed:  # it broke mid-response: resume at once
                     failures = 0
-                    backoff.reset()
                 else:
                     failures += 1
                     if failures > max_attempts:
                         raise ServerLost(
                             self.base_url, describe(exc), max_attempts, position.cursor
                         ) from None
-                    delay = backoff.next_delay()
+                    delay = backoff.delay(failures)
                     if isinstance(exc, ApiError) and exc.retry_after is not None:
                         delay = min(MAX_RETRY_AFTER, max(delay, exc.retry_after))
                     if on_retry is not None:
@@ -208,6 +198,8 @@ class ApiClient:
                 if not sse.data:
                     continue
                 event = json.loads(sse.data)
+                if event["type"] == STREAM_TRUNCATED:  # what the cursor needs next is gone
+                    raise ApiError(410, event["code"], event["message"])
                 position.cursor = event["id"]
                 if event["type"] in TERMINAL_TYPES:
                     position.ended = True

@@ -6,6 +6,9 @@ from typing import Any, TextIO
 
 DIM, RESET = "\x1b[2m", "\x1b[0m"
 RESULT_PREVIEW_CHARS = 100
+# The unfinished word of the answer is held back until it ends, so that a pause (or a note)
+# never breaks a word across lines; a "word" longer than this goes out anyway.
+MAX_HELD_CHARS = 40
 
 
 class TerminalRenderer:
@@ -20,12 +23,15 @@ class TerminalRenderer:
         self._notes = notes or out
         self._color = color
         self._at_line_start = True
+        self._held = ""  # the answer's unfinished last word
 
     def show(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
         if kind == "message.delta":
-            self._write(self._out, str(event.get("text", "")))
-        elif kind == "tool.call":
+            self._text(str(event.get("text", "")))
+            return
+        self.flush()
+        if kind == "tool.call":
             self._note(f"  ↳ {event.get('name')}({event.get('arguments')})", dim=True)
         elif kind == "tool.result":
             result = str(event.get("result", ""))
@@ -40,6 +46,19 @@ class TerminalRenderer:
             self._note("[cancelled]")
         elif kind == "run.completed":
             self._end_line(self._out)
+
+    def _text(self, delta: str) -> None:
+        text = self._held + delta
+        cut = max(text.rfind(" "), text.rfind("\n")) + 1
+        if len(text) - cut > MAX_HELD_CHARS:
+            cut = len(text)
+        self._write(self._out, text[:cut])
+        self._held = text[cut:]
+
+    def flush(self) -> None:
+        """Show the held-back word: nothing more of this answer is coming (for now)."""
+        self._write(self._out, self._held)
+        self._held = ""
 
     def note(self, text: str) -> None:
         self._note(text)

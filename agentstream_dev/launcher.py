@@ -15,9 +15,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import errno
 import json
 import os
+import platform
 import shutil
 import signal
 import socket
@@ -26,11 +29,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import redis
 
-from agentstream.config import ConfigError, Settings
+from agentstream.config import ConfigError, ModelSettings, Settings
+from agentstream.model_probe import model_status
 
 from .local_redis import start_redis_server
 from .tool_standins import tool_settings
@@ -42,6 +47,14 @@ DEFAULT_PORT = 7071
 EXAMPLE_SETTINGS = REPO / "local.settings.json.example"
 
 
+# The whole stop takes at most APP_STOP_SECONDS plus OTHER_STOP_SECONDS per helper.
+APP_STOP_SECONDS = 3.5
+OTHER_STOP_SECONDS = 0.3
+STOP_SECONDS = 5
+STOPPING = "Stopping: runs in flight end as cancelled; then the app, its helpers and Redis stop."
+WORKER_PYTHON_SETTING = "languageWorkers__python__defaultExecutablePath"
+
+
 class LaunchError(RuntimeError):
     """Something ``make run`` needs is not there; the message says what to do."""
 
@@ -49,7 +62,8 @@ class LaunchError(RuntimeError):
 def main() -> int:
     # `make run` stopped by a signal cleans up like Ctrl-C does.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    children: list[subprocess.Popen] = []
+    signal.signal(signal.SIGHUP, lambda *_: sys.exit(129))
+    children = Children()
     cleanup: list[Path] = []
     try:
         if not (REPO / "function_app.py").is_file():
@@ -64,6 +78,8 @@ def main() -> int:
             env["REDIS_CONNECTION_STRING"] = _start_private_redis(children, cleanup)
         if settings.model is None:
             env.update(_start_offline_demo(children))
+        else:
+            print(model_report(settings.model), flush=True)
         app = _start_app(env, port, children)
         _wait_for_http(f"http://127.0.0.1:{port}/api/health", app, timeout=120)
         if app.poll() is not None:
@@ -77,17 +93,66 @@ def main() -> int:
         print(f"make run: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        return 1
+        _ignore_stop_signals()
+        print(f"\n{STOPPING}", flush=True)
+        return 130
     finally:
-        for child in reversed(children):
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-                try:
-                    child.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    child.kill()
+        _ignore_stop_signals()
+        children.stop()
         for path in cleanup:
             shutil.rmtree(path, ignore_errors=True)
+
+
+def _ignore_stop_signals() -> None:
+    """A second Ctrl-C (or a SIGTERM) while stopping changes nothing: the stop is bounded."""
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)
+
+
+class Children:
+    """The processes ``make run`` started, each in a session of its own.
+
+    The terminal's Ctrl-C therefore reaches only the launcher, which stops them in the reverse
+    order of their start: the app first, while Redis still answers (so the runs in flight can end
+    as cancelled), then the stand-ins, then Redis. Each gets a bounded time before it is killed,
+    so the whole stop stays under :data:`STOP_SECONDS`.
+    """
+
+    def __init__(self) -> None:
+        self._started: list[tuple[subprocess.Popen, signal.Signals, float]] = []
+
+    def start(
+        self,
+        command: list[str],
+        *,
+        stop_signal: signal.Signals = signal.SIGTERM,
+        grace_seconds: float = OTHER_STOP_SECONDS,
+        **options: Any,
+    ) -> subprocess.Popen:
+        process = subprocess.Popen(command, start_new_session=True, **options)
+        self.adopt(process, stop_signal=stop_signal, grace_seconds=grace_seconds)
+        return process
+
+    def adopt(
+        self,
+        process: subprocess.Popen,
+        *,
+        stop_signal: signal.Signals = signal.SIGTERM,
+        grace_seconds: float = OTHER_STOP_SECONDS,
+    ) -> None:
+        self._started.append((process, stop_signal, grace_seconds))
+
+    def stop(self) -> None:
+        for process, stop_signal, grace_seconds in reversed(self._started):
+            if process.poll() is not None:
+                continue
+            process.send_signal(stop_signal)
+            try:
+                process.wait(timeout=grace_seconds)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)  # its own children too
+                process.wait()
 
 
 def _environment() -> tuple[dict[str, str], set[str]]:
@@ -154,13 +219,13 @@ def _check_redis(settings: Settings) -> None:
     print(f"Redis: using {target.host}:{target.port} (REDIS_CONNECTION_STRING)")
 
 
-def _start_private_redis(children: list[subprocess.Popen], cleanup: list[Path]) -> str:
+def _start_private_redis(children: Children, cleanup: list[Path]) -> str:
     data_dir = Path(tempfile.mkdtemp(prefix="agentstream-redis-"))
     cleanup.append(data_dir)
     for attempt in range(3):  # another program may take the free port before redis-server does
         port = _free_port()
         try:
-            children.append(start_redis_server(port, data_dir))
+            children.adopt(start_redis_server(port, data_dir, own_session=True))
             break
         except RuntimeError as exc:
             if attempt == 2:
@@ -169,7 +234,7 @@ def _start_private_redis(children: list[subprocess.Popen], cleanup: list[Path]) 
     return f"127.0.0.1:{port}"
 
 
-def _start_offline_demo(children: list[subprocess.Popen]) -> dict[str, str]:
+def _start_offline_demo(children: Children) -> dict[str, str]:
     """The scripted model and the weather/events stand-ins; the settings that point at them."""
     model_url = _start_server(children, "agentstream_dev.scripted_model", "/scripted/requests")
     standins_url = _start_server(children, "agentstream_dev.tool_standins", "/v1/search?name=x")
@@ -191,24 +256,18 @@ def _start_offline_demo(children: list[subprocess.Popen]) -> dict[str, str]:
     }
 
 
-def _start_server(children: list[subprocess.Popen], module: str, probe: str) -> str:
+def _start_server(children: Children, module: str, probe: str) -> str:
     port = _free_port()
-    children.append(
-        subprocess.Popen(
-            [sys.executable, "-m", module, "--port", str(port)],
-            cwd=REPO,
-            stdout=subprocess.DEVNULL,
-        )
+    server = children.start(
+        [sys.executable, "-m", module, "--port", str(port)], cwd=REPO, stdout=subprocess.DEVNULL
     )
     url = f"http://127.0.0.1:{port}"
-    _wait_for_http(f"{url}{probe}", children[-1], timeout=30)
+    _wait_for_http(f"{url}{probe}", server, timeout=30)
     return url
 
 
-def _start_app(
-    env: dict[str, str], port: int, children: list[subprocess.Popen]
-) -> subprocess.Popen:
-    func = shutil.which("func")
+def _start_app(env: dict[str, str], port: int, children: Children) -> subprocess.Popen:
+    func = shutil.which("func", path=env.get("PATH"))
     if func is None:
         print("Azure Functions Core Tools (func) not found: starting the development host.")
         command = [sys.executable, "-m", "agentstream_dev.devhost", "--port", str(port)]
@@ -218,12 +277,34 @@ def _start_app(
             shutil.copy(REPO / "local.settings.json.example", local_settings)
             print("Created local.settings.json from local.settings.json.example")
         _start_azurite(children)
+        env.update(worker_python_env(env))
+        print(f"Worker Python: {_shown(Path(sys.executable))} ({platform.python_version()})")
         command = [func, "start", "--port", str(port)]
-    children.append(subprocess.Popen(command, cwd=REPO, env=env))
-    return children[-1]
+    return children.start(
+        command,
+        cwd=REPO,
+        env=env,
+        stop_signal=signal.SIGINT,  # what func and the development host take as Ctrl-C
+        grace_seconds=APP_STOP_SECONDS,
+    )
 
 
-def _start_azurite(children: list[subprocess.Popen]) -> None:
+def worker_python_env(env: dict[str, str]) -> dict[str, str]:
+    """What makes ``func start`` run the worker on this launcher's Python (the project's venv).
+
+    Core Tools start the Python worker with the ``python`` found on ``PATH`` unless
+    ``languageWorkers__python__defaultExecutablePath`` names one; both are set, and
+    ``VIRTUAL_ENV`` as an activated venv would.
+    """
+    python = Path(sys.executable)
+    return {
+        "PATH": os.pathsep.join([str(python.parent), env.get("PATH", os.defpath)]),
+        "VIRTUAL_ENV": str(python.parent.parent),
+        WORKER_PYTHON_SETTING: str(python),
+    }
+
+
+def _start_azurite(children: Children) -> None:
     azurite = shutil.which("azurite")
     if azurite is None:
         print(
@@ -233,11 +314,7 @@ def _start_azurite(children: list[subprocess.Popen]) -> None:
         return
     location = REPO / ".run" / "azurite"
     location.mkdir(parents=True, exist_ok=True)
-    children.append(
-        subprocess.Popen(
-            [azurite, "--silent", "--location", str(location)], stdout=subprocess.DEVNULL
-        )
-    )
+    children.start([azurite, "--silent", "--location", str(location)], stdout=subprocess.DEVNULL)
     print("Azurite: started")
 
 
@@ -262,17 +339,41 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def model_report(model: ModelSettings) -> str:
+    """One line on the configured model: whether it answers, and what to check when not."""
+    where = f"Azure OpenAI deployment {model.model}" if model.provider == "azure" else model.model
+    status = asyncio.run(model_status(model))
+    endpoint = "AZURE_OPENAI_ENDPOINT" if model.provider == "azure" else "OPENAI_BASE_URL"
+    key = "AZURE_OPENAI_API_KEY" if model.provider == "azure" else "OPENAI_API_KEY"
+    if status == "ok":
+        sign_in = " (signs in with Microsoft Entra ID: az login)" if model.uses_entra_id else ""
+        return f"Model: {where} answers{sign_in}"
+    if status.startswith("rejected"):
+        hint = f"check {key}, and that it belongs to {endpoint}"
+    elif status.startswith("unreachable"):
+        hint = f"check {endpoint} and the network; runs will fail until it answers"
+    else:
+        hint = "the model service is failing; runs may fail until it recovers"
+    return f"Model: {where} {status}: {hint}"
+
+
+def _shown(path: Path) -> Path:
+    """``path`` relative to the project when it is inside it, as a user would type it."""
+    return path.relative_to(REPO) if path.is_relative_to(REPO) else path
+
+
 def _print_usage(port: int) -> None:
     origin = f"http://localhost:{port}"
-    chat = Path(sys.executable).parent / "agentstream-chat"
-    if chat.is_relative_to(REPO):
-        chat = chat.relative_to(REPO)
+    chat = _shown(Path(sys.executable).parent / "agentstream-chat")
     url_option = "" if port == DEFAULT_PORT else f" --url {origin}"
     print(
         f"""
-Ready: {origin}/api  (health: curl {origin}/api/health)
-Chat in this terminal:  {chat}{url_option}
+Ready.
 In a browser:           {origin}/api/ui
+Chat in this terminal:  {chat}{url_option}
+API:                    {origin}/api/agents/travelplanner/conversations
+Health:                 {origin}/api/health
+API reference:          {origin}/api/openapi.json
 With curl:
   url=$(curl -s -X POST {origin}/api/agents/travelplanner/conversations \\
           -H 'Content-Type: application/json' -d '{{"message": "Plan 3 days in Lisbon"}}' \\

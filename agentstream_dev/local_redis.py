@@ -13,11 +13,13 @@ import redis
 
 
 def start_redis_server(
-    port: int, data_dir: Path, extra_args: Sequence[str] = ()
+    port: int, data_dir: Path, extra_args: Sequence[str] = (), *, own_session: bool = False
 ) -> subprocess.Popen:
     """Start ``redis-server`` on 127.0.0.1:``port`` without persistence; return once it answers.
 
     ``extra_args`` are further configuration options; later ones win (``--appendonly yes``).
+    ``own_session``: out of the terminal's process group, so Ctrl-C does not reach it and the
+    starter stops it when it is no longer needed.
     """
     # REDIS_SERVER_BIN runs everything against another build, e.g. an older Redis.
     binary = os.environ.get("REDIS_SERVER_BIN") or shutil.which("redis-server")
@@ -41,6 +43,7 @@ def start_redis_server(
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=own_session,
     )
     client = redis.Redis(port=port, socket_connect_timeout=0.2)
     deadline = time.monotonic() + 10

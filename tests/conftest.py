@@ -6,17 +6,20 @@ from here.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import os
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 import pytest_asyncio
 import redis
 import redis.asyncio as aioredis
 
-from agentstream.config import Settings
+import agentstream_examples.travel_planner as travel_planner_module
+from agentstream.config import Settings, get_settings
 
 from .api_client import Api
 from .redis_server import running_redis_server
+from .standins import TODAY
 
 
 @pytest.fixture(scope="session")
@@ -59,3 +62,23 @@ def api(base_url: str) -> Iterator[Api]:
     client = Api(base_url)
     yield client
     client.http.close()
+
+
+_APP_PREFIXES = ("AZURE_", "OPENAI_", "TICKETMASTER_", "OPEN_METEO_", "TOOL_", "MODEL_")
+
+
+@pytest.fixture
+def use_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[dict[str, str]], Settings]]:
+    """Make ``env`` the process's app settings (and the travel planner's today ``TODAY``)."""
+    monkeypatch.setattr(travel_planner_module, "today", lambda: TODAY)
+
+    def use(env: dict[str, str]) -> Settings:
+        for name in [n for n in os.environ if n.startswith(_APP_PREFIXES)]:
+            monkeypatch.delenv(name)
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        get_settings.cache_clear()
+        return get_settings()
+
+    yield use
+    get_settings.cache_clear()

@@ -10,15 +10,16 @@ import httpx
 import pytest
 from azure.core.credentials import AccessToken
 
-from agentstream.agent import TravelPlannerAgent
+from agentstream.agent import ChatCompletionsLoop
 from agentstream.config import Settings
 from agentstream.failures import RunFailure
 from agentstream.model_client import create_model_client
-from agentstream.tools import build_toolbox
+from agentstream.tools import Toolbox
 from agentstream_dev.scripted_model.server import create_app
+from agentstream_examples.travel_planner import travel_planner
 
 from .servers import serve_in_thread
-from .standins import TODAY, external_apis, tool_env
+from .standins import external_apis, tool_env
 
 
 class RecordingSink:
@@ -79,25 +80,29 @@ def received(model_app: Any) -> list[dict[str, Any]]:
     return state.requests
 
 
-def make_agent(model_url: str, apis_url: str, **env: str) -> TravelPlannerAgent:
-    settings = Settings.from_env(
-        {
-            "OPENAI_BASE_URL": f"{model_url}/v1",
-            "OPENAI_MODEL": "scripted",
-            "MODEL_TIMEOUT_SECONDS": "2",
-            "MODEL_MAX_RETRIES": "2",
-            **tool_env(apis_url),
-            **env,
-        }
-    )
-    assert settings.model is not None
-    return TravelPlannerAgent(
-        create_model_client(settings.model),
-        settings.model.model,
-        build_toolbox(settings.tools),
-        max_tool_rounds=settings.max_tool_rounds,
-        today=lambda: TODAY,
-    )
+@pytest.fixture
+def make_agent(use_settings: Any) -> Any:
+    def make(model_url: str, apis_url: str, **env: str) -> ChatCompletionsLoop:
+        settings = use_settings(
+            {
+                "OPENAI_BASE_URL": f"{model_url}/v1",
+                "OPENAI_MODEL": "scripted",
+                "MODEL_TIMEOUT_SECONDS": "2",
+                "MODEL_MAX_RETRIES": "2",
+                **tool_env(apis_url),
+                **env,
+            }
+        )
+        assert settings.model is not None
+        client = create_model_client(settings.model)
+        return travel_planner.bind(client, settings.model.model, settings)
+
+    return make
+
+
+def toolbox_with(use_settings: Any, env: dict[str, str]) -> Toolbox:
+    use_settings(env)
+    return Toolbox.enabled(travel_planner.tools)
 
 
 EXPECTED_PLAN = (
@@ -110,7 +115,9 @@ EXPECTED_PLAN = (
 )
 
 
-def test_tool_round_then_plan(model_url: str, apis_url: str, received: list) -> None:
+def test_tool_round_then_plan(
+    model_url: str, apis_url: str, received: list, make_agent: Any
+) -> None:
     sink = RecordingSink()
     history = make_agent(model_url, apis_url).run([], "Plan 2 days in Lisbon please", sink)
 
@@ -151,7 +158,7 @@ def test_tool_round_then_plan(model_url: str, apis_url: str, received: list) -> 
 
 
 def test_second_turn_sends_the_first_turns_history(
-    model_url: str, apis_url: str, received: list
+    model_url: str, apis_url: str, received: list, make_agent: Any
 ) -> None:
     agent = make_agent(model_url, apis_url)
     history = agent.run([], "Plan 2 days in Lisbon please", RecordingSink())
@@ -175,7 +182,7 @@ def test_second_turn_sends_the_first_turns_history(
 
 
 def test_retryable_error_before_output_is_retried(
-    model_url: str, apis_url: str, received: list
+    model_url: str, apis_url: str, received: list, make_agent: Any
 ) -> None:
     sink = RecordingSink()
     make_agent(model_url, apis_url).run([], "Hello there [[fail-once:429]]", sink)
@@ -196,7 +203,7 @@ def test_retryable_error_before_output_is_retried(
     ],
 )
 def test_each_failure_has_its_own_code(
-    model_url: str, apis_url: str, received: list, marker: str, code: str
+    model_url: str, apis_url: str, received: list, marker: str, code: str, make_agent: Any
 ) -> None:
     sink = RecordingSink()
     agent = make_agent(model_url, apis_url, MAX_TOOL_ROUNDS="2", MODEL_MAX_RETRIES="1")
@@ -213,7 +220,9 @@ def test_each_failure_has_its_own_code(
         assert sink.kinds().count("tool_call") == 4  # two rounds of two calls, then the stop
 
 
-def test_tool_failures_go_back_to_the_model(model_url: str, received: list) -> None:
+def test_tool_failures_go_back_to_the_model(
+    model_url: str, received: list, make_agent: Any
+) -> None:
     with serve_in_thread(external_apis(weather_status=503)) as broken_apis:
         sink = RecordingSink()
         make_agent(model_url, broken_apis).run([], "Plan 2 days in Lisbon", sink)
@@ -223,8 +232,8 @@ def test_tool_failures_go_back_to_the_model(model_url: str, received: list) -> N
     assert sink.events[-1][0] == "completed"
 
 
-def test_unknown_place_and_bad_arguments_are_tool_errors(apis_url: str) -> None:
-    toolbox = build_toolbox(Settings.from_env(tool_env(apis_url)).tools)
+def test_unknown_place_and_bad_arguments_are_tool_errors(apis_url: str, use_settings: Any) -> None:
+    toolbox = toolbox_with(use_settings, tool_env(apis_url))
     assert json.loads(toolbox.call("get_weather_forecast", '{"location": "Atlantis"}')) == {
         "error": "no place called 'Atlantis' was found"
     }
@@ -238,24 +247,24 @@ def test_unknown_place_and_bad_arguments_are_tool_errors(apis_url: str) -> None:
     )
 
 
-def test_unreachable_weather_service_is_a_tool_error() -> None:
-    settings = Settings.from_env(
-        {"OPEN_METEO_GEOCODING_URL": "http://127.0.0.1:9/v1/search", "TOOL_TIMEOUT_SECONDS": "1"}
+def test_unreachable_weather_service_is_a_tool_error(use_settings: Any) -> None:
+    toolbox = toolbox_with(
+        use_settings,
+        {"OPEN_METEO_GEOCODING_URL": "http://127.0.0.1:9/v1/search", "TOOL_TIMEOUT_SECONDS": "1"},
     )
-    toolbox = build_toolbox(settings.tools)
     result = json.loads(toolbox.call("get_weather_forecast", '{"location": "Lisbon"}'))
     assert result == {"error": "the geocoding service could not be reached"}
 
 
-def test_events_tool_is_offered_only_with_a_key(apis_url: str) -> None:
-    with_key = build_toolbox(Settings.from_env(tool_env(apis_url)).tools)
-    without = build_toolbox(Settings.from_env(tool_env(apis_url, events_key=None)).tools)
+def test_events_tool_is_offered_only_with_a_key(apis_url: str, use_settings: Any) -> None:
+    with_key = toolbox_with(use_settings, tool_env(apis_url))
+    without = toolbox_with(use_settings, tool_env(apis_url, events_key=None))
     assert with_key.names == ["get_weather_forecast", "get_local_events"]
     assert without.names == ["get_weather_forecast"]
 
 
 def test_without_the_events_tool_the_model_is_not_offered_it(
-    model_url: str, apis_url: str, received: list
+    model_url: str, apis_url: str, received: list, make_agent: Any
 ) -> None:
     sink = RecordingSink()
     make_agent(model_url, apis_url, TICKETMASTER_API_KEY="").run([], "2 days in Lisbon", sink)

@@ -279,8 +279,8 @@ def test_a_conversation_that_is_gone_is_reported_and_a_new_one_starts(
     page.goto(f"{app_url}/api/ui")
     ask(page, "Plan 1 day in Lisbon")
     old = answered(page)["conversationId"]
-    keys = list(redis_store.scan_iter(match=f"*{{{old}}}*"))
-    assert keys, "the conversation's keys carry its id as a hash tag"
+    keys = list(redis_store.scan_iter(match=f"*:{old}"))
+    assert keys, "every key of the conversation ends with its id"
     redis_store.delete(*keys)
     ask(page, "Plan 2 days in Rome")
     state = answered(page)
@@ -301,7 +301,7 @@ def test_a_stream_whose_conversation_is_gone_says_so_and_the_next_message_starts
     old = page.evaluate("window.agentState.conversationId")
     page.click("#toggle")
     assert page.inner_text("#status") == "disconnected"
-    redis_store.delete(*redis_store.scan_iter(match=f"*{{{old}}}*"))
+    redis_store.delete(*redis_store.scan_iter(match=f"*:{old}"))
     page.click("#toggle")  # the stream now answers 404 and EventSource gives up
     page.wait_for_function("document.getElementById('status').textContent === 'gone'")
     assert "This conversation is gone" in page.inner_text("#output")
@@ -339,3 +339,94 @@ def test_the_page_uses_no_external_resources(app_url: str) -> None:
     assert "EventSource" in html
     assert "http://" not in html and "https://" not in html
     assert Path(REPO / "agentstream" / "web" / "index.html").read_text() == html
+
+
+# --- the address and the tab remember the conversation ------------------------------------------
+
+
+def wait_for_status(page: Any, status: str) -> dict[str, Any]:
+    page.wait_for_function(f"document.getElementById('status').textContent === {status!r}")
+    return page.evaluate("window.agentState")
+
+
+@pytest.mark.slow
+def test_a_reload_mid_stream_resumes_with_no_gap_and_no_repeat(app_url: str, browser: Any) -> None:
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(f"{app_url}/api/ui")
+    ask(page, "Plan 5 days in Lisbon [[slow]]")
+    page.wait_for_function("window.agentState.runText.includes('Day 2')")
+    cid = page.evaluate("window.agentState.conversationId")
+    assert f"conversation={cid}" in page.url and "agent=travelplanner" in page.url
+    before = page.evaluate("window.agentState.applied")
+    page.reload()
+    after = wait_for_status(page, "completed")
+    every_id = [event["id"] for event in Api(app_url).read_sse(cid, cursor="0")]
+    # Read back up to where the tab was, then live from exactly there.
+    assert after["applied"] == every_id
+    # (Before the reload the page read live from the run's run.queued, its POST's cursor.)
+    start = every_id.index(before[0])
+    assert every_id[start : start + len(before)] == before
+    assert after["liveFrom"] in every_id[start + len(before) - 1 : -1]
+    assert after["opens"] == 1
+    shown = page.inner_text(".assistant .answer")
+    assert shown.count("Enjoy your trip!") == 1 and "Day 5" in shown
+    context.close()
+
+
+@pytest.mark.slow
+def test_a_conversation_link_opens_it_with_its_history(app_url: str, browser: Any) -> None:
+    api = Api(app_url)
+    cid = api.start("Plan 3 days in Lisbon").json()["conversation_id"]
+    api.read_run(cid)
+    follow_up = api.http.post(
+        f"/api/agents/travelplanner/conversations/{cid}/messages",
+        json={"message": "What about something cheaper?"},
+    )
+    api.read_run(cid, cursor=follow_up.json()["cursor"])
+    ARTIFACTS.mkdir(exist_ok=True)
+    for name, width, height in (("desktop", 1280, 900), ("phone", 390, 844)):
+        context = browser.new_context(viewport={"width": width, "height": height})
+        page = context.new_page()
+        page.goto(f"{app_url}/api/ui?conversation={cid}")
+        wait_for_status(page, "completed")
+        assert page.locator(".you").all_inner_texts() == [
+            "Plan 3 days in Lisbon",
+            "What about something cheaper?",
+        ]
+        answers = page.locator(".assistant .answer").all_inner_texts()
+        assert "Enjoy your trip!" in answers[0] and "Earlier you asked" in answers[1]
+        assert page.locator("details.tool").count() == 2  # the first turn's tool calls
+        assert page.inner_text("#conversation") == cid
+        page.screenshot(path=str(ARTIFACTS / f"browser-link-{name}.png"), full_page=True)
+        context.close()
+
+    # The link's conversation goes on from the page; New conversation resets everything.
+    page = browser.new_page()
+    page.goto(f"{app_url}/api/ui?agent=travelplanner&conversation={cid}")
+    wait_for_status(page, "completed")
+    ask(page, "And for a weekend?")
+    wait_for_status(page, "completed")
+    assert page.evaluate("window.agentState.conversationId") == cid
+    assert page.locator(".you").count() == 3
+    page.click("#new")
+    assert "conversation=" not in page.url
+    assert [page.inner_text(f"#{name}") for name in ("conversation", "cursor", "connections")] == [
+        "—",
+        "—",
+        "0",
+    ]
+    assert page.locator("#output > *").count() == 0
+    page.close()
+
+
+def test_a_link_to_an_unknown_conversation_says_it_is_gone(app_url: str, browser: Any) -> None:
+    page = browser.new_page()
+    page.goto(f"{app_url}/api/ui?conversation={'0' * 32}")
+    page.wait_for_selector(".note.info")
+    assert "gone" in page.inner_text(".note.info")
+    assert "conversation=" not in page.url
+    assert page.evaluate("document.querySelector('link[rel=icon]').href").startswith(
+        "data:image/png"
+    )
+    page.close()

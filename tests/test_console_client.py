@@ -125,7 +125,7 @@ def test_interactive_interrupt_resume_follow_up_and_a_dropped_connection(
         child.expect_exact("Day 2")
         before_interrupt = child.before + "Day 2"
         child.sendline("")
-        child.expect(r"\[stopped reading at cursor (\d+-\d+)\. Press \[Enter\] to resume\]")
+        child.expect(r"\[stopped reading at cursor (\d+-\d+)\. Press \[Enter\] to resume;")
         before_interrupt += child.before
         child.sendline("")
         child.expect_exact("[resuming]")
@@ -150,18 +150,22 @@ def test_interactive_interrupt_resume_follow_up_and_a_dropped_connection(
     assert child.exitstatus == 0
 
 
-def test_ctrl_c_mid_stream_exits_cleanly(app_url: str) -> None:
-    child = pexpect.spawn(
-        sys.executable,
-        ["-m", "agentstream_client", "--url", app_url],
-        cwd=str(REPO),
-        encoding="utf-8",
-        timeout=60,
-    )
+@pytest.mark.slow
+def test_ctrl_c_mid_stream_pauses_and_a_second_ctrl_c_exits_with_the_resume_command(
+    app_url: str,
+) -> None:
+    child = spawn_client("--url", app_url, "--no-color")
     child.expect_exact("You: ")
     child.sendline("Plan 5 days in Lisbon [[slow]]")
+    child.expect(r"Conversation: ([0-9a-f]{32})")
+    conversation = child.match.group(1)
     child.expect_exact("Day 1")
     child.sendintr()
+    child.expect(r"\[stopped reading at cursor (\d+-\d+)\. Press \[Enter\] to resume;")
+    cursor = child.match.group(1)
+    child.sendintr()
+    child.expect_exact("[the run goes on; read the rest with: ")
+    child.expect_exact(f"agentstream-chat --url {app_url} -c {conversation} --cursor {cursor}]")
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 130
@@ -324,8 +328,88 @@ def test_interactive_chat_started_with_sigint_ignored_still_stops_on_ctrl_c(app_
     child.expect_exact("You: ")
     child.sendline("Plan 5 days in Lisbon [[slow]]")
     child.expect_exact("Day 1")
-    child.sendintr()
+    child.sendintr()  # pauses
+    child.expect_exact("/quit exits]")
+    child.sendintr()  # exits
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 130
     assert "Traceback" not in child.before
+
+
+# --- pause, resume, /new, kept input, the resume command ----------------------------------------
+
+
+def pause(child: pexpect.spawn) -> tuple[str, str]:
+    """Press Enter mid-answer; return the screen up to the pause note, and the cursor."""
+    child.sendline("")
+    child.expect(
+        r"\[stopped reading at cursor (\d+-\d+)\. Press \[Enter\] to resume; "
+        r"/new starts a new conversation, /quit exits\]"
+    )
+    return child.before, child.match.group(1)
+
+
+@pytest.mark.slow
+def test_pause_keeps_typed_input_resumes_whole_words_starts_anew_and_quits_with_a_hint(
+    app_url: str,
+) -> None:
+    child = spawn_client("--url", app_url.removeprefix("http://"), "--no-color")
+    try:
+        child.expect_exact("You: ")
+        child.sendline("Plan 5 days in Lisbon [[slow]]")
+        child.expect(r"Conversation: ([0-9a-f]{32})")
+        first = child.match.group(1)
+        child.expect_exact("Day 1")
+        screen, _ = pause(child)
+        # The pause ends the line only where a word ended: no word is split across lines.
+        assert re.search(r"\S\r?\n$", screen) is None, screen[-80:]
+        child.sendline("What about something cheaper?")  # typed during the pause: kept
+        child.expect_exact("[kept: it is sent when this answer ends. Press [Enter] to resume]")
+        child.sendline("")
+        child.expect_exact("[resuming]")
+        child.expect_exact("Enjoy your trip!")
+        child.expect_exact("You: What about something cheaper?")  # sent by itself
+        child.expect(r"Conversation: ([0-9a-f]{32})")
+        assert child.match.group(1) == first
+        child.expect_exact('Earlier you asked: "Plan 5 days in Lisbon')
+        child.expect_exact("You: ")
+
+        child.sendline("Plan 5 days in Porto [[slow]]")
+        child.expect_exact("Day 1")
+        pause(child)
+        child.sendline("/new")
+        child.expect_exact("[a new conversation starts with your next message]")
+        child.expect_exact("You: ")
+        child.sendline("Plan 5 days in Madrid [[slow]]")
+        child.expect(r"Conversation: ([0-9a-f]{32})")
+        second = child.match.group(1)
+        assert second != first
+        child.expect_exact("Day 1")
+        _, cursor = pause(child)
+        child.sendline("/quit")
+        child.expect(r"\[the run goes on; read the rest with: (.*)\]")
+        hint = child.match.group(1).split()
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert child.exitstatus == 0
+    assert hint == ["agentstream-chat", "--url", app_url, "-c", second, "--cursor", cursor]
+
+    # The printed command reads the rest of the answer, to its end.
+    rest = run_client(app_url, *hint[3:])
+    assert rest.returncode == 0
+    assert rest.stdout.rstrip().endswith("Enjoy your trip!")
+
+
+def test_a_url_without_a_scheme_means_http_and_help_is_plain_text(app_url: str) -> None:
+    result = run_client(app_url.removeprefix("http://"), "-m", "Hello there")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip()
+    help_text = subprocess.run(
+        [sys.executable, "-m", "agentstream_client", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "`" not in help_text and "/new" in help_text

@@ -44,6 +44,8 @@ EXPECTED = {
         *[200, 204],  # status for the last id; nothing after it
         *[202, CANCEL, 200, 200, 200],  # next message, cancel, its stream, status, health
         204,  # delete
+        200,  # the caller's conversations
+        *[200, 202, 200, 200],  # the agents; a conversation, its stream, its turns
         *[400, 415, 404, 404, 406, 400],  # errors to try
     ],
 }
@@ -58,7 +60,7 @@ def curl_blocks(markdown: str) -> list[str]:
         if language == "console":  # keep the commands, drop the output
             body = "\n".join(line[2:] for line in body.splitlines() if line.startswith("$ "))
         if _AZURE_ONLY.search(body):
-            continue  # needs a deployed app and the Azure CLIs, which this machine cannot have
+            continue  # needs a deployed app and the Azure CLIs
         if "curl" in body or _only_definitions(body):
             blocks.append(body)
     return blocks

@@ -126,3 +126,12 @@ def test_payload_cannot_override_event_fields() -> None:
 )
 def test_accept_negotiation(accept: str | None, chosen: str | None) -> None:
     assert negotiate(accept) == chosen
+
+
+def test_equal_events_hash_alike_and_work_in_sets() -> None:
+    built = Event("1-0", "tool.call", "r", 2, 5, {"name": "w", "arguments": "{}"})
+    read_back = Event("1-0", "tool.call", "r", 2, 5, data_json='{"arguments":"{}","name":"w"}')
+    other = Event("2-0", "tool.call", "r", 3, 6, {"name": "w", "arguments": "{}"})
+    assert built == read_back
+    assert hash(built) == hash(read_back)
+    assert {built, read_back, other} == {built, other}

@@ -19,12 +19,19 @@ ROUTES = {
     "start_conversation": ("agents/{agent}/conversations", ["POST"], True),
     "post_message": ("agents/{agent}/conversations/{cid}/messages", ["POST"], True),
     "stream": ("agents/{agent}/conversations/{cid}/stream", ["GET"], False),
+    "list_conversations": ("agents/{agent}/conversations", ["GET"], False),
     "conversation_status": ("agents/{agent}/conversations/{cid}", ["GET"], False),
     "delete_conversation": ("agents/{agent}/conversations/{cid}", ["DELETE"], True),
     "cancel_run": ("agents/{agent}/conversations/{cid}/runs/{run_id}/cancel", ["POST"], False),
     "health": ("health", ["GET"], False),
     "ui": ("ui", ["GET"], False),
     "openapi_document": ("openapi.json", ["GET"], False),
+    "responses_create": ("v1/responses", ["POST"], True),
+    "responses_retrieve": ("v1/responses/{response_id}", ["GET"], False),
+    "responses_cancel": ("v1/responses/{response_id}/cancel", ["POST"], False),
+    "models_list": ("v1/models", ["GET"], False),
+    "list_agents": ("agents", ["GET"], False),
+    "conversation_messages": ("agents/{agent}/conversations/{cid}/messages", ["GET"], True),
 }
 
 _DUMP_BINDINGS = """

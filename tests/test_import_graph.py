@@ -16,7 +16,7 @@ import grimp
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-PACKAGES = ("agentstream", "agentstream_dev", "agentstream_client")
+PACKAGES = ("agentstream", "agentstream_dev", "agentstream_client", "agentstream_examples")
 
 
 def import_cycles(package: str) -> list[list[str]]:
@@ -120,6 +120,7 @@ def lint_imports(packages_root: Path) -> subprocess.CompletedProcess[str]:
     ("module", "line", "broken"),
     [
         ("config.py", "from .api import handlers", "The engine flows one way"),
+        ("agents/registry.py", "import agentstream_examples", "never imports an app"),
         ("streamlog/hub.py", "from .. import redis_clients", "The engine flows one way"),
         ("agent.py", "from . import model_probe", "The engine flows one way"),
         ("events.py", "import agentstream_client.render", "What deploys never imports"),

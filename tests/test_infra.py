@@ -1,6 +1,6 @@
 """The azd template (azure.yaml, infra/, host.json) held against the app it deploys.
 
-The Bicep compiler and azd cannot run here, so the template is checked statically: its app
+The tests neither compile the Bicep nor run azd, so the template is checked statically: its app
 settings against the settings the code reads, its production values through the app's own
 validation, checkov over infra/ and actionlint over the workflow.
 """

@@ -65,7 +65,7 @@ def wait_until_ready(child: pexpect.spawn, port: int, *along_the_way: str) -> in
     redis_port = int(child.match.group(1))
     for text in along_the_way:
         child.expect_exact(text)
-    child.expect_exact(f"Ready: http://localhost:{port}/api")
+    child.expect_exact(f"In a browser:           http://localhost:{port}/api/ui")
     child.expect_exact(f"agentstream-chat --url http://localhost:{port}")
     child.expect_exact("Press Ctrl-C to stop.")
     return redis_port
@@ -190,7 +190,7 @@ def test_an_explicit_redis_is_used(redis_port: int) -> None:
     port = free_port()
     with launcher(PORT=str(port), REDIS_CONNECTION_STRING=f"127.0.0.1:{redis_port}") as child:
         child.expect_exact(f"Redis: using 127.0.0.1:{redis_port} (REDIS_CONNECTION_STRING)")
-        child.expect_exact(f"Ready: http://localhost:{port}/api")
+        child.expect_exact(f"In a browser:           http://localhost:{port}/api/ui")
 
 
 def test_with_a_model_configured_there_is_no_offline_demo() -> None:

@@ -15,7 +15,6 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from agentstream.agent import TravelPlannerAgent
 from agentstream.config import Settings
 from agentstream.conversation import ConversationState, bounded_history, run
 from agentstream.events import MESSAGE_DELTA, RUN_COMPLETED, RUN_STARTED
@@ -26,8 +25,8 @@ from agentstream.streamlog.keys import meta_key, stream_key
 from agentstream.streamlog.retry import StoreUnavailable
 from agentstream.streamlog.runlog import RunLog
 from agentstream.streamlog.writer import StreamWriter, terminal_guard
-from agentstream.tools import build_toolbox
 from agentstream_dev.scripted_model.server import create_app as create_model_app
+from agentstream_examples.travel_planner import travel_planner
 
 from .redis_proxy import reply_dropping_proxy
 from .standins import scripted_services
@@ -303,15 +302,21 @@ def _run_in_entity(
 ) -> bool:
     """What the entity does for one delivery, on this test's Redis, model and tool servers."""
     assert settings.model is not None
-    agent = TravelPlannerAgent(
-        create_model_client(settings.model),
-        settings.model.model,
-        build_toolbox(settings.tools),
-        max_tool_rounds=settings.max_tool_rounds,
+    runner = travel_planner.bind(
+        create_model_client(settings.model), settings.model.model, settings
     )
     client = redis.Redis(host=settings.redis.host, port=settings.redis.port, decode_responses=True)
     try:
-        return run(cid, run_id, message, state, settings, redis_client=client, agent=agent)
+        return run(
+            cid,
+            run_id,
+            message,
+            state,
+            settings,
+            agent=travel_planner,
+            redis_client=client,
+            runner=runner,
+        )
     finally:
         client.close()
 

@@ -1,1 +1,1 @@
-"""The HTTP API of DESIGN.md 3: request parsing, validation, handlers and error responses."""
+"""The HTTP API: request parsing, validation, handlers and error responses."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+import uuid
 import weakref
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +20,7 @@ from ..config import Settings
 from ..events import RUN_FAILED, TERMINAL_TYPES, dumps_line
 from . import scripts
 from .keys import conversation_key, conversation_keys, meta_key
-from .scripts import append_args
+from .scripts import RUN_RECORDS_KEPT, append_args
 
 _GLOBAL_IDEMPOTENCY_PREFIX = "agent-idem:"
 
@@ -32,6 +33,7 @@ class Limits:
     maxlen: int
     conversation_ttl_seconds: int = 30 * 86_400
     start_deadline_seconds: float = 300.0
+    runs_kept: int = RUN_RECORDS_KEPT
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Limits:
@@ -76,6 +78,11 @@ def _script(client: aioredis.Redis, source: str) -> AsyncScript:
     return script
 
 
+def registered_script(client: aioredis.Redis, source: str) -> AsyncScript:
+    """``source`` as a script registered once per client (for scripts outside this module)."""
+    return _script(client, source)
+
+
 async def _run(
     client: aioredis.Redis, source: str, conversation_id: str, limits: Limits, *args: Any
 ) -> Any:
@@ -92,11 +99,13 @@ async def start_run(
     idempotency_key: str | None,
     must_exist: bool,
     limits: Limits,
+    owner: str = "",
 ) -> RunStart:
     """Take the conversation's run lock and write ``run.queued``, atomically.
 
     A run whose lease or start deadline has passed is ended first, so a dead worker never keeps
-    the conversation locked.
+    the conversation locked. A new conversation records ``owner``; an existing one that belongs to
+    another owner is ``"unknown"``, as if it did not exist.
     """
     reply = await _run(
         client,
@@ -111,6 +120,8 @@ async def start_run(
         limits.conversation_ttl_seconds * 1000,
         "1" if must_exist else "0",
         int(limits.start_deadline_seconds * 1000),
+        owner,
+        limits.runs_kept,
     )
     outcome = reply[0]
     if outcome == "started":
@@ -128,14 +139,16 @@ async def claim_new_conversation(
     message: str,
     conversation_id: str,
     ttl_seconds: int,
+    owner: str = "",
 ) -> str | None:
     """The conversation an ``Idempotency-Key`` on the new-conversation route belongs to.
 
     The first request with a key claims it for its freshly made conversation id; a retry with
     the same message gets that same id back (and then :func:`start_run` returns the same run).
     ``None``: the key was used for another message, and must not hand that conversation out.
+    Keys are scoped to their ``owner``: another caller's same key is another key.
     """
-    key = _GLOBAL_IDEMPOTENCY_PREFIX + idempotency_key
+    key = _GLOBAL_IDEMPOTENCY_PREFIX + owner_scope(owner) + idempotency_key
     digest = request_digest(message)
     claim = f"{conversation_id} {digest}"
     # Two steps rather than SET NX GET, which needs Redis 7.
@@ -146,6 +159,11 @@ async def claim_new_conversation(
         return conversation_id if await client.set(key, claim, nx=True, ex=ttl_seconds) else None
     owner, _, owner_digest = existing.partition(" ")
     return owner if owner_digest == digest else None
+
+
+def owner_scope(owner: str) -> str:
+    """A short, fixed-length stand-in for an owner in key names ("" for no owner)."""
+    return hashlib.sha256(owner.encode()).hexdigest()[:24] + ":" if owner else ""
 
 
 async def fail_queued_run(
@@ -184,7 +202,7 @@ async def request_cancel(
     Returns the run's status, ``"ended"`` when the run's worker was gone and this call ended it
     with ``run.cancelled``, or None for an unknown run.
     """
-    status = await _run(client, scripts.CANCEL, conversation_id, limits, run_id)
+    status = await _run(client, scripts.CANCEL, conversation_id, limits, run_id, uuid.uuid4().hex)
     return status or None
 
 
@@ -247,7 +265,11 @@ async def conversation_status(
                 "cancel_requested": f"cancel:{run_id}" in meta,
             }
         )
-    runs.sort(key=lambda run: run["created_ms"])
+    # In the order START queued them (``created_ms`` ties within a millisecond); records from
+    # before START kept that order come first.
+    queued = {run_id: index for index, run_id in enumerate(meta.get("runs", "").split())}
+    runs.sort(key=lambda run: (queued.get(run["run_id"], -1), run["created_ms"]))
+    del runs[: -limits.runs_kept]  # records written before START bounded them
     last_event = None
     if last:
         last_id, last_fields = last[0]

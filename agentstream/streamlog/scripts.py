@@ -12,15 +12,20 @@ and the ``MAXLEN`` cap. Fields of the meta hash (same TTL as the stream):
 - ``last:<run>``      ``<attempt> <write> <id> <seq>`` of the entity's latest append (replays)
 - ``lease:<run>``     ms (Redis clock) until which a running run counts as alive
 - ``deadline:<run>``  ms (Redis clock) by which a queued run must have begun
-- ``cancel:<run>``    present when a cancel was requested
+- ``cancel:<run>``    present when a cancel was requested: ``<request token> <answer>``
 - ``turn:<run>``      the history messages a completed run added (restores a lost entity commit)
 - ``active_run``      the run holding the conversation's run lock
 - ``latest_run`` / ``latest_start``  the newest run and the stream id of its ``run.queued``
 - ``first_id``        the first stream id ever written (to detect trimming)
 - ``idem:<key>``      ``<run> <cursor> <digest>`` for an ``Idempotency-Key`` already used
+- ``key:<run>``       the ``Idempotency-Key`` that started the run
+- ``runs``            the ids of the runs whose fields are kept, oldest first: ``START`` deletes the
+                      fields (and the ``Idempotency-Key``) of runs beyond the newest
+                      :data:`RUN_RECORDS_KEPT`, so the hash does not grow with every run
 
-The conversation record (``created``, ``updated``) lives ``CONVERSATION_TTL_DAYS`` after the last
-message; the stream and meta hash may expire long before it.
+The conversation record (``created``, ``updated``, and ``owner`` when callers have identities)
+lives ``CONVERSATION_TTL_DAYS`` after the last message; the stream and meta hash may expire long
+before it.
 
 Leases use the Redis server's clock (``TIME``), so the clocks of workers and HTTP front ends never
 need to agree. A run whose lease or start deadline has passed is ended by whichever request meets
@@ -56,6 +61,10 @@ STATUS_AFTER = {
 
 # Statuses of a run that has its terminal event.
 FINISHED_STATUSES = frozenset(STATUS_AFTER[t] for t in TERMINAL_TYPES)
+
+# The newest runs whose records are kept: in the meta hash (and so in the status) and in the
+# entity's state.
+RUN_RECORDS_KEPT = 50
 
 
 def append_args(
@@ -274,12 +283,19 @@ return redis.call('HEXISTS', meta, 'cancel:' .. run)
 
 # Takes the run lock and writes run.queued, or reports why not. A stale active run is ended first.
 # ARGV[3..]: run, idempotency key ('' = none), request digest, data, ts, conversation TTL ms,
-# must_exist ('1'/'0'), start deadline ms
+# must_exist ('1'/'0'), start deadline ms, owner ('' = none), runs kept (RUN_RECORDS_KEPT)
 # Returns {'started', cursor} | {'duplicate', run, cursor} | {'mismatch'} | {'busy', active_run}
-# | {'unknown'}
+# | {'unknown'} (also for a conversation that belongs to another owner)
+# Replayable: the run id is new for every request, so finding it as the latest run means this
+# request already ran here (its reply was lost and the client retried the command), and the same
+# answer is returned: the caller signals the entity once, not reports its own run as busy.
 START = _script("""
 local run, key, digest = ARGV[3], ARGV[4], ARGV[5]
-if ARGV[9] == '1' and redis.call('EXISTS', conv) == 0 then
+if redis.call('HGET', meta, 'latest_run') == run then
+  return {'started', redis.call('HGET', meta, 'latest_start')}
+end
+if ARGV[9] == '1' and (redis.call('EXISTS', conv) == 0
+    or (redis.call('HGET', conv, 'owner') or '') ~= ARGV[11]) then
   return {'unknown'}
 end
 if key ~= '' then
@@ -306,20 +322,49 @@ redis.call('HSET', meta, 'active_run', run, 'latest_run', run, 'latest_start', i
   'status:' .. run, 'queued', 'created:' .. run, ARGV[7],
   'deadline:' .. run, now + tonumber(ARGV[10]))
 if key ~= '' then
-  redis.call('HSET', meta, 'idem:' .. key, run .. ' ' .. id .. ' ' .. digest)
+  redis.call('HSET', meta, 'idem:' .. key, run .. ' ' .. id .. ' ' .. digest, 'key:' .. run, key)
 end
+-- Only the newest runs keep their fields: the oldest beyond the bound go, with their key.
+local kept = {}
+for old in string.gmatch(redis.call('HGET', meta, 'runs') or '', '%S+') do
+  kept[#kept + 1] = old
+end
+kept[#kept + 1] = run
+while #kept > tonumber(ARGV[12]) do
+  local old = table.remove(kept, 1)
+  local old_key = redis.call('HGET', meta, 'key:' .. old)
+  if old_key then
+    redis.call('HDEL', meta, 'idem:' .. old_key)
+  end
+  redis.call('HDEL', meta, 'status:' .. old, 'seq:' .. old, 'created:' .. old,
+    'attempts:' .. old, 'token:' .. old, 'last:' .. old, 'lease:' .. old, 'deadline:' .. old,
+    'cancel:' .. old, 'turn:' .. old, 'key:' .. old)
+end
+redis.call('HSET', meta, 'runs', table.concat(kept, ' '))
 touch()
 redis.call('HSETNX', conv, 'created', ARGV[7])
+if ARGV[11] ~= '' then
+  redis.call('HSETNX', conv, 'owner', ARGV[11])
+end
 redis.call('HSET', conv, 'updated', ARGV[7])
 redis.call('PEXPIRE', conv, ARGV[8])
 return {'started', id}
 """)
 
 # Requests a cancel. A run nothing will end any more (lease or start deadline passed) is ended at
-# once with run.cancelled. ARGV[3]: run.
+# once with run.cancelled. ARGV[3..]: run, request token (new for every request).
 # Returns the run's status ('' when the run is unknown), or 'ended' when this call ended it.
+# Replayable: the cancel flag keeps ``<token> <answer>``, so the same request run again (its reply
+# was lost) gets its first answer, not ``cancelled`` for the run it ended itself.
 CANCEL = _script("""
-local run = ARGV[3]
+local run, token = ARGV[3], ARGV[4]
+local previous = redis.call('HGET', meta, 'cancel:' .. run)
+if previous then
+  local ptoken, answer = string.match(previous, '^(%S+) (%S+)$')
+  if ptoken == token then
+    return answer
+  end
+end
 local status = redis.call('HGET', meta, 'status:' .. run)
 if not status then
   return ''
@@ -327,8 +372,9 @@ end
 if is_finished(status) then
   return status
 end
-redis.call('HSET', meta, 'cancel:' .. run, '1')
+redis.call('HSET', meta, 'cancel:' .. run, token .. ' ' .. status)
 if reap(now_ms()) == run then
+  redis.call('HSET', meta, 'cancel:' .. run, token .. ' ended')
   return 'ended'
 end
 return status

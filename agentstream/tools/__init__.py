@@ -1,6 +1,7 @@
-"""The travel planner's tools: JSON schemas the model sees and the code that runs them."""
+"""Typed tools: plain functions the model can call, with validated arguments."""
 
-from .base import Tool
-from .toolbox import Toolbox, build_toolbox
+from .base import ToolError
+from .function_tool import FunctionTool, tool
+from .toolbox import Toolbox
 
-__all__ = ["Tool", "Toolbox", "build_toolbox"]
+__all__ = ["FunctionTool", "ToolError", "Toolbox", "tool"]

@@ -11,7 +11,8 @@ import uvicorn
 
 from agentstream.config import ConfigError
 
-from .app import create_app, load_function_app
+from .app import STOP_CONNECTIONS_SECONDS, create_app, load_function_app
+from .stopping import cancel_runs
 
 BANNER = """\
 ==========================================================================================
@@ -40,7 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"Configuration error: {exc}", file=sys.stderr)
         return 2
-    app = create_app(function_app, durable_available=not args.durable_unavailable)
+    app = create_app(
+        function_app, durable_available=not args.durable_unavailable, on_stop=cancel_runs
+    )
     print(BANNER, flush=True)
     print(
         f"  entity batches run on {app.state.entities.max_workers} threads"
@@ -49,7 +52,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     for path, methods in app.state.http_routes:
         print(f"  {','.join(methods):<9} http://{args.host}:{args.port}{path}", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        timeout_graceful_shutdown=STOP_CONNECTIONS_SECONDS,
+    )
+    if app.state.entities.busy():
+        # A run that did not stop in time is left to its lease; its thread is not waited for.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0
 
 

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .entities import EntityHost, thread_count
+from .entities import EntityHost, Operation, thread_count
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +27,11 @@ DURABLE_PREFIX = "/runtime/webhooks/durabletask"
 TASK_HUB = "DevHostHub"
 
 _ROUTE_PARAMETER = re.compile(r"\{(\w+)(?::[^}]*)?\}")
+# How long a stop waits for open responses, then for the entity batches running on threads.
+STOP_CONNECTIONS_SECONDS = 1.0
+STOP_ENTITIES_SECONDS = 2.0
+
+InFlight = list[tuple[str, str, Operation]]
 
 
 def load_function_app(module_name: str = "function_app") -> func.FunctionRegister:
@@ -37,11 +42,17 @@ def load_function_app(module_name: str = "function_app") -> func.FunctionRegiste
     return apps[0]
 
 
-def create_app(function_app: func.FunctionRegister, durable_available: bool = True) -> Starlette:
+def create_app(
+    function_app: func.FunctionRegister,
+    durable_available: bool = True,
+    on_stop: Callable[[InFlight], Awaitable[object]] | None = None,
+) -> Starlette:
     """Serve every HTTP function of the app, and the durable entity endpoints.
 
     ``durable_available=False`` makes the durable endpoints answer 503, to try out how the app
-    behaves when the Durable Task backend is down.
+    behaves when the Durable Task backend is down. ``on_stop`` is told which entity operations
+    are running when the host stops (to end them early); they get
+    :data:`STOP_ENTITIES_SECONDS` to finish.
     """
     routes: list[Route] = []
     entity_handlers: dict[str, Callable[[str], str]] = {}
@@ -65,12 +76,32 @@ def create_app(function_app: func.FunctionRegister, durable_available: bool = Tr
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
+        if on_stop is not None and entities.busy():
+            await on_stop(entities.in_flight())
+        await entities.wait_idle(STOP_ENTITIES_SECONDS)
         entities.close()
+        await _close_durable_client_session()
 
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={404: _not_found, 405: _method_not_allowed},
+    )
+    # Like the Functions host: `/api/health/` is not `/api/health` (no redirect to it).
+    app.router.redirect_slashes = False
     app.state.entities = entities
     app.state.http_routes = [(r.path, sorted(r.methods or [])) for r in routes]
     return app
+
+
+async def _close_durable_client_session() -> None:
+    """The durable SDK keeps one aiohttp session for its client calls and leaves closing it to
+    the host's shutdown; without this, each stop logs "Unclosed client session"."""
+    from azure.durable_functions.models.utils import http_utils
+
+    close = getattr(http_utils, "_close_session", None)
+    if close is not None:
+        await close()
 
 
 def _http_route(function: Any) -> Route:
@@ -95,6 +126,34 @@ def _http_route(function: Any) -> Route:
             )
 
     return Route(path, endpoint, methods=methods, name=function.get_function_name())
+
+
+def _error(status: int, code: str, message: str, **headers: str) -> JSONResponse:
+    """The API's error body, for the answers the host gives itself."""
+    return JSONResponse(
+        {"error": {"code": code, "message": message}},
+        status_code=status,
+        headers={"Cache-Control": "no-store", **headers},
+    )
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    return _error(
+        404,
+        "not_found",
+        f"There is no {request.method} {request.url.path[:200]}. "
+        "The API's routes are listed in /api/openapi.json.",
+    )
+
+
+async def _method_not_allowed(request: Request, exc: Exception) -> Response:
+    allowed = (getattr(exc, "headers", None) or {}).get("Allow", "")
+    return _error(
+        405,
+        "method_not_allowed",
+        f"{request.method} is not allowed on {request.url.path[:200]}; use {allowed}.",
+        Allow=allowed,
+    )
 
 
 async def _call(user_function: Callable[..., Any], kwargs: dict[str, Any]) -> Response:

@@ -71,6 +71,7 @@ class _Instance:
     state: str | None = None  # the serialized state, exactly as the SDK returned it
     queue: deque[Operation] = field(default_factory=deque)
     worker: asyncio.Task[None] | None = None
+    running: list[Operation] = field(default_factory=list)  # the batch on a thread now
 
 
 class MalformedReply(ValueError):
@@ -107,6 +108,27 @@ class EntityHost:
             return None
         return json.loads(instance.state)
 
+    def in_flight(self) -> list[tuple[str, str, Operation]]:
+        """``(entity name, key, operation)`` of every operation running on a thread now."""
+        return [
+            (instance.name, instance.key, operation)
+            for instance in self._instances.values()
+            for operation in instance.running
+        ]
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the running batches; whether they all ended."""
+        for instance in self._instances.values():
+            instance.queue.clear()  # stopping: what has not started yet will not
+        workers = [i.worker for i in self._instances.values() if i.worker and not i.worker.done()]
+        if not workers:
+            return True
+        _, pending = await asyncio.wait(workers, timeout=timeout)
+        return not pending
+
+    def busy(self) -> bool:
+        return any(instance.running for instance in self._instances.values())
+
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
@@ -121,6 +143,7 @@ class EntityHost:
         while instance.queue:
             count = min(len(instance.queue), self._max_batch_size)
             batch = [instance.queue.popleft() for _ in range(count)]
+            instance.running = batch
             try:
                 await loop.run_in_executor(self._executor, self._execute, instance, batch)
             except MalformedReply as exc:
@@ -138,6 +161,8 @@ class EntityHost:
                     len(batch),
                     type(exc).__name__,
                 )
+            finally:
+                instance.running = []
 
     def _execute(self, instance: _Instance, batch: list[Operation]) -> None:
         request = {

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-import httpx
+from pydantic import Field
 
-from ..config import ToolSettings
-from .arguments import int_argument, text_argument
-from .base import Tool, ToolError, get_json
+from agentstream.tools import ToolError
+
+from .services import get_json, tool_settings
 
 MAX_DAYS = 16  # Open-Meteo's forecast horizon
 
@@ -44,54 +44,32 @@ _WEATHER_CODES = {
     99: "thunderstorm with heavy hail",
 }
 
-_PARAMETERS = {
-    "type": "object",
-    "properties": {
-        "location": {"type": "string", "description": "City or place name, e.g. 'Lisbon'"},
-        "days": {
-            "type": "integer",
-            "description": f"Number of days from today, 1 to {MAX_DAYS}",
-            "minimum": 1,
-            "maximum": MAX_DAYS,
+
+def get_weather_forecast(
+    location: Annotated[str, Field(description="City or place name, e.g. 'Lisbon'", min_length=1)],
+    days: Annotated[int, Field(description="Number of days from today", ge=1, le=MAX_DAYS)] = 3,
+) -> dict[str, Any]:
+    """Daily weather forecast (conditions, temperatures in °C, chance of rain) for a place,
+    starting today."""
+    settings = tool_settings()
+    place = _geocode(settings.geocoding_url, location.strip()[:200])
+    forecast = get_json(
+        settings.forecast_url,
+        {
+            "latitude": place["latitude"],
+            "longitude": place["longitude"],
+            "daily": "weather_code,temperature_2m_max,temperature_2m_min,"
+            "precipitation_probability_max",
+            "timezone": "auto",
+            "forecast_days": days,
         },
-    },
-    "required": ["location"],
-    "additionalProperties": False,
-}
-
-
-def weather_tool(settings: ToolSettings, http: httpx.Client) -> Tool:
-    def run(arguments: dict[str, Any]) -> dict[str, Any]:
-        location = text_argument(arguments, "location")
-        days = int_argument(arguments, "days", default=3, low=1, high=MAX_DAYS)
-        place = _geocode(http, settings.geocoding_url, location)
-        forecast = get_json(
-            http,
-            settings.forecast_url,
-            {
-                "latitude": place["latitude"],
-                "longitude": place["longitude"],
-                "daily": "weather_code,temperature_2m_max,temperature_2m_min,"
-                "precipitation_probability_max",
-                "timezone": "auto",
-                "forecast_days": days,
-            },
-            "weather service",
-        )
-        return {"location": _place_name(place), "days": _daily(forecast)}
-
-    return Tool(
-        name="get_weather_forecast",
-        description="Daily weather forecast (conditions, temperatures in °C, chance of rain) "
-        "for a place, starting today.",
-        parameters=_PARAMETERS,
-        run=run,
+        "weather service",
     )
+    return {"location": _place_name(place), "days": _daily(forecast)}
 
 
-def _geocode(http: httpx.Client, url: str, location: str) -> dict[str, Any]:
+def _geocode(url: str, location: str) -> dict[str, Any]:
     found = get_json(
-        http,
         url,
         {"name": location, "count": 1, "language": "en", "format": "json"},
         "geocoding service",

@@ -1,0 +1,52 @@
+"""The agent registry: names checked at start-up, one entity per agent, unknown names refused."""
+
+from __future__ import annotations
+
+import azure.durable_functions as df
+import azure.functions as func
+import pytest
+
+from agentstream.agents import Agent, InvalidAgents
+from agentstream.agents.registry import AgentRegistry
+from agentstream.functions import serve_agents
+
+
+def agent(name: str, description: str = "") -> Agent:
+    return Agent(name=name, instructions="Be brief.", description=description)
+
+
+@pytest.mark.parametrize("name", ["", "Travel", "9lives", "has space", "a/b", "x" * 49, "é"])
+def test_route_or_entity_unsafe_names_are_refused(name: str) -> None:
+    with pytest.raises(InvalidAgents, match="lowercase letters"):
+        AgentRegistry([agent(name)])
+
+
+def test_a_repeated_name_is_refused() -> None:
+    with pytest.raises(InvalidAgents, match="two agents are called 'helper'"):
+        AgentRegistry([agent("helper"), agent("helper")])
+
+
+def test_names_are_found_case_insensitively_and_listed_in_order() -> None:
+    registry = AgentRegistry([agent("b-agent", "second"), agent("a_agent", "first")])
+    assert registry.find("B-Agent") is not None
+    assert registry.find("nobody") is None
+    assert [(i.name, i.description, i.kind) for i in registry.infos()] == [
+        ("b-agent", "second", "agentstream"),
+        ("a_agent", "first", "agentstream"),
+    ]
+
+
+def test_each_agent_gets_its_own_entity_function() -> None:
+    app = df.DFApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+    serve_agents(app, [agent("one"), agent("two-2")])
+    functions = {f.get_function_name(): f for f in app.get_functions()}
+    assert set(functions) == {"one", "two-2"}
+    for name, function in functions.items():
+        trigger = function.get_trigger()
+        assert trigger.get_binding_name() == "entityTrigger"
+        assert trigger.entity_name == name
+
+
+def test_an_app_without_agents_does_not_start() -> None:
+    with pytest.raises(InvalidAgents, match="at least one agent"):
+        serve_agents(df.DFApp(), [])

@@ -1,0 +1,180 @@
+"""`make run` on the first day: the worker's Python under Core Tools, a prompt and quiet Ctrl-C,
+start-up lines that tell the truth."""
+
+from __future__ import annotations
+
+import json
+import stat
+import sys
+from pathlib import Path
+
+import httpx
+import pexpect
+import pytest
+import redis
+
+from agentstream_dev.launcher import STOPPING
+
+from .api_client import Api
+from .devhost_process import REPO
+from .redis_server import free_port
+from .test_launcher import launcher
+
+VENV_PYTHON = Path(sys.executable)
+
+# What Core Tools do by default: start the worker with the `python` found on PATH. The "worker"
+# records what it runs on and answers HTTP on the port `func start --port N` was given.
+FAKE_FUNC = """#!/bin/sh
+exec python "{worker}" "$@"
+"""
+FAKE_WORKER = """
+import http.server, json, os, shutil, signal, sys
+port = int(sys.argv[sys.argv.index("--port") + 1])
+with open({record!r}, "w") as out:
+    json.dump({{
+        "argv": sys.argv[1:],
+        "prefix": sys.prefix,
+        "python_on_path": shutil.which("python"),
+        "setting": os.environ.get("languageWorkers__python__defaultExecutablePath"),
+        "virtual_env": os.environ.get("VIRTUAL_ENV"),
+    }}, out)
+
+class Health(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+
+signal.signal(signal.SIGINT, lambda *_: sys.exit(0))
+http.server.HTTPServer(("127.0.0.1", port), Health).serve_forever()
+"""
+
+
+def test_func_start_runs_the_worker_on_the_projects_venv_python(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    record = tmp_path / "worker.json"
+    worker = tmp_path / "worker.py"
+    worker.write_text(FAKE_WORKER.format(record=str(record)))
+    func = bin_dir / "func"
+    func.write_text(FAKE_FUNC.format(worker=worker))
+    func.chmod(func.stat().st_mode | stat.S_IEXEC)
+    local_settings = REPO / "local.settings.json"
+    had_local_settings = local_settings.exists()
+    # No venv on PATH: a system `python`, if any, is what Core Tools would have found.
+    path = f"{bin_dir}:/usr/local/bin:/usr/bin:/bin"
+    port = free_port()
+    try:
+        with launcher(PORT=str(port), PATH=path) as child:
+            child.expect_exact(f"Worker Python: .venv/bin/python ({sys.version.split()[0]})")
+            child.expect_exact("Press Ctrl-C to stop.")
+            worker_seen = json.loads(record.read_text())
+            child.sendintr()
+            child.expect(pexpect.EOF)
+    finally:
+        if not had_local_settings:
+            local_settings.unlink(missing_ok=True)
+    venv = REPO / ".venv"
+    assert VENV_PYTHON.parent.parent.resolve() == venv.resolve(), "tests run on the .venv"
+    assert worker_seen["argv"] == ["start", "--port", str(port)]
+    assert Path(worker_seen["prefix"]).resolve() == venv.resolve()
+    assert worker_seen["python_on_path"] == str(VENV_PYTHON.parent / "python")
+    assert worker_seen["setting"] == str(VENV_PYTHON)
+    assert worker_seen["virtual_env"] == str(VENV_PYTHON.parent.parent)
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every process below ``pid``, from /proc (children in sessions of their own included)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(fields[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier}
+        found |= frontier
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_a_run_stops_everything_promptly_quietly_and_ends_the_run(
+    redis_port: int,
+) -> None:
+    port = free_port()
+    with launcher(PORT=str(port), REDIS_CONNECTION_STRING=f"127.0.0.1:{redis_port}") as child:
+        child.expect_exact("Press Ctrl-C to stop.")
+        api = Api(f"http://127.0.0.1:{port}")
+        started = api.start("Plan 5 days in Lisbon [[slow]]").json()
+        with api.http.stream(
+            "GET", started["stream_url"], headers={"Accept": "application/x-ndjson"}
+        ) as response:
+            for line in response.iter_lines():
+                if '"message.delta"' in line:
+                    break
+        api.http.close()
+        started_processes = _descendants(child.pid)
+        assert len(started_processes) >= 3  # the app and the scripted model and tool stand-ins
+        child.sendintr()
+        child.sendintr()  # a second Ctrl-C while stopping changes nothing
+        child.expect(pexpect.EOF, timeout=5)
+        after_ctrl_c = child.before
+        child.close()
+    assert child.exitstatus == 130
+    # One line, whatever the terminal echoes for the two Ctrl-C.
+    printed = [line for line in after_ctrl_c.replace("^C", "").splitlines() if line.strip()]
+    assert printed == [STOPPING]
+    assert "Traceback" not in child.logfile_read.getvalue()
+    assert not [pid for pid in started_processes if _alive(pid)]
+
+    # The run ended as cancelled, in the stream every reader follows.
+    stream = f"agent-stream:{{{started['conversation_id']}}}"
+    last = redis.Redis(port=redis_port, decode_responses=True).xrevrange(stream, count=1)
+    assert last[0][1]["type"] == "run.cancelled"
+
+
+def test_the_printed_urls_answer() -> None:
+    port = free_port()
+    with launcher(PORT=str(port)) as child:
+        child.expect_exact("Press Ctrl-C to stop.")
+        banner = child.before
+        urls = [
+            word
+            for line in banner.splitlines()
+            if line.startswith(("In a browser:", "API:", "Health:", "API reference:"))
+            for word in line.split()
+            if word.startswith("http://")
+        ]
+        assert len(urls) == 4, banner
+        for url in urls:
+            if url.endswith("/conversations"):
+                answer = httpx.post(url, json={"message": "Hello there"})
+                assert answer.status_code == 202, url
+            else:
+                assert httpx.get(url).status_code == 200, url
+
+
+def test_an_unreachable_model_is_reported_at_start_with_what_to_check() -> None:
+    port, nothing_there = free_port(), free_port()
+    settings = {
+        "OPENAI_BASE_URL": f"http://127.0.0.1:{nothing_there}/v1",
+        "OPENAI_MODEL": "gpt-test",
+    }
+    with launcher(PORT=str(port), **settings) as child:
+        child.expect_exact(
+            "Model: gpt-test unreachable (ConnectError): check OPENAI_BASE_URL and the network"
+        )
+        child.expect_exact("Press Ctrl-C to stop.")
+        assert f"127.0.0.1:{nothing_there}" not in child.logfile_read.getvalue()
