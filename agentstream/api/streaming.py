@@ -23,8 +23,10 @@ from typing import Any
 import redis.exceptions
 from fastapi import Response
 
-from ..events import Event, StreamFormat
+from ..events import Event, StreamFormat, truncation_notice
 from ..streamlog.capacity import AtCapacity
+from ..streamlog.continuity import SeqContinuity
+from ..streamlog.keys import stream_id_before
 from ..streamlog.reader import HubStream, OpenStream
 
 logger = logging.getLogger(__name__)
@@ -65,7 +67,8 @@ class EventStreamResponse(Response):
         self._on_batch = on_batch
         self.events_sent = 0
         self.bytes_sent = 0
-        # terminal | max_duration | gone (deleted or expired) | store_error | disconnected
+        # terminal | max_duration | gone (deleted or expired) | truncated | store_error
+        # | disconnected
         self.end_reason = "max_duration"
 
     async def __call__(self, scope: Any, receive: Receive, send: Send) -> None:
@@ -92,6 +95,7 @@ class EventStreamResponse(Response):
         if self._format.preamble:
             await send(_body(self._format.preamble.encode()))
         keepalive = self._format.keepalive.encode()
+        continuity = SeqContinuity()
         try:
             # aclosing: a response that ends early (stream gone) leaves the hub at once.
             async with contextlib.aclosing(self._opened.batches()) as batches:
@@ -103,6 +107,11 @@ class EventStreamResponse(Response):
                             self.end_reason = "gone"
                             return
                         continue
+                    following = continuity.follow(batch)
+                    if following < len(batch):
+                        await send(_body(self._truncated(batch, following, continuity)))
+                        self.end_reason = "truncated"
+                        return
                     if len(batch) == 1:
                         chunk = batch[0].frame(media_type)
                     else:
@@ -119,6 +128,19 @@ class EventStreamResponse(Response):
             # The response has started; end it cleanly and let the client resume from its cursor.
             logger.warning("stream ended early: %s", type(exc).__name__)
             self.end_reason = "store_error"
+
+    def _truncated(self, batch: list[Event], following: int, continuity: SeqContinuity) -> bytes:
+        """The events before the hole the ``MAXLEN`` cap left, then the frame that names it.
+
+        The ``200`` is sent already, so the response ends with an explicit frame rather than an
+        error status, and never reads on past the hole as if nothing was missing.
+        """
+        assert continuity.last is not None  # the first event of a response always follows
+        logger.warning("stream truncated under a live reader: the MAXLEN cap overtook it")
+        media_type = self._format.media_type
+        delivered = b"".join([event.frame(media_type) for event in batch[:following]])
+        resume_cursor = stream_id_before(batch[following].id)
+        return delivered + truncation_notice(media_type, continuity.last.id, resume_cursor)
 
 
 def _body(chunk: bytes) -> Message:
