@@ -92,6 +92,11 @@ class _Clients:
         # execution); keep the retries short so an outage is a quick 503.
         kwargs["retry"] = AsyncRetry(ExponentialBackoff(cap=0.5, base=0.05), 2)
         self.cluster = is_cluster(settings)
+        if self.cluster:
+            # A primary's failover is expected there and takes a few seconds (the replica waits
+            # out the node timeout, then is elected): the cluster client re-learns the slot map
+            # between tries, so a request rides it out instead of answering 503.
+            kwargs["retry"] = AsyncRetry(ExponentialBackoff(cap=1.0, base=0.05), 12)
 
         def client(name: str, size: int, wait: float) -> aioredis.Redis:
             if self.cluster:
