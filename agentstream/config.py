@@ -493,7 +493,9 @@ class TopologySettings:
     # REDIS_MIN_REPLICAS: replicas a write must reach before it counts as written (the writer
     # keeps it until then); None = 1 when the server reports replicas, else 0.
     min_replicas: int | None = None
-    replica_wait_ms: int = 1000  # REDIS_REPLICA_WAIT_MS: how long a WAIT waits for them
+    # REDIS_REPLICA_WAIT_MS: how long a WAIT waits for them (a write is kept, not lost, when
+    # none confirms in time; only while no replica answers does each write take this long).
+    replica_wait_ms: int = 200
 
 
 def _topology_settings(reader: _Reader) -> TopologySettings:
@@ -510,5 +512,5 @@ def _topology_settings(reader: _Reader) -> TopologySettings:
     return TopologySettings(
         cluster=cluster,
         min_replicas=None if replicas == "" else reader.integer("REDIS_MIN_REPLICAS", 0, minimum=0),
-        replica_wait_ms=reader.integer("REDIS_REPLICA_WAIT_MS", 1000),
+        replica_wait_ms=reader.integer("REDIS_REPLICA_WAIT_MS", 200),
     )

@@ -152,3 +152,70 @@ def test_kill_9_of_the_primary_holding_a_live_run_loses_nothing(
     restart(cluster, primary)
     check_run(cluster, cid, readers)
     next_message_is_accepted(base_url, cid)
+
+
+def replica_of(cluster: RedisClusterUnderTest, primary: ClusterNode) -> ClusterNode:
+    for node in cluster.live_nodes():
+        with node.client() as client:
+            info = client.info("replication")
+        if info.get("role") == "slave" and int(info.get("master_port", 0)) == primary.port:
+            return node
+    raise LookupError("the primary has no replica")
+
+
+@pytest.mark.slow
+def test_writes_no_replica_confirmed_are_written_again_with_their_ids_after_a_failover(
+    cluster: RedisClusterUnderTest, base_url: str
+) -> None:
+    """The replica is frozen (SIGSTOP) and cut off while the run writes, so the primary
+    acknowledges entries no replica has; then the primary dies and the replica takes over
+    without them. The writer notices at its next append and writes them again with their ids."""
+    cid, readers = live_run(base_url, "Plan 3 days in Rome [[slow]]")
+    primary = cluster.primary_of_slot(key_slot(stream_key(cid).encode()))
+    replica = replica_of(cluster, primary)
+    key = stream_key(cid)
+    with primary.client() as client:
+        # Frozen, and its link cut: what the primary writes from now on cannot reach it, not
+        # even into its socket buffer.
+        replica.freeze()
+        client.client_kill_filter(_type="replica")
+        frozen_at = client.xrevrange(key, count=1)[0][0]
+
+        def unreplicated() -> list[str]:
+            return [entry_id for entry_id, _ in client.xrange(key, min=f"({frozen_at}")]
+
+        # Entries the replica cannot have: the run goes on writing meanwhile.
+        cluster.wait_until(lambda: len(unreplicated()) >= 3, "writes the replica misses")
+        lost_with_the_primary = unreplicated()
+    primary.kill()
+    replica.thaw()
+    finish(readers)
+    restart(cluster, primary)
+    check_run(cluster, cid, readers)
+    store = redis.RedisCluster(host="127.0.0.1", port=cluster.port, decode_responses=True)
+    try:
+        stored = {entry_id for entry_id, _ in store.xrange(key)}
+    finally:
+        store.close()
+    # The replica that took over never had these; they are there again, with the same ids.
+    assert set(lost_with_the_primary) <= stored
+    next_message_is_accepted(base_url, cid)
+
+
+@pytest.mark.slow
+def test_a_graceful_cluster_failover_mid_run_loses_nothing(
+    cluster: RedisClusterUnderTest, base_url: str
+) -> None:
+    cid, readers = live_run(base_url, "Plan 3 days in Paris [[slow]]")
+    primary = cluster.primary_of_slot(key_slot(stream_key(cid).encode()))
+    replica = replica_of(cluster, primary)
+    with replica.client() as client:
+        client.execute_command("CLUSTER FAILOVER")
+    cluster.wait_until(
+        lambda: cluster.primary_of_slot(key_slot(stream_key(cid).encode())) is replica,
+        "the replica took over",
+    )
+    finish(readers)
+    cluster.wait_until(cluster.healthy, "cluster_state:ok everywhere")
+    check_run(cluster, cid, readers)
+    next_message_is_accepted(base_url, cid)

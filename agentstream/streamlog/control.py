@@ -38,7 +38,7 @@ class Limits:
     conversation_ttl_seconds: int = 30 * 86_400
     start_deadline_seconds: float = 300.0
     min_replicas: int | None = 0  # None: 1 when the server reports replicas (REDIS_MIN_REPLICAS)
-    replica_wait_ms: int = 1000
+    replica_wait_ms: int = 200
     runs_kept: int = RUN_RECORDS_KEPT
 
     @classmethod

@@ -72,7 +72,7 @@ class RunLog:
         retry_seconds: float = 0.0,
         clock: Callable[[], float] = time.time,
         min_replicas: int | None = 0,
-        replica_wait_ms: int = 1000,
+        replica_wait_ms: int = 200,
     ) -> None:
         self._client = client
         self._keys = conversation_keys(conversation_id)
@@ -93,6 +93,7 @@ class RunLog:
         self._min_replicas = min_replicas
         self._replica_wait_ms = replica_wait_ms
         self._unconfirmed: list[list[Any]] = []  # writes no replica has confirmed yet
+        self._last_id = (0, 0)  # the newest stream id this log wrote or asked for
 
     def _call(self, script: Any, args: list[Any]) -> Any:
         return call_with_retries(lambda: script(keys=self._keys, args=args), self._retry_seconds)
@@ -153,6 +154,7 @@ class RunLog:
         """
         self._writes += 1
         keeping = self.replicas > 0 and self.attempt is not None
+        now_ms = int(self._clock() * 1000)
         args = scripts.append_args(
             self.run_id,
             event_type,
@@ -163,8 +165,9 @@ class RunLog:
             write=self._writes,
             lease_ms=self._lease_ms if self.attempt is not None else 0,
             turn=turn,
-            now=self._clock(),
+            now=now_ms / 1000,
             check_lost=keeping,
+            entry_id=self._next_id(now_ms) if keeping else "*",
         )
         while True:
             reply, confirmed = self._call_replicated(self._append, args)
@@ -177,8 +180,20 @@ class RunLog:
             raise RunAlreadyFinished(f"{self.run_id}: {reason}")
         entry_id, seq, cancel = reply
         if keeping:
+            self._last_id = max(self._last_id, _parsed(as_text(entry_id)))
             self._keep(args, as_text(entry_id), int(seq), confirmed)
         return Appended(id=as_text(entry_id), seq=int(seq), cancel_requested=bool(int(cancel)))
+
+    def _next_id(self, now_ms: int) -> str:
+        """The id this append asks for: after the last one, from the writer's clock.
+
+        Chosen before the first try and kept for the retries: if the reply is lost with a
+        primary that dies, the entry is written again on its successor with the id readers may
+        already hold. (When the stream is already past it, Redis picks the id instead.)
+        """
+        last_ms, last_seq = self._last_id
+        self._last_id = (now_ms, 0) if now_ms > last_ms else (last_ms, last_seq + 1)
+        return f"{self._last_id[0]}-{self._last_id[1]}"
 
     def _keep(self, args: list[Any], entry_id: str, seq: int, confirmed: int) -> None:
         """Remember an append until a replica confirms it (and everything before it)."""
@@ -209,3 +224,8 @@ class RunLog:
         if answer < 0:
             raise RunAlreadyFinished(f"{self.run_id}: no longer this attempt's to write")
         return answer == 1
+
+
+def _parsed(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq)

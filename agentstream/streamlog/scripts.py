@@ -80,6 +80,7 @@ def append_args(
     turn: list[dict[str, Any]] | None = None,
     now: float | None = None,
     check_lost: bool = False,
+    entry_id: str = "*",
 ) -> list[Any]:
     """The ``ARGV`` of the ``APPEND`` script for one event."""
     return [
@@ -96,6 +97,7 @@ def append_args(
         lease_ms,
         "" if turn is None else json.dumps(turn, separators=(",", ":")),
         "1" if check_lost else "0",
+        entry_id,
     ]
 
 
@@ -122,10 +124,22 @@ local function is_finished(status)
   return status == 'completed' or status == 'failed' or status == 'cancelled'
 end
 
-local function add(run, etype, data, ts)
+-- wanted: an id the writer chose (kept across its retries), used when it is above the stream's
+-- newest; otherwise (and when absent) Redis picks one.
+local function add(run, etype, data, ts, wanted)
   local seq = redis.call('HINCRBY', meta, 'seq:' .. run, 1) - 1
-  local id = redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*',
-    'type', etype, 'run', run, 'seq', seq, 'ts', ts, 'data', data)
+  local id
+  if wanted and wanted ~= '*' then
+    id = redis.pcall('XADD', stream, 'MAXLEN', '~', maxlen, wanted,
+      'type', etype, 'run', run, 'seq', seq, 'ts', ts, 'data', data)
+    if type(id) == 'table' then
+      id = nil
+    end
+  end
+  if not id then
+    id = redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*',
+      'type', etype, 'run', run, 'seq', seq, 'ts', ts, 'data', data)
+  end
   redis.call('HSETNX', meta, 'first_id', id)
   return id, seq
 end
@@ -203,6 +217,8 @@ def _script(body: str) -> str:
 # the entry already written instead of writing it twice.
 # ARGV[13] = '1': the writer keeps its unreplicated writes (replication.py) and wants to know when
 # Redis lost some (a failover): then {false, 'lost', <this attempt's latest write still here>}.
+# ARGV[14]: the stream id the writer wants ('*': any). A write whose reply a failover took is sent
+# again with the same id, so readers who saw it on the old primary see the same entry.
 APPEND = _script("""
 local run, attempt, write = ARGV[3], ARGV[4], ARGV[5]
 if attempt ~= '' then
@@ -233,7 +249,7 @@ local newest = tonumber(redis.call('HGET', meta, 'attempts:' .. run) or '0')
 if attempt ~= '' and tonumber(attempt) < newest then
   return {false, 'fenced'}
 end
-local id, seq = add(run, ARGV[6], ARGV[7], ARGV[8])
+local id, seq = add(run, ARGV[6], ARGV[7], ARGV[8], ARGV[14])
 if attempt ~= '' then
   redis.call('HSET', meta, 'last:' .. run, attempt .. ' ' .. write .. ' ' .. id .. ' ' .. seq)
 end
