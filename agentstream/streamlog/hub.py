@@ -44,12 +44,29 @@ WAKE_KEY_TTL_MS = 3_600_000
 UNSUPPORTED = "unsupported"  # why subscriptions end when Redis cannot serve the hub
 # How long one blocking read waits before it is reissued (with the current set of streams).
 BLOCK_MS = 5_000
+# A timer may fire this much before its deadline (the loop's clock resolution and rounding).
+_TIMER_SLACK = 0.001
 
 
 class Subscription:
-    """One reader's place in the hub: a bounded queue of events and a way to wait for it."""
+    """One reader's place in the hub: a bounded queue of events and a way to wait for it.
 
-    __slots__ = ("_limit", "_loop", "_queue", "_waiter", "ended", "key", "reason")
+    A reader waits once per event it gets, so a wait costs no timer of its own: one timer per
+    subscription stays armed and, when it fires early (events came meanwhile), is moved on to the
+    current wait's deadline. It fires at most once per keep-alive interval, not once per event.
+    """
+
+    __slots__ = (
+        "_deadline",
+        "_limit",
+        "_loop",
+        "_queue",
+        "_timer",
+        "_waiter",
+        "ended",
+        "key",
+        "reason",
+    )
 
     def __init__(self, key: str, limit: int) -> None:
         self.key = key
@@ -57,6 +74,8 @@ class Subscription:
         self._queue: deque[Event] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._loop = asyncio.get_running_loop()
+        self._timer: asyncio.TimerHandle | None = None
+        self._deadline = 0.0
         self.ended = False
         self.reason = ""
 
@@ -75,20 +94,35 @@ class Subscription:
             self.ended = True
             self.reason = reason
             self._wake()
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
 
     async def take(self, timeout: float) -> list[Event]:
         """Everything queued, waiting up to ``timeout`` seconds for something to arrive."""
         if not self._queue and not self.ended:
+            self._deadline = self._loop.time() + timeout
+            if self._timer is None or self._timer.when() > self._deadline:
+                if self._timer is not None:
+                    self._timer.cancel()
+                self._timer = self._loop.call_at(self._deadline, self._on_timer)
             waiter = self._waiter = self._loop.create_future()
-            timer = self._loop.call_later(timeout, _resolve, waiter)
             try:
                 await waiter
             finally:
-                timer.cancel()
                 self._waiter = None
         events = list(self._queue)
         self._queue.clear()
         return events
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self._waiter is None:
+            return  # nobody waits; the next wait arms a timer again
+        if self._deadline - self._loop.time() <= _TIMER_SLACK:
+            _resolve(self._waiter)
+        else:
+            self._timer = self._loop.call_at(self._deadline, self._on_timer)
 
     def _wake(self) -> None:
         if self._waiter is not None:
