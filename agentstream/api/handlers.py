@@ -25,6 +25,7 @@ from ..entity_protocol import DELETE_OPERATION, RUN_OPERATION
 from ..events import stream_format
 from ..model_probe import model_status
 from ..redis_clients import (
+    AtCapacity,
     async_redis,
     blocking_reader_redis,
     reader_redis,
@@ -160,6 +161,36 @@ async def _start(
     *,
     new: bool,
 ) -> Response:
+    started = await begin_run(settings, client, req, agent, conversation_id, message, key, new=new)
+    assert started.run_id is not None and started.cursor is not None
+    urls = _urls(agent, conversation_id, started.run_id, started.cursor)
+    body = {
+        "conversation_id": conversation_id,
+        "entity_id": entity_instance_id(agent, conversation_id),
+        "run_id": started.run_id,
+        "cursor": started.cursor,
+        **urls,
+    }
+    return JSONResponse(body, status_code=202, headers={"Location": urls["stream_url"]})
+
+
+async def begin_run(
+    settings: Settings,
+    client: df.DurableOrchestrationClient,
+    req: Request,
+    agent: str,
+    conversation_id: str,
+    message: str,
+    key: str | None,
+    *,
+    new: bool,
+) -> control.RunStart:
+    """Admit the run against the caller's limits, take the conversation's run lock, write
+    ``run.queued`` and signal the agent's entity.
+
+    Returns the run (``started`` or, for a repeated ``Idempotency-Key``, ``duplicate``); every
+    other outcome is an :class:`ApiError`.
+    """
     redis = async_redis(settings)
     owner = caller_of(req).owner
     run_id = uuid.uuid4().hex
@@ -213,15 +244,7 @@ async def _start(
                 limits=_limits(settings),
             )
             raise _durable_unavailable("The agent could not be started.") from None
-    urls = _urls(agent, conversation_id, started.run_id, started.cursor)
-    body = {
-        "conversation_id": conversation_id,
-        "entity_id": entity_instance_id(agent, conversation_id),
-        "run_id": started.run_id,
-        "cursor": started.cursor,
-        **urls,
-    }
-    return JSONResponse(body, status_code=202, headers={"Location": urls["stream_url"]})
+    return started
 
 
 @json_errors
@@ -419,12 +442,18 @@ async def health(req: Request) -> Response:
     try:
         await asyncio.wait_for(async_redis(settings).ping(), timeout=5)
         redis_state = "ok"
-    except Exception as exc:  # noqa: BLE001 - any failure means unhealthy
+    except AtCapacity:
+        # Every request connection of this worker is in use: it is busy, not down. A 503 here
+        # could make a platform's probe recycle an instance that is only working hard.
+        redis_state = "busy"
+    except Exception as exc:  # noqa: BLE001 - any other failure means unhealthy
         redis_state = f"unreachable ({type(exc).__name__})"
-    healthy = redis_state == "ok"
+    healthy = redis_state in ("ok", "busy")
+    slots = reader_slots(settings.pools.max_readers)
+    busy = redis_state == "busy" or slots.in_use >= slots.limit
     return JSONResponse(
         {
-            "status": "ok" if healthy else "unhealthy",
+            "status": ("busy" if busy else "ok") if healthy else "unhealthy",
             "redis": redis_state,
             "model": await model_status(settings.model),  # informative: never makes it 503
             "settings": settings.describe(),
