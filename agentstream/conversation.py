@@ -153,6 +153,8 @@ def run(
         maxlen=settings.stream_maxlen,
         lease_seconds=settings.run_lease_seconds,
         retry_seconds=settings.redis_retry_seconds,
+        min_replicas=settings.topology.min_replicas,
+        replica_wait_ms=settings.topology.replica_wait_ms,
     )
     try:
         begun = log.begin(uuid.uuid4().hex, committed_runs=state.finished_runs())

@@ -21,7 +21,7 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.credentials import CredentialProvider
 
-from .backoff import REDIS_COMMAND, RedisBackoff
+from .backoff import REDIS_COMMAND, REDIS_WRITE, RedisBackoff
 from .config import RedisSettings, Settings, get_settings
 from .redis_topology import async_cluster_client, sync_cluster_client, uses_cluster
 from .streamlog.capacity import AtCapacity
@@ -93,6 +93,11 @@ class _Clients:
         # execution); keep the retries short so an outage is a quick 503.
         kwargs["retry"] = AsyncRetry(RedisBackoff(REDIS_COMMAND), 2)
         self.cluster = is_cluster(settings)
+        if self.cluster:
+            # A primary's failover is expected there and takes a few seconds (the replica waits
+            # out the node timeout, then is elected): the cluster client re-learns the slot map
+            # between tries, so a request rides it out instead of answering 503.
+            kwargs["retry"] = AsyncRetry(RedisBackoff(REDIS_WRITE), 12)
 
         def client(name: str, size: int, wait: float) -> aioredis.Redis:
             if self.cluster:
