@@ -11,12 +11,14 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 	chromium worker-venv infra-tools
 
 # pip checks hashes all or nothing per call: the hashed lock (what deploys) in one call, then the
-# exactly pinned tools and the package's dev extra (development host, console client) in another.
+# exactly pinned tools and the package's extras (development host, console client, the adapters the
+# tests run) in another.
 $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet --require-hashes -r requirements.txt
-	$(PY) -m pip install --quiet -r requirements-dev.txt --editable '.[dev]'
+	$(PY) -m pip install --quiet -r requirements-dev.txt \
+		--editable '.[dev,openai-agents,agent-framework]'
 	touch $@
 
 .venv313/.installed: requirements.txt tests/requirements-worker.txt
