@@ -20,6 +20,8 @@ from .devhost_process import REPO
 from .redis_server import free_port
 from .test_launcher import launcher
 
+pytestmark = pytest.mark.slow  # `make run`'s launcher and its processes
+
 VENV_PYTHON = Path(sys.executable)
 
 # What Core Tools do by default: start the worker with the `python` found on PATH. The "worker"
@@ -109,7 +111,6 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-@pytest.mark.slow
 def test_ctrl_c_during_a_run_stops_everything_promptly_quietly_and_ends_the_run(
     redis_port: int,
 ) -> None:
