@@ -83,7 +83,7 @@ lock: $(VENV)/.installed
 	$(PY) -m uv pip compile --quiet pyproject.toml requirements-dev.txt \
 		--extra dev --extra openai-agents --extra agent-framework \
 		--resolution lowest-direct --python-version 3.11 --output-file .venv-lowest/requirements.txt
-	$(PY) -m uv pip install --quiet --python .venv-lowest/bin/python \
+	$(PY) -m uv pip install --quiet --compile-bytecode --python .venv-lowest/bin/python \
 		-r .venv-lowest/requirements.txt
 	$(PY) -m uv pip install --quiet --python .venv-lowest/bin/python --no-deps --editable .
 	touch $@

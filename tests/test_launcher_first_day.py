@@ -142,7 +142,8 @@ def test_ctrl_c_during_a_run_stops_everything_promptly_quietly_and_ends_the_run(
 
     # The run ended as cancelled, in the stream every reader follows.
     stream = f"agent-stream:{{{started['conversation_id']}}}"
-    last = redis.Redis(port=redis_port, decode_responses=True).xrevrange(stream, count=1)
+    with redis.Redis(port=redis_port, decode_responses=True) as client:
+        last = client.xrevrange(stream, count=1)
     assert last[0][1]["type"] == "run.cancelled"
 
 

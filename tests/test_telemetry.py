@@ -38,10 +38,8 @@ def host(redis_port: int) -> Iterator[DevHostProcess]:
 
 
 @pytest.fixture(scope="module")
-def api(host: DevHostProcess) -> Iterator[Api]:
-    client = Api(host.base_url)
-    yield client
-    client.http.close()
+def base_url(host: DevHostProcess) -> str:
+    return host.base_url
 
 
 def recorded(api: Api) -> dict[str, Any]:
