@@ -66,7 +66,7 @@ def json_errors(
             return error_response(
                 503,
                 "at_capacity",
-                "This worker is busy; please retry shortly.",
+                "This worker is busy. Please try again shortly.",
                 retry_after=exc.retry_after_seconds,
             )
         except ConfigError as exc:
@@ -75,9 +75,15 @@ def json_errors(
             return error_response(503, "misconfigured", str(exc))
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
             logger.error("redis unavailable: %s", type(exc).__name__)
-            return error_response(503, "redis_unavailable", "The stream store is unreachable.")
+            return error_response(
+                503,
+                "redis_unavailable",
+                "The stream store is unreachable. Please try again shortly.",
+            )
         except Exception as exc:  # noqa: BLE001 - the last line of defence
             logger.error("%s failed: %s", handler.__name__, type(exc).__name__)
-            return error_response(500, "internal_error", "Something went wrong on our side.")
+            return error_response(
+                500, "internal_error", "Something went wrong on our side. Please try again."
+            )
 
     return wrapper

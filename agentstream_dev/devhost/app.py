@@ -120,9 +120,8 @@ def _http_route(function: Any) -> Route:
             return await _call(user_function, kwargs)
         except Exception as exc:  # noqa: BLE001 - the host answers 500, as the real one does
             logger.error("%s raised %s", function.get_function_name(), type(exc).__name__)
-            return JSONResponse(
-                {"error": {"code": "internal_error", "message": "The function failed."}},
-                status_code=500,
+            return _error(
+                500, "internal_error", "Something went wrong on our side. Please try again."
             )
 
     return Route(path, endpoint, methods=methods, name=function.get_function_name())
