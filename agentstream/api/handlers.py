@@ -244,9 +244,14 @@ async def stream(req: Request) -> Response:
     try:
         cursor = parse_cursor(req.query_params.get("cursor"), req.headers.get("last-event-id"))
     except MalformedCursor:
-        given = "Last-Event-ID" if req.headers.get("last-event-id") else "The cursor"
+        if req.headers.get("last-event-id"):
+            raise ApiError(
+                400,
+                "invalid_cursor",
+                "Last-Event-ID must be 0 or an event id, such as 1795602704818-0.",
+            ) from None
         raise ApiError(
-            400, "invalid_cursor", f"{given} must be 0 or an event id, such as 1795602704818-0."
+            400, "invalid_cursor", "The cursor must be 0 or an event id, such as 1795602704818-0."
         ) from None
     redis = async_redis(settings)
     limits = _limits(settings)

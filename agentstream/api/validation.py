@@ -75,10 +75,12 @@ async def message(request: Request, max_chars: int) -> str:
             raise ApiError(400, "missing_message", f"The body must be {_JSON_SHAPE}.")
         text = parsed["message"]
         if not isinstance(text, str):
-            raise ApiError(400, "invalid_message", "'message' must be a string.")
+            raise ApiError(400, "invalid_message", "The message must be a string.")
         if not _is_encodable(text):
             raise ApiError(
-                400, "invalid_message", "'message' must be valid Unicode text (no lone surrogates)."
+                400,
+                "invalid_message",
+                "The message must be valid Unicode text (no lone surrogates).",
             )
     elif media_type == "text/plain":
         try:
@@ -123,5 +125,7 @@ def page_limit(request: Request, default: int = 20, maximum: int = 100) -> int:
     if raw is None:
         return default
     if not raw.isdigit() or not 1 <= int(raw) <= maximum:
-        raise ApiError(400, "invalid_limit", f"limit must be a whole number from 1 to {maximum}.")
+        raise ApiError(
+            400, "invalid_limit", f"The limit must be a whole number from 1 to {maximum}."
+        )
     return int(raw)
