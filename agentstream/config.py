@@ -113,6 +113,7 @@ class Settings:
     redis_retry_seconds: float = 20.0
     history_max_messages: int = 100
     pools: PoolSettings = field(default_factory=PoolSettings)
+    topology: TopologySettings = field(default_factory=lambda: TopologySettings())
     auth: AuthSettings = field(default_factory=lambda: AuthSettings())
     caller_limits: CallerLimitSettings = field(default_factory=lambda: CallerLimitSettings())
 
@@ -173,6 +174,7 @@ class Settings:
             redis_retry_seconds=reader.number("REDIS_RETRY_SECONDS", 20.0),
             history_max_messages=reader.integer("HISTORY_MAX_MESSAGES", 100, minimum=2),
             pools=_pool_settings(reader),
+            topology=_topology_settings(reader),
             auth=_auth_settings(reader),
             caller_limits=_caller_limit_settings(reader),
         )
@@ -478,3 +480,26 @@ def _caller_limit_settings(reader: _Reader) -> CallerLimitSettings:
         runs_per_minute=reader.integer("LIMIT_RUNS_PER_MINUTE", 0, minimum=0),
         open_streams=reader.integer("LIMIT_OPEN_STREAMS", 0, minimum=0),
     )
+
+
+# Redis topology: clustering and replication (docs/architecture.md, "Redis topologies").
+
+
+@dataclass(frozen=True)
+class TopologySettings:
+    """How the app meets a clustered or replicated Redis."""
+
+    cluster: str = "auto"  # REDIS_CLUSTER: auto (ask the server) | true | false
+
+
+def _topology_settings(reader: _Reader) -> TopologySettings:
+    cluster = reader.text("REDIS_CLUSTER", "auto").lower()
+    if cluster in _TRUE:
+        cluster = "true"
+    elif cluster in _FALSE - {""}:
+        cluster = "false"
+    elif cluster in {"", "auto"}:
+        cluster = "auto"
+    else:
+        raise ConfigError("REDIS_CLUSTER must be auto, true or false")
+    return TopologySettings(cluster=cluster)

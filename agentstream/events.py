@@ -37,6 +37,10 @@ EVENT_TYPES = frozenset(
     }
 )
 TERMINAL_TYPES = frozenset({RUN_COMPLETED, RUN_FAILED, RUN_CANCELLED})
+# Not a stored event: the last frame of a response whose unread events were trimmed away. Its
+# code is the one a resume from the same cursor answers with (410).
+STREAM_TRUNCATED = "stream.truncated"
+CURSOR_TRIMMED = "cursor_trimmed"
 
 _RESERVED = ("id", "type", "run", "seq", "ts")
 
@@ -120,16 +124,23 @@ class Event:
 
     @classmethod
     def from_entry(cls, entry_id: str | bytes, fields: Mapping[Any, Any]) -> Event:
-        """Build an event from a raw ``XREAD`` entry (bytes or str fields)."""
+        """Build an event from a raw ``XREAD`` entry (bytes or str fields).
+
+        This runs once per entry read (a catch-up page holds thousands), so it fills the slots
+        directly instead of going through ``__init__``: the payload stays the stored text.
+        """
         text = fields if isinstance(entry_id, str) else _texts(fields)
-        return cls(
-            id=as_text(entry_id),
-            type=text["type"],
-            run=text["run"],
-            seq=int(text["seq"]),
-            ts=int(text["ts"]),
-            data_json=text.get("data") or "{}",
-        )
+        event = cls.__new__(cls)
+        event.id = as_text(entry_id)
+        event.type = text["type"]
+        event.run = text["run"]
+        event.seq = int(text["seq"])
+        event.ts = int(text["ts"])
+        event.data_json = text.get("data") or "{}"
+        event._data = None
+        event._frames = {}
+        event._order = None
+        return event
 
     def to_public(self) -> dict[str, Any]:
         """The flat JSON object clients see."""
@@ -155,13 +166,12 @@ class Event:
         """
         raw = self.data_json
         if (
-            len(raw) >= 2
-            and raw[0] == "{"
-            and raw[-1] == "}"
+            raw[:1] == "{"
+            and raw[-1:] == "}"
             and raw.isascii()
-            and not any(name in raw for name in _RESERVED_MEMBERS)
-            and _PLAIN.fullmatch(self.type)
-            and _PLAIN.fullmatch(self.run)
+            and _RESERVED_MEMBER.search(raw) is None
+            and _is_plain(self.type)
+            and _is_plain(self.run)
         ):
             head = (
                 f'{{"id":"{self.id}","type":"{self.type}","run":"{self.run}",'
@@ -184,9 +194,19 @@ class Event:
         return encoded
 
 
-_RESERVED_MEMBERS = tuple(f'"{name}":' for name in _RESERVED)
+_RESERVED_MEMBER = re.compile("|".join(f'"{name}":' for name in _RESERVED))
 # Stream ids, run ids and event types: nothing JSON would escape.
 _PLAIN = re.compile(r"[A-Za-z0-9._-]*")
+_PLAIN_SEEN: dict[str, bool] = {}  # event types and run ids recur on every event of a run
+
+
+def _is_plain(value: str) -> bool:
+    plain = _PLAIN_SEEN.get(value)
+    if plain is None:
+        if len(_PLAIN_SEEN) >= 4096:
+            _PLAIN_SEEN.clear()
+        plain = _PLAIN_SEEN[value] = _PLAIN.fullmatch(value) is not None
+    return plain
 
 
 def _texts(fields: Mapping[Any, Any]) -> dict[str, str]:
@@ -263,3 +283,27 @@ def stream_format(media_type: str, retry_ms: int) -> StreamFormat:
     if media_type == TEXT:
         return StreamFormat(TEXT, "", "")
     raise ValueError(f"unsupported stream format {media_type!r}")
+
+
+def truncation_notice(media_type: str, last_id: str, resume_cursor: str) -> bytes:
+    """The frame that ends a response when events it had not delivered were trimmed away.
+
+    It carries no stream id (in SSE no ``id:`` line), because it is not an entry of the stream: a
+    client's last id stays ``last_id``. Resuming from there is ``410 cursor_trimmed``;
+    ``resume_cursor`` goes on with the events that are left, accepting the loss.
+    """
+    message = "Events of this stream were trimmed away before they could be delivered."
+    notice = {
+        "type": STREAM_TRUNCATED,
+        "code": CURSOR_TRIMMED,
+        "message": message,
+        "last_id": last_id,
+        "resume_cursor": resume_cursor,
+    }
+    if media_type == SSE:
+        text = f"event: {STREAM_TRUNCATED}\ndata: {dumps_line(notice)}\n\n"
+    elif media_type == NDJSON:
+        text = dumps_line(notice) + "\n"
+    else:
+        text = f"\n[stream truncated: {message}]\n"
+    return text.encode()

@@ -22,8 +22,10 @@ from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.credentials import CredentialProvider
 
 from .config import RedisSettings, Settings, get_settings
+from .redis_topology import async_cluster_client, sync_cluster_client, uses_cluster
 from .streamlog.capacity import AtCapacity
 from .streamlog.hub import StreamHub
+from .streamlog.keys import SLOT_GROUPS
 
 _REDIS_SCOPE = "https://redis.azure.com/.default"
 # Above the longest XREAD BLOCK a reader issues, so a blocked read is never cut by the socket.
@@ -86,10 +88,14 @@ class _Clients:
         pools = settings.pools
         timeout = settings.keepalive_seconds + _SOCKET_TIMEOUT_MARGIN
         kwargs = client_kwargs(settings.redis, socket_timeout=timeout)
-        # Reads are safe to retry; keep the retries short so an outage is a quick 503.
+        # Reads are safe to retry, and so is every script (each recognises its own earlier
+        # execution); keep the retries short so an outage is a quick 503.
         kwargs["retry"] = AsyncRetry(ExponentialBackoff(cap=0.5, base=0.05), 2)
+        self.cluster = is_cluster(settings)
 
         def client(name: str, size: int, wait: float) -> aioredis.Redis:
+            if self.cluster:
+                return async_cluster_client(kwargs, name=name, size=size, wait_seconds=wait)
             pool = _SizedPool(max_connections=size, timeout=wait, client_name=name, **kwargs)
             return aioredis.Redis(connection_pool=pool)
 
@@ -107,7 +113,15 @@ class _Clients:
         self.blocking = client(
             "agentstream-blocking-readers", pools.max_readers, pools.wait_seconds
         )
-        self.hub = client("agentstream-hub", pools.hub_connections, pools.wait_seconds)
+        # On a clustered Redis the hub reads each slot group on a lane of its own.
+        hub_size = max(pools.hub_connections, SLOT_GROUPS)
+        self.hub = client("agentstream-hub", hub_size, pools.wait_seconds)
+
+
+def is_cluster(settings: Settings) -> bool:
+    """Whether this process uses redis-py's cluster clients (``REDIS_CLUSTER``)."""
+    probe = client_kwargs(settings.redis, socket_timeout=5.0)
+    return uses_cluster(settings.topology, probe)
 
 
 _sync_lock = threading.Lock()
@@ -123,12 +137,20 @@ def sync_redis(settings: Settings | None = None) -> redis.Redis:
     with _sync_lock:
         if _sync_client is None:
             settings = settings or get_settings()
+            kwargs = client_kwargs(settings.redis, socket_timeout=5.0)
+            if is_cluster(settings):
+                _sync_client = sync_cluster_client(
+                    kwargs,
+                    size=settings.pools.request_connections,
+                    wait_seconds=settings.pools.wait_seconds * 4,
+                )
+                return _sync_client
             pool = redis.BlockingConnectionPool(
                 max_connections=settings.pools.request_connections,
                 timeout=settings.pools.wait_seconds * 4,
                 # The writer's commands are quick: a short socket timeout bounds one try on a
                 # connection that went silent, well inside the writer's retry budget.
-                **client_kwargs(settings.redis, socket_timeout=5.0),
+                **kwargs,
             )
             # No automatic retries here: the writer retries its own idempotent scripts for a
             # budget (streamlog.retry), which makes a retried append safe.
@@ -179,5 +201,6 @@ def stream_hub(settings: Settings) -> StreamHub:
             reader_redis(settings),
             lanes=settings.pools.hub_connections,
             queue_limit=settings.pools.reader_queue_events,
+            grouped=_clients(settings).cluster,
         )
     return hub

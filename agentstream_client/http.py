@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 from httpx_sse import connect_sse
 
-from agentstream.events import TERMINAL_TYPES
+from agentstream.events import STREAM_TRUNCATED, TERMINAL_TYPES
 
 AGENT_PATH = "/api/agents/travelplanner/conversations"
 
@@ -216,6 +216,8 @@ class ApiClient:
                 if not sse.data:
                     continue
                 event = json.loads(sse.data)
+                if event["type"] == STREAM_TRUNCATED:  # what the cursor needs next is gone
+                    raise ApiError(410, event["code"], event["message"])
                 position.cursor = event["id"]
                 if event["type"] in TERMINAL_TYPES:
                     position.ended = True

@@ -25,15 +25,18 @@ __all__ = ["REPO", "running_devhost", "running_redis_server", "summary", "write_
 
 
 @contextmanager
-def running_devhost(env: dict[str, str]) -> Iterator[tuple[str, int, int]]:
-    """``python -m agentstream_dev.devhost`` on a free port; yields (host, port, pid)."""
+def running_devhost(env: dict[str, str], *, code: Path = REPO) -> Iterator[tuple[str, int, int]]:
+    """``python -m agentstream_dev.devhost`` on a free port; yields (host, port, pid).
+
+    ``code``: the checkout whose app it serves (an older one, for before/after comparisons).
+    """
     port = free_port()
     process_env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "OPENAI_"))}
     process_env.update(env)
     with tempfile.NamedTemporaryFile("w+", prefix="bench-devhost-", suffix=".log") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "agentstream_dev.devhost", "--port", str(port)],
-            cwd=REPO,
+            cwd=code,
             env=process_env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -52,9 +55,16 @@ def running_devhost(env: dict[str, str]) -> Iterator[tuple[str, int, int]]:
         finally:
             process.terminate()
             try:
-                process.wait(timeout=10)
+                process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """User and system CPU time a process has used so far (``/proc/PID/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 def rss_mib(pid: int) -> float:

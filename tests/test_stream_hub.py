@@ -56,10 +56,16 @@ async def aclient(redis_port: int, redis_client: redis.Redis) -> AsyncIterator[a
     await client.aclose()
 
 
-def make_hub(port: int, lanes: int = 2, queue_limit: int = 500) -> tuple[StreamHub, _Clients]:
+def make_hub(
+    port: int, lanes: int = 2, queue_limit: int = 500, cluster: str = "auto"
+) -> tuple[StreamHub, _Clients]:
     """A hub on the app's own pools (sizes, timeouts and retries as in production)."""
     settings = Settings.from_env(
-        {"REDIS_CONNECTION_STRING": f"127.0.0.1:{port}", "STREAM_HUB_CONNECTIONS": str(lanes)}
+        {
+            "REDIS_CONNECTION_STRING": f"127.0.0.1:{port}",
+            "STREAM_HUB_CONNECTIONS": str(lanes),
+            "REDIS_CLUSTER": cluster,
+        }
     )
     clients = _Clients(settings)
     hub = StreamHub(clients.hub, clients.readers, lanes=lanes, queue_limit=queue_limit)
@@ -321,9 +327,12 @@ def single_node_cluster() -> Iterator[int]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-async def test_on_a_clustered_redis_readers_go_on_with_a_blocking_read_each() -> None:
+async def test_a_plain_client_on_a_clustered_redis_turns_the_hub_to_one_lane_per_slot_group() -> (
+    None
+):
+    """A proxy-clustered Redis answers a plain client but refuses multi-slot reads."""
     with single_node_cluster() as port:
-        hub, clients = make_hub(port, lanes=1)
+        hub, clients = make_hub(port, lanes=1, cluster="false")
         client = redis.Redis(port=port, decode_responses=True)
         cid = new_conversation_id()
         log = run_log(client, cid, "run")
@@ -337,25 +346,37 @@ async def test_on_a_clustered_redis_readers_go_on_with_a_blocking_read_each() ->
             hub=hub,
             fallback=clients.blocking,
         )
+        # The first read mixes the lane's wake stream and the conversation's: CROSSSLOT. The
+        # reader goes on with a blocking read of its own.
         reader = asyncio.create_task(events_of(opened))
-        await until(lambda: hub.unsupported)
+        await until(lambda: hub.grouped)
         for i in range(5):
             log.append(MESSAGE_DELTA, {"text": f"{i}"})
         log.append(RUN_COMPLETED, {"finish_reason": "stop"})
         async with asyncio.timeout(60):
             assert await reader == expected_after(client, cid, start)
-        # Later readers do not try the hub again.
+        # Later readers are served by the slot group's lane.
+        cid2 = new_conversation_id()
+        log2 = run_log(client, cid2, "run")
+        start2 = log2.append(RUN_QUEUED, {"message": "go"}).id
         later = await open_stream(
             clients.readers,
-            cid,
-            Cursor("0-0"),
+            cid2,
+            Cursor(start2),
             keepalive_seconds=15,
             max_seconds=60,
             hub=hub,
             fallback=clients.blocking,
         )
-        assert not isinstance(later, HubStream)
-        assert await events_of(later) == expected_after(client, cid, "0-0")
+        assert isinstance(later, HubStream)
+        live = asyncio.create_task(events_of(later))
+        await until(lambda: hub.reader_count() == 1)
+        for i in range(5):
+            log2.append(MESSAGE_DELTA, {"text": f"{i}"})
+        log2.append(RUN_COMPLETED, {"finish_reason": "stop"})
+        async with asyncio.timeout(60):
+            assert await live == expected_after(client, cid2, start2)
+        assert not hub.unsupported
         client.close()
         await close_hub(hub, clients)
 

@@ -40,9 +40,10 @@ def error_response(
     retry_after: int = DEFAULT_RETRY_AFTER_SECONDS,
     **details: Any,
 ) -> JSONResponse:
-    """The JSON error body; every ``503`` carries ``Retry-After`` (``retry_after`` seconds)."""
+    """The JSON error body; every ``429`` and ``503`` carries ``Retry-After`` (``retry_after``
+    seconds)."""
     headers = {"Cache-Control": "no-store"}
-    if status == 503:
+    if status in (429, 503):
         headers["Retry-After"] = str(retry_after)
     return JSONResponse(
         {"error": {"code": code, "message": message, **details}},

@@ -6,26 +6,23 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
 
 import azure.durable_functions as df
 import redis.asyncio as aioredis
-import redis.exceptions
 from fastapi import Request, Response
-from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 
 from ..config import Settings, get_settings
 from ..entity_protocol import DELETE_OPERATION, RUN_OPERATION
-from ..events import StreamFormat, stream_format
+from ..events import stream_format
 from ..model_probe import model_status
 from ..redis_clients import (
-    AtCapacity,
     async_redis,
     blocking_reader_redis,
     reader_redis,
@@ -38,21 +35,18 @@ from ..streamlog.reader import (
     ConversationNotFound,
     CursorBeyondEnd,
     CursorTrimmed,
-    HubStream,
     NothingToDeliver,
-    OpenStream,
     open_stream,
     reader_slots,
 )
 from ..streamlog.scripts import FINISHED_STATUSES
-from . import validation
+from . import callers, validation
 from .callers import authenticated, caller_of
 from .errors import ApiError, json_errors
 from .negotiation import negotiate
+from .streaming import STREAM_HEADERS, EventStreamResponse
 
 logger = logging.getLogger(__name__)
-
-STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 def entity_instance_id(agent: str, conversation_id: str) -> str:
@@ -134,7 +128,7 @@ async def start_conversation(req: Request, client: df.DurableOrchestrationClient
         )
         if conversation_id is None:
             raise _idempotency_key_reused()
-    return await _start(settings, client, agent, conversation_id, message, key, owner, new=True)
+    return await _start(settings, client, req, agent, conversation_id, message, key, new=True)
 
 
 @json_errors
@@ -147,8 +141,7 @@ async def post_message(req: Request, client: df.DurableOrchestrationClient) -> R
     key = validation.idempotency_key(req)
     message = await validation.message(req, settings.max_message_chars)
     await _check_agent(settings, conversation_id, agent)
-    owner = caller_of(req).owner
-    return await _start(settings, client, agent, conversation_id, message, key, owner, new=False)
+    return await _start(settings, client, req, agent, conversation_id, message, key, new=False)
 
 
 async def _check_agent(
@@ -162,25 +155,30 @@ async def _check_agent(
 async def _start(
     settings: Settings,
     client: df.DurableOrchestrationClient,
+    req: Request,
     agent: str,
     conversation_id: str,
     message: str,
     key: str | None,
-    owner: str,
     *,
     new: bool,
 ) -> Response:
     redis = async_redis(settings)
+    owner = caller_of(req).owner
+    run_id = uuid.uuid4().hex
+    admission = await callers.admit_run(req, redis, conversation_id, run_id)
     started = await control.start_run(
         redis,
         conversation_id,
-        uuid.uuid4().hex,
+        run_id,
         message,
         idempotency_key=key,
         must_exist=not new,
         limits=_limits(settings),
         owner=owner,
     )
+    if started.outcome != "started":
+        await admission.release()
     if started.outcome == "unknown":
         raise _conversation_not_found()
     if started.outcome == "mismatch":
@@ -258,16 +256,19 @@ async def stream(req: Request) -> Response:
     await _require_owner(req, redis, conversation_id)
     # A run whose worker is gone is ended now, so this reader gets its terminal event.
     await control.end_stale_run(redis, conversation_id, limits)
+    slot = await callers.stream_slot(req, redis)
     try:
-        opened = await open_stream(
-            reader_redis(settings),
-            conversation_id,
-            cursor,
-            keepalive_seconds=settings.keepalive_seconds,
-            max_seconds=settings.max_stream_seconds,
-            hub=stream_hub(settings) if settings.pools.hub else None,
-            fallback=blocking_reader_redis(settings),
-            slots=reader_slots(settings.pools.max_readers),
+        opened = await slot.guard(
+            open_stream(
+                reader_redis(settings),
+                conversation_id,
+                cursor,
+                keepalive_seconds=settings.keepalive_seconds,
+                max_seconds=settings.max_stream_seconds,
+                hub=stream_hub(settings) if settings.pools.hub else None,
+                fallback=blocking_reader_redis(settings),
+                slots=reader_slots(settings.pools.max_readers),
+            )
         )
     except ConversationNotFound:
         if await control.conversation_exists(redis, conversation_id):
@@ -290,10 +291,8 @@ async def stream(req: Request) -> Response:
     except NothingToDeliver:
         return Response(status_code=204, headers=STREAM_HEADERS)
     fmt = stream_format(media_type, settings.sse_retry_ms)
-    return StreamingResponse(
-        _encoded(opened, fmt, _lease_check(redis, conversation_id, limits)),
-        media_type=f"{fmt.media_type}; charset=utf-8",
-        headers=STREAM_HEADERS,
+    return EventStreamResponse(
+        opened, fmt, _lease_check(redis, conversation_id, limits), on_end=slot.release
     )
 
 
@@ -305,32 +304,6 @@ def _lease_check(
     Returns False when the stream itself is gone (the conversation was deleted or expired).
     """
     return functools.partial(control.end_stale_run, redis, conversation_id, limits)
-
-
-async def _encoded(
-    opened: OpenStream | HubStream, fmt: StreamFormat, on_idle: Callable[[], Awaitable[bool]]
-) -> AsyncIterator[bytes]:
-    if fmt.preamble:
-        yield fmt.preamble.encode()
-    keepalive = fmt.keepalive.encode()
-    try:
-        # aclosing: a response that ends early (stream gone) leaves the hub at once.
-        async with contextlib.aclosing(opened.batches()) as batches:
-            async for batch in batches:
-                if batch is None:
-                    if keepalive:
-                        yield keepalive
-                    if not await on_idle():
-                        return
-                else:
-                    # Encodings are cached on the event: encoded once for all of its readers. What
-                    # was ready at once goes out in one write.
-                    chunk = b"".join(fmt.encode(event) for event in batch)
-                    if chunk:  # text/plain has nothing to say for some events
-                        yield chunk
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, AtCapacity) as exc:
-        # The response has started; end it cleanly and let the client resume from its cursor.
-        logger.warning("stream ended early: %s", type(exc).__name__)
 
 
 @json_errors

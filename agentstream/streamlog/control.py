@@ -78,6 +78,11 @@ def _script(client: aioredis.Redis, source: str) -> AsyncScript:
     return script
 
 
+def registered_script(client: aioredis.Redis, source: str) -> AsyncScript:
+    """``source`` as a script registered once per client (for scripts outside this module)."""
+    return _script(client, source)
+
+
 async def _run(
     client: aioredis.Redis, source: str, conversation_id: str, limits: Limits, *args: Any
 ) -> Any:

@@ -15,6 +15,14 @@ last id the lane saw (not ``$``), so a wake that reaches Redis before the read s
 A reader whose bounded queue fills is cut loose: it keeps what is queued, ends its response, and
 the client resumes by cursor; the others are not held back. A reader that goes away leaves at once.
 If a lane's connection fails, its readers' responses end the same way.
+
+On a Redis Cluster (or any Redis that refuses multi-slot commands) one ``XREAD`` can only cover
+keys of one slot. There the hub is *grouped*: it keeps one lane per slot group
+(:data:`~.keys.SLOT_GROUPS`, see :mod:`.keys`), created when the group's first stream gets a
+reader; every stream and the lane's wake stream share the group's hash tag. A worker then holds at
+most one hub connection per group, however many readers and streams it serves. A hub that is not
+grouped and meets ``CROSSSLOT`` (a proxy-clustered Redis reached with a plain client) turns
+grouped; the readers of that read go on with a blocking read each for the rest of their response.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ import redis.asyncio as aioredis
 import redis.exceptions
 
 from ..events import Event
+from .keys import hash_tag
 
 logger = logging.getLogger(__name__)
 
@@ -35,12 +44,29 @@ WAKE_KEY_TTL_MS = 3_600_000
 UNSUPPORTED = "unsupported"  # why subscriptions end when Redis cannot serve the hub
 # How long one blocking read waits before it is reissued (with the current set of streams).
 BLOCK_MS = 5_000
+# A timer may fire this much before its deadline (the loop's clock resolution and rounding).
+_TIMER_SLACK = 0.001
 
 
 class Subscription:
-    """One reader's place in the hub: a bounded queue of events and a way to wait for it."""
+    """One reader's place in the hub: a bounded queue of events and a way to wait for it.
 
-    __slots__ = ("_limit", "_loop", "_queue", "_waiter", "ended", "key", "reason")
+    A reader waits once per event it gets, so a wait costs no timer of its own: one timer per
+    subscription stays armed and, when it fires early (events came meanwhile), is moved on to the
+    current wait's deadline. It fires at most once per keep-alive interval, not once per event.
+    """
+
+    __slots__ = (
+        "_deadline",
+        "_limit",
+        "_loop",
+        "_queue",
+        "_timer",
+        "_waiter",
+        "ended",
+        "key",
+        "reason",
+    )
 
     def __init__(self, key: str, limit: int) -> None:
         self.key = key
@@ -48,6 +74,8 @@ class Subscription:
         self._queue: deque[Event] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._loop = asyncio.get_running_loop()
+        self._timer: asyncio.TimerHandle | None = None
+        self._deadline = 0.0
         self.ended = False
         self.reason = ""
 
@@ -66,20 +94,35 @@ class Subscription:
             self.ended = True
             self.reason = reason
             self._wake()
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
 
     async def take(self, timeout: float) -> list[Event]:
         """Everything queued, waiting up to ``timeout`` seconds for something to arrive."""
         if not self._queue and not self.ended:
+            self._deadline = self._loop.time() + timeout
+            if self._timer is None or self._timer.when() > self._deadline:
+                if self._timer is not None:
+                    self._timer.cancel()
+                self._timer = self._loop.call_at(self._deadline, self._on_timer)
             waiter = self._waiter = self._loop.create_future()
-            timer = self._loop.call_later(timeout, _resolve, waiter)
             try:
                 await waiter
             finally:
-                timer.cancel()
                 self._waiter = None
         events = list(self._queue)
         self._queue.clear()
         return events
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self._waiter is None:
+            return  # nobody waits; the next wait arms a timer again
+        if self._deadline - self._loop.time() <= _TIMER_SLACK:
+            _resolve(self._waiter)
+        else:
+            self._timer = self._loop.call_at(self._deadline, self._on_timer)
 
     def _wake(self) -> None:
         if self._waiter is not None:
@@ -104,10 +147,11 @@ class _Stream:
 class _Lane:
     """One connection's worth of streams, read by one blocking ``XREAD`` at a time."""
 
-    def __init__(self, hub: StreamHub, index: int) -> None:
+    def __init__(self, hub: StreamHub, wake_key: str, *, single_slot: bool = False) -> None:
         self.hub = hub
+        self.single_slot = single_slot  # a slot group's lane: its keys share one hash tag
         self.streams: dict[str, _Stream] = {}
-        self.wake_key = f"agentstream-hub-wake:{uuid.uuid4().hex}:{index}"
+        self.wake_key = wake_key
         self.wake_last = "0-0"
         self.task: asyncio.Task[None] | None = None
         self.reading = False  # the current XREAD's set of streams is fixed
@@ -168,13 +212,21 @@ class _Lane:
                         self._deliver(key, stream, entries)
         except redis.exceptions.ClusterCrossSlotError:
             # A clustered Redis (Azure Managed Redis among them) refuses an XREAD over keys in
-            # different hash slots. Readers go on with a blocking read each.
-            if not self.hub.unsupported:
+            # different hash slots. This read's readers go on with a blocking read each; later
+            # readers are served by one lane per slot group.
+            if not self.single_slot:
+                if not self.hub.grouped:
+                    logger.warning(
+                        "Redis refuses reading streams of several slots at once (clustered); "
+                        "the stream hub now reads each slot group on a lane of its own"
+                    )
+                self.hub.grouped = True
+            elif not self.hub.unsupported:
                 logger.warning(
-                    "Redis refuses reading several streams at once (clustered); the stream hub "
-                    "is off, every reader uses a blocking read of its own"
+                    "Redis refuses reading several streams at once; the stream hub is off, "
+                    "every reader uses a blocking read of its own"
                 )
-            self.hub.unsupported = True
+                self.hub.unsupported = True
             self._end_all(UNSUPPORTED)
         except (redis.exceptions.RedisError, OSError) as exc:
             logger.warning("stream hub read failed, ending its readers: %s", type(exc).__name__)
@@ -214,14 +266,20 @@ class StreamHub:
         lanes: int,
         queue_limit: int,
         batch_size: int = 100,
+        grouped: bool = False,
     ) -> None:
         self.client = client  # one connection per lane, for the blocking reads
         self.waker = waker  # short commands: the wake-up appends
         self.batch_size = batch_size
         self.queue_limit = queue_limit
         self.tasks: set[asyncio.Task[None]] = set()
-        self.unsupported = False  # set once Redis refused a multi-stream read
-        self._lanes = [_Lane(self, index) for index in range(lanes)]
+        self.unsupported = False  # set once Redis refused even a single-slot multi-stream read
+        self.grouped = grouped  # one lane per slot group (a cluster), else ``lanes`` lanes
+        self._id = uuid.uuid4().hex
+        self._lanes = [
+            _Lane(self, f"agentstream-hub-wake:{self._id}:{index}") for index in range(lanes)
+        ]
+        self._group_lanes: dict[str, _Lane] = {}
 
     def join(self, key: str, last_id: str) -> tuple[Subscription, str]:
         """Subscribe to ``key`` after ``last_id``.
@@ -244,7 +302,7 @@ class StreamHub:
     def leave(self, subscription: Subscription) -> None:
         """The reader is gone (finished, disconnected or cut loose)."""
         subscription.end("left")
-        for lane in self._lanes:
+        for lane in self._all_lanes():
             stream = lane.streams.get(subscription.key)
             if stream is not None and subscription in stream.subscribers:
                 stream.subscribers.discard(subscription)
@@ -254,15 +312,29 @@ class StreamHub:
                 return
 
     def reader_count(self) -> int:
-        return sum(len(s.subscribers) for lane in self._lanes for s in lane.streams.values())
+        return sum(len(s.subscribers) for lane in self._all_lanes() for s in lane.streams.values())
+
+    def lane_count(self) -> int:
+        """Lanes that read (each holds one Redis connection while it does)."""
+        return sum(1 for lane in self._all_lanes() if lane.streams)
 
     async def aclose(self) -> None:
         for task in tuple(self.tasks):
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
 
+    def _all_lanes(self) -> list[_Lane]:
+        return [*self._lanes, *self._group_lanes.values()]
+
     def _lane_of(self, key: str) -> _Lane:
-        for lane in self._lanes:
+        for lane in self._all_lanes():
             if key in lane.streams:
                 return lane
+        if self.grouped:
+            tag = hash_tag(key)
+            lane = self._group_lanes.get(tag)
+            if lane is None:
+                wake_key = f"agentstream-hub-wake:{{{tag}}}:{self._id}"
+                lane = self._group_lanes[tag] = _Lane(self, wake_key, single_slot=True)
+            return lane
         return min(self._lanes, key=lambda lane: len(lane.streams))

@@ -1,33 +1,73 @@
 """Redis key names and stream-id arithmetic.
 
-Both keys of a conversation carry the conversation id as a hash tag (``{...}``) so they live in
-the same Redis Cluster slot and can be used together in one script or transaction.
+Every key of a conversation carries the hash tag of the conversation's *slot group*
+(``agent-stream:{cg07-12}:<conversation id>``): one of :data:`SLOT_GROUPS` tags, chosen by the
+conversation id. So all keys of a conversation share one Redis Cluster slot (every script and
+transaction stays single-slot), and so do all conversations of a group, which is what lets one
+blocking ``XREAD`` of the stream hub cover every live stream of a group on any topology
+(docs/architecture.md, "Redis topologies"). The tags are picked once so that group ``k`` lands in
+the ``k``-th sixteenth of the slot space: a cluster whose shards own even slot ranges gets an even
+share of the groups.
 """
 
 from __future__ import annotations
 
 import re
+from functools import cache
+
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 _CONVERSATION_ID = re.compile(r"[0-9a-f]{32}")
 _STREAM_ID = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
 _MAX_SEQ = 2**64 - 1
 
 
+# How many slot groups there are. Part of the key layout: every worker must use the same number.
+# It bounds the stream hub's connections on a cluster (one blocking read per group with readers)
+# and how many shards the conversations can spread over.
+SLOT_GROUPS = 16
+
+
 def is_conversation_id(value: str) -> bool:
     return bool(_CONVERSATION_ID.fullmatch(value))
 
 
+@cache
+def group_tags() -> tuple[str, ...]:
+    """The hash tag of each slot group: group ``k``'s slot sits in the middle of its range."""
+    width = REDIS_CLUSTER_HASH_SLOTS // SLOT_GROUPS
+    tags = []
+    for group in range(SLOT_GROUPS):
+        low, high = group * width + width // 4, group * width + 3 * width // 4
+        candidate = 0
+        while not low <= key_slot(f"cg{group:02d}-{candidate}".encode()) < high:
+            candidate += 1
+        tags.append(f"cg{group:02d}-{candidate}")
+    return tuple(tags)
+
+
+def group_tag(conversation_id: str) -> str:
+    """The hash tag of the conversation's slot group (conversation ids are random hex)."""
+    return group_tags()[int(conversation_id[-8:], 16) % SLOT_GROUPS]
+
+
+def hash_tag(key: str) -> str:
+    """The hash tag of any key this module names (what decides its cluster slot)."""
+    start = key.index("{") + 1
+    return key[start : key.index("}", start)]
+
+
 def stream_key(conversation_id: str) -> str:
-    return f"agent-stream:{{{conversation_id}}}"
+    return f"agent-stream:{{{group_tag(conversation_id)}}}:{conversation_id}"
 
 
 def meta_key(conversation_id: str) -> str:
-    return f"agent-meta:{{{conversation_id}}}"
+    return f"agent-meta:{{{group_tag(conversation_id)}}}:{conversation_id}"
 
 
 def conversation_key(conversation_id: str) -> str:
     """The conversation record: outlives the stream (``CONVERSATION_TTL_DAYS``)."""
-    return f"agent-conv:{{{conversation_id}}}"
+    return f"agent-conv:{{{group_tag(conversation_id)}}}:{conversation_id}"
 
 
 def conversation_keys(conversation_id: str) -> list[str]:

@@ -27,6 +27,10 @@ from .hub import UNSUPPORTED, StreamHub
 from .keys import meta_key, parse_stream_id, stream_id_before, stream_key
 
 KEEPALIVE = None  # what items() yields when the stream stayed idle for a keep-alive interval
+# Entries per non-blocking read. A client resuming far behind gets its backlog in pages this large,
+# each one read and one write (5,000 events: five round trips, not fifty); a page of a thousand
+# four-character deltas is about 200 KB in the worker while it is written.
+CATCH_UP_PAGE = 1000
 
 
 class ConversationNotFound(Exception):
@@ -101,15 +105,12 @@ class _Reading:
     clock: Callable[[], float] = field(default=time.monotonic, kw_only=True)
     release: Callable[[], None] = field(default=_no_slot, repr=False, kw_only=True)
 
-    async def batches(self) -> AsyncIterator[list[Event] | None]:
-        """Lists of events after the cursor, with ``KEEPALIVE`` (None) ticks while idle."""
-        inner = self._batches()
-        try:
-            async for batch in inner:
-                yield batch
-        finally:
-            await inner.aclose()  # a reader that goes away leaves at once, not when collected
-            self.release()
+    def batches(self) -> AsyncIterator[list[Event] | None]:
+        """Lists of events after the cursor, with ``KEEPALIVE`` (None) ticks while idle.
+
+        The generator itself, with no relaying layer: this runs once per event per live reader.
+        """
+        return self._batches()
 
     async def items(self) -> AsyncIterator[Event | None]:
         """Events after the cursor, with ``KEEPALIVE`` (None) ticks while idle."""
@@ -125,6 +126,7 @@ class _Reading:
             await batches.aclose()
 
     def _batches(self) -> AsyncIterator[list[Event] | None]:
+        """The reading; gives the slot back (``release``) in its ``finally``."""
         raise NotImplementedError
 
     async def _read(self, after_id: str) -> list[Event]:
@@ -136,7 +138,7 @@ class _Reading:
 def _through_terminal(events: list[Event]) -> tuple[list[Event], bool]:
     """The events up to and including the first terminal one, and whether there was one."""
     for index, event in enumerate(events):
-        if event.is_terminal:
+        if event.type in TERMINAL_TYPES:
             return events[: index + 1], True
     return events, False
 
@@ -146,32 +148,35 @@ class OpenStream(_Reading):
     """A reader with a blocking read of its own (``STREAM_HUB=false``)."""
 
     async def _batches(self) -> AsyncIterator[list[Event] | None]:
-        deadline = self.clock() + self.max_seconds
-        last_id = self.after_id
-        caught_up = False
-        while True:
-            remaining = deadline - self.clock()
-            if remaining <= 0:
-                return
-            block_ms = None
-            if caught_up:
-                block_ms = max(1, int(min(self.keepalive_seconds, remaining) * 1000))
-            reply = await self.client.xread(
-                {self.key: last_id}, count=self.batch_size, block=block_ms
-            )
-            entries = reply[0][1] if reply else []
-            if not entries:
+        try:
+            deadline = self.clock() + self.max_seconds
+            last_id = self.after_id
+            caught_up = False
+            while True:
+                remaining = deadline - self.clock()
+                if remaining <= 0:
+                    return
+                block_ms = None
                 if caught_up:
-                    yield KEEPALIVE
-                caught_up = True
-                continue
-            # A full batch means there may be more waiting: keep reading without blocking.
-            caught_up = len(entries) < self.batch_size
-            events, ended = _through_terminal([Event.from_entry(i, f) for i, f in entries])
-            last_id = events[-1].id
-            yield events
-            if ended:
-                return
+                    block_ms = max(1, int(min(self.keepalive_seconds, remaining) * 1000))
+                reply = await self.client.xread(
+                    {self.key: last_id}, count=self.batch_size, block=block_ms
+                )
+                entries = reply[0][1] if reply else []
+                if not entries:
+                    if caught_up:
+                        yield KEEPALIVE
+                    caught_up = True
+                    continue
+                # A full batch means there may be more waiting: keep reading without blocking.
+                caught_up = len(entries) < self.batch_size
+                events, ended = _through_terminal([Event.from_entry(i, f) for i, f in entries])
+                last_id = events[-1].id
+                yield events
+                if ended:
+                    return
+        finally:
+            self.release()
 
 
 @dataclass
@@ -183,50 +188,57 @@ class HubStream(_Reading):
     fallback: aioredis.Redis | None = field(default=None, kw_only=True)
 
     async def _batches(self) -> AsyncIterator[list[Event] | None]:
-        assert self.hub is not None
-        deadline = self.clock() + self.max_seconds
-        last_id = self.after_id
-        # 1. Catch up with non-blocking reads until a short batch says nothing more is waiting.
-        while True:
-            events, ended = _through_terminal(await self._read(last_id))
-            if events:
-                last_id = events[-1].id
-                yield events
-            if ended:
-                return
-            if len(events) < self.batch_size:
-                break
-        last = _parse(last_id)
-        # 2. Join the hub at the last id. Nothing can be lost between the read above and the
-        # join: join() is synchronous and reports how far the hub has read this stream already.
-        subscription, hub_id = self.hub.join(self.key, last_id)
         try:
-            hub_last = _parse(hub_id)
-            # 3. The hub is ahead (other readers joined earlier): fetch the gap up to its id.
-            while last < hub_last:
-                entries = await self._read(last_id)
-                events, ended = _through_terminal([e for e in entries if e.order <= hub_last])
-                if events:
-                    last, last_id = events[-1].order, events[-1].id
-                    yield events
-                if ended:
-                    return
-                if not events or len(entries) < self.batch_size:
-                    break
-            # 4. Live: events from the hub, skipping any this reader already has.
+            assert self.hub is not None
+            deadline = self.clock() + self.max_seconds
+            last_id = self.after_id
+            # 1. Catch up with non-blocking reads until a short batch says nothing more is waiting.
             while True:
-                remaining = deadline - self.clock()
-                if remaining <= 0:
-                    return
-                wait = min(self.keepalive_seconds, remaining)
-                taken = await subscription.take(wait)
-                events, ended = _through_terminal([e for e in taken if e.order > last])
+                events, ended = _through_terminal(await self._read(last_id))
                 if events:
-                    last, last_id = events[-1].order, events[-1].id
+                    last_id = events[-1].id
                     yield events
                 if ended:
                     return
-                if not taken:
+                if len(events) < self.batch_size:
+                    break
+            last = _parse(last_id)
+            # 2. Join the hub at the last id. Nothing can be lost between the read above and the
+            # join: join() is synchronous and reports how far the hub has read this stream already.
+            subscription, hub_id = self.hub.join(self.key, last_id)
+            try:
+                hub_last = _parse(hub_id)
+                # 3. The hub is ahead (other readers joined earlier): fetch the gap up to its id.
+                while last < hub_last:
+                    entries = await self._read(last_id)
+                    events, ended = _through_terminal([e for e in entries if e.order <= hub_last])
+                    if events:
+                        last, last_id = events[-1].order, events[-1].id
+                        yield events
+                    if ended:
+                        return
+                    if not events or len(entries) < self.batch_size:
+                        break
+                # 4. Live: events from the hub. Those this reader already has (the hub was behind
+                # it) are skipped until the hub's events pass its position; after that every event
+                # the hub hands over is new, and the loop does no per-event comparison.
+                skipping = True
+                while True:
+                    remaining = deadline - self.clock()
+                    if remaining <= 0:
+                        return
+                    wait = min(self.keepalive_seconds, remaining)
+                    taken = await subscription.take(wait)
+                    if taken:
+                        events = [e for e in taken if e.order > last] if skipping else taken
+                        if events:
+                            skipping = False
+                            events, ended = _through_terminal(events)
+                            last_id = events[-1].id
+                            yield events
+                            if ended:
+                                return
+                        continue
                     if subscription.ended and subscription.reason == UNSUPPORTED and self.fallback:
                         async for batch in self._alone(last_id, remaining)._batches():
                             yield batch
@@ -235,8 +247,10 @@ class HubStream(_Reading):
                         return  # cut loose or the hub lost Redis: the client resumes by cursor
                     if wait < remaining:
                         yield KEEPALIVE
+            finally:
+                self.hub.leave(subscription)
         finally:
-            self.hub.leave(subscription)
+            self.release()
 
     def _alone(self, after_id: str, max_seconds: float) -> OpenStream:
         assert self.fallback is not None
@@ -258,7 +272,7 @@ async def open_stream(
     *,
     keepalive_seconds: float,
     max_seconds: float,
-    batch_size: int = 100,
+    batch_size: int = CATCH_UP_PAGE,
     hub: StreamHub | None = None,
     fallback: aioredis.Redis | None = None,
     slots: ReaderSlots | None = None,

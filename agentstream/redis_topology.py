@@ -1,0 +1,134 @@
+"""What kind of Redis the app talks to, and redis-py's cluster clients sized like the pools.
+
+``REDIS_CLUSTER=auto`` asks the server once per process (``INFO cluster``); a Redis Cluster (OSS
+clustering policy, self-hosted clusters, Valkey) then gets redis-py's cluster clients, which
+follow ``MOVED``/``ASK`` and re-learn the slot map after a failover. A proxy-clustered Redis
+(Azure Managed Redis with the Enterprise policy) answers like a single server and is reached with
+the plain clients; the key layout keeps everything single-slot there too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import AsyncIterator
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterPipeline
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+
+from .config import TopologySettings
+from .streamlog.capacity import AtCapacity
+
+_lock = threading.Lock()
+_detected: dict[tuple[str, int], bool] = {}
+
+
+def uses_cluster(topology: TopologySettings, probe_kwargs: dict[str, Any]) -> bool:
+    """True when the app should use the cluster clients (``REDIS_CLUSTER``, or ask the server).
+
+    The answer to ``auto`` is remembered for the process; the one probe is a single short
+    command on a connection of its own, made the first time a client is needed.
+    """
+    if topology.cluster != "auto":
+        return topology.cluster == "true"
+    address = (probe_kwargs["host"], probe_kwargs["port"])
+    with _lock:
+        if address not in _detected:
+            probe = redis.Redis(**probe_kwargs)
+            try:
+                _detected[address] = bool(int(probe.info("cluster").get("cluster_enabled", 0)))
+            finally:
+                probe.close()
+        return _detected[address]
+
+
+def cluster_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Client keyword arguments as the cluster clients take them (no database number)."""
+    return {name: value for name, value in kwargs.items() if name != "db"}
+
+
+class BoundedAsyncCluster(AsyncRedisCluster):
+    """An asyncio cluster client that never holds more than ``max_connections`` per node.
+
+    redis-py's cluster node refuses a command at once when its connections are all busy; like the
+    plain pools (``_SizedPool``), a command here waits up to ``wait_seconds`` for one of the
+    client's ``max_connections`` turns and then raises :class:`AtCapacity`. Commands in flight are
+    bounded for the whole client, so no node can hold more connections than that either.
+    """
+
+    def __init__(self, *args: Any, wait_seconds: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._turns = asyncio.Semaphore(kwargs["max_connections"])
+        self._wait_seconds = wait_seconds
+
+    @contextlib.asynccontextmanager
+    async def turn(self) -> AsyncIterator[None]:
+        try:
+            await asyncio.wait_for(self._turns.acquire(), self._wait_seconds)
+        except TimeoutError:
+            raise AtCapacity("no Redis connection free in this worker") from None
+        try:
+            yield
+        finally:
+            self._turns.release()
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        async with self.turn():
+            return await super().execute_command(*args, **kwargs)
+
+    async def _determine_slot(self, command: str, *args: Any) -> int:
+        # redis-py asks the server (COMMAND GETKEYS, a round trip of its own) for the keys of a
+        # command whose keys move, as XREAD's do; every stream read would pay it. XREAD's keys
+        # are the first half of what follows STREAMS.
+        if command.upper() == "XREAD":
+            start = next(i for i, arg in enumerate(args) if arg in (b"STREAMS", "STREAMS")) + 1
+            keys = args[start : start + (len(args) - start) // 2]
+            slots = {self.keyslot(key) for key in keys}
+            if len(slots) == 1:
+                return slots.pop()
+        return await super()._determine_slot(command, *args)
+
+    def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> Any:
+        if shard_hint:
+            return super().pipeline(transaction, shard_hint)
+        return _BoundedPipeline(self, transaction)
+
+
+class _BoundedPipeline(ClusterPipeline):
+    async def execute(self, *args: Any, **kwargs: Any) -> Any:
+        client = self.cluster_client
+        assert isinstance(client, BoundedAsyncCluster)
+        async with client.turn():
+            return await super().execute(*args, **kwargs)
+
+
+def async_cluster_client(
+    kwargs: dict[str, Any],
+    *,
+    name: str,
+    size: int,
+    wait_seconds: float,
+) -> aioredis.Redis:
+    """A cluster client for one of the event loop's pools (typed as the plain client it mimics)."""
+    client: Any = BoundedAsyncCluster(
+        max_connections=size,
+        wait_seconds=wait_seconds,
+        client_name=name,
+        **cluster_kwargs(kwargs),
+    )
+    return client
+
+
+def sync_cluster_client(kwargs: dict[str, Any], *, size: int, wait_seconds: float) -> redis.Redis:
+    """The entity's cluster client: ``size`` connections per node, waited for like the pool's."""
+    client: Any = redis.RedisCluster(
+        max_connections=size,
+        connection_pool_class=redis.BlockingConnectionPool,
+        timeout=wait_seconds,
+        **cluster_kwargs(kwargs),
+    )
+    return client

@@ -1,0 +1,168 @@
+"""The whole product on a Redis Cluster: 3 primaries with a replica each, and one node owning
+every slot (how Azure Managed Redis looks to a client). Real nodes, real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import redis
+import redis.asyncio.cluster as aiocluster
+from redis.crc import key_slot
+
+from agentstream.config import Settings
+from agentstream.redis_clients import is_cluster
+from agentstream.streamlog.control import Limits, start_run
+from agentstream.streamlog.keys import SLOT_GROUPS, group_tag, hash_tag, stream_key
+from agentstream_dev.scripted_model.server import create_app as create_model_app
+
+from .api_client import AGENT, Api
+from .devhost_process import running_devhost
+from .redis_cluster import RedisClusterUnderTest, running_cluster
+from .standins import scripted_services
+from .test_many_readers import read_lines, write_runs
+
+HUB_NAMES = ("agentstream-hub",)
+READER_NAMES = ("agentstream-readers", "agentstream-blocking-readers")
+
+
+@pytest.fixture(scope="module", params=["3-shards", "1-node"])
+def cluster(request: pytest.FixtureRequest) -> Iterator[RedisClusterUnderTest]:
+    primaries, replicas = (3, 1) if request.param == "3-shards" else (1, 0)
+    with running_cluster(primaries, replicas) as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+def model() -> Any:
+    return create_model_app(delay_seconds=0.001)
+
+
+@pytest.fixture(scope="module")
+def app_env(cluster: RedisClusterUnderTest, model: Any) -> Iterator[dict[str, str]]:
+    with scripted_services(model) as services:
+        yield {
+            **services,
+            "REDIS_CONNECTION_STRING": cluster.connection_string,
+            "STREAM_KEEPALIVE_SECONDS": "2",
+        }
+
+
+def sync_client(cluster: RedisClusterUnderTest) -> redis.RedisCluster:
+    return redis.RedisCluster(host="127.0.0.1", port=cluster.port, decode_responses=True)
+
+
+def connections(cluster: RedisClusterUnderTest, names: tuple[str, ...]) -> dict[int, int]:
+    """How many connections with these client names each live node holds (``CLIENT LIST``)."""
+    counts = {}
+    for node in cluster.live_nodes():
+        with node.client() as client:
+            counts[node.port] = sum(1 for c in client.client_list() if c["name"] in names)
+    return counts
+
+
+def test_auto_detects_the_cluster(cluster: RedisClusterUnderTest) -> None:
+    settings = Settings.from_env({"REDIS_CONNECTION_STRING": cluster.connection_string})
+    assert is_cluster(settings)
+    forced = Settings.from_env(
+        {"REDIS_CONNECTION_STRING": cluster.connection_string, "REDIS_CLUSTER": "false"}
+    )
+    assert not is_cluster(forced)
+
+
+def test_a_conversation_runs_and_every_key_of_it_shares_its_groups_slot(
+    cluster: RedisClusterUnderTest, app_env: dict[str, str]
+) -> None:
+    with running_devhost(app_env) as url:
+        api = Api(url)
+        try:
+            first = api.start("Plan 2 days in Lisbon")
+            assert first.status_code == 202, first.text
+            cid = first.json()["conversation_id"]
+            events = api.read_run(cid, first.json()["cursor"])
+            assert events[-1]["type"] == "run.completed"
+            second = api.send(cid, "And one more day?")
+            assert second.status_code == 202, second.text
+            assert api.read_run(cid, second.json()["cursor"])[-1]["type"] == "run.completed"
+            status = api.http.get(f"{AGENT}/conversations/{cid}").json()
+            assert [run["status"] for run in status["runs"]] == ["completed", "completed"]
+        finally:
+            api.http.close()
+    store = sync_client(cluster)
+    try:
+        keys = sorted(store.scan_iter(match=f"*:{cid}", target_nodes=store.PRIMARIES))
+        assert len(keys) == 3
+        assert {hash_tag(key) for key in keys} == {group_tag(cid)}
+        stored = [entry_id for entry_id, _ in store.xrange(stream_key(cid))]
+        # The first run's events after its cursor (the run.queued), as stored.
+        assert [e["id"] for e in events] == stored[1 : len(events) + 1]
+    finally:
+        store.close()
+
+
+READERS = 300
+STREAMS = 10
+
+
+async def test_many_readers_on_streams_of_every_shard_hold_a_bounded_number_of_connections(
+    cluster: RedisClusterUnderTest, app_env: dict[str, str]
+) -> None:
+    aclient = aiocluster.RedisCluster(host="127.0.0.1", port=cluster.port, decode_responses=True)
+    runs: list[tuple[str, str]] = []
+    for _ in range(STREAMS):
+        cid, run_id = uuid.uuid4().hex, uuid.uuid4().hex
+        started = await start_run(
+            aclient,
+            cid,
+            run_id,
+            "hello",
+            idempotency_key=None,
+            must_exist=False,
+            limits=Limits(ttl_seconds=600, maxlen=10_000),
+        )
+        assert started.outcome == "started"
+        runs.append((cid, run_id))
+    await aclient.aclose()
+    groups = {group_tag(cid) for cid, _ in runs}
+    writer_client = sync_client(cluster)
+
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=0)
+    with running_devhost(app_env) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as http:
+            attached: asyncio.Queue[None] = asyncio.Queue()
+            readers = [
+                asyncio.create_task(read_lines(http, runs[i % STREAMS][0], attached))
+                for i in range(READERS)
+            ]
+            async with asyncio.timeout(120):
+                for _ in range(READERS):
+                    await attached.get()  # every reader has its first event (run.queued)
+            hub = connections(cluster, HUB_NAMES)
+            catch_up = connections(cluster, READER_NAMES)
+            writer = threading.Thread(target=write_runs, args=(writer_client, runs, 20))
+            writer.start()
+            async with asyncio.timeout(120):
+                results = await asyncio.gather(*readers)
+            await asyncio.to_thread(writer.join)
+            reference = {cid: await read_lines(http, cid) for cid, _ in runs}
+    writer_client.close()
+
+    # Per node: one hub connection per slot group with readers there, whatever the number of
+    # readers, and the catch-up pool's two; plus one each client used to learn the slot map.
+    lanes = {node.port: 0 for node in cluster.live_nodes()}
+    for tag in groups:
+        lanes[cluster.primary_of_slot(key_slot(tag.encode())).port] += 1
+    assert all(hub[port] <= lanes[port] + 1 for port in lanes), (hub, lanes)
+    assert all(count <= 2 + 1 for count in catch_up.values()), catch_up
+    assert len(groups) <= SLOT_GROUPS
+    for i, lines in enumerate(results):
+        expected = reference[runs[i % STREAMS][0]]
+        assert len(expected) == 1 + 1 + 20 + 1
+        assert lines == expected
+        assert [json.loads(line)["seq"] for line in lines] == list(range(len(lines)))
