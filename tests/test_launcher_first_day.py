@@ -13,6 +13,7 @@ import pexpect
 import pytest
 import redis
 
+from agentstream.streamlog.keys import stream_key
 from agentstream_dev.launcher import STOPPING
 
 from .api_client import Api
@@ -140,7 +141,7 @@ def test_ctrl_c_during_a_run_stops_everything_promptly_quietly_and_ends_the_run(
     assert not [pid for pid in started_processes if _alive(pid)]
 
     # The run ended as cancelled, in the stream every reader follows.
-    stream = f"agent-stream:{{{started['conversation_id']}}}"
+    stream = stream_key(started["conversation_id"])
     last = redis.Redis(port=redis_port, decode_responses=True).xrevrange(stream, count=1)
     assert last[0][1]["type"] == "run.cancelled"
 

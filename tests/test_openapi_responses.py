@@ -2,9 +2,9 @@
 produced by the running app and its body checked against the declared schema.
 
 The response schemas are closed (``additionalProperties: false``), so a field a handler adds or
-drops fails here until the document says so. Three development hosts share one Redis: the usual
-one; one whose Durable backend is down, behind App Service Authentication; one whose Redis is
-gone.
+drops fails here until the document says so. Development hosts share one Redis: the usual one;
+one with per-caller limits; one whose Durable backend is down, behind App Service
+Authentication; and one whose Redis is gone.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import pytest
 import redis
 
 from agentstream.api.errors import error_response
+from agentstream.streamlog.keys import stream_key
 from agentstream_dev.scripted_model.server import create_app as create_model_app
 
 from .api_client import AGENT, Api
@@ -57,13 +58,25 @@ def hosts(redis_port: int) -> Iterator[dict[str, str]]:
     model = create_model_app(delay_seconds=0.002)
     with scripted_services(model, redis_port) as env:
         degraded = {**env, "AUTH_MODE": "easyauth", "WEBSITE_AUTH_ENABLED": "true"}
-        no_redis = {**env, "REDIS_CONNECTION_STRING": f"127.0.0.1:{free_port()}"}
+        # REDIS_CLUSTER=false: no topology probe of the missing Redis.
+        no_redis = {
+            **env,
+            "REDIS_CONNECTION_STRING": f"127.0.0.1:{free_port()}",
+            "REDIS_CLUSTER": "false",
+        }
+        limited = {**env, "LIMIT_RUNS_PER_MINUTE": "1", "LIMIT_OPEN_STREAMS": "1"}
         with (
             running_devhost(env) as usual,
+            running_devhost(limited) as limits,
             running_devhost(degraded, "--durable-unavailable") as durable_down,
             running_devhost(no_redis) as redis_down,
         ):
-            yield {"usual": usual, "durable_down": durable_down, "redis_down": redis_down}
+            yield {
+                "usual": usual,
+                "limits": limits,
+                "durable_down": durable_down,
+                "redis_down": redis_down,
+            }
 
 
 class Coverage(Conformance):
@@ -149,7 +162,7 @@ def test_every_declared_response_is_produced_and_matches(
         check(method, route, http.request(method, path, json={"message": "hi"}), 404)
 
     # Events no longer kept: the stream trimmed by Redis, as its MAXLEN does.
-    redis.Redis(port=redis_port).xtrim(f"agent-stream:{{{cid}}}", maxlen=2, approximate=False)
+    redis.Redis(port=redis_port).xtrim(stream_key(cid), maxlen=2, approximate=False)
     check("GET", STREAM, http.get(url["stream"], params={"cursor": first.json()["cursor"]}), 410)
 
     # Malformed requests, on every operation that takes them.
@@ -222,6 +235,17 @@ def test_every_declared_response_is_produced_and_matches(
         if mine.hget(k, "owner") == "easyauth:0c1d2e3f-tester"
     ]
     print(owned)
+
+    # Over the caller's limits: one run a minute, one open stream.
+    limited = Api(hosts["limits"])
+    running = limited.start("Plan 5 days in Oslo [[slow]]")
+    check("POST", CONVERSATIONS, running, 202)
+    check("POST", CONVERSATIONS, limited.start("Plan 1 day in Bergen"), 429)
+    running_cid = running.json()["conversation_id"]
+    check("POST", MESSAGES, limited.send(running_cid, "And then?"), 429)
+    with limited.http.stream("GET", limited.stream_path(running_cid)) as first_reader:
+        assert first_reader.status_code == 200
+        check("GET", STREAM, limited.http.get(limited.stream_path(running_cid)), 429)
 
     # Redis gone: 503 from every operation, and an unhealthy health check.
     gone = httpx.Client(base_url=hosts["redis_down"], timeout=60)
