@@ -18,9 +18,10 @@ import redis.asyncio as aioredis
 import redis.exceptions
 import redis.retry
 from redis.asyncio.retry import Retry as AsyncRetry
-from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.backoff import NoBackoff
 from redis.credentials import CredentialProvider
 
+from .backoff import REDIS_COMMAND, RedisBackoff
 from .config import RedisSettings, Settings, get_settings
 from .redis_topology import async_cluster_client, sync_cluster_client, uses_cluster
 from .streamlog.capacity import AtCapacity
@@ -90,7 +91,7 @@ class _Clients:
         kwargs = client_kwargs(settings.redis, socket_timeout=timeout)
         # Reads are safe to retry, and so is every script (each recognises its own earlier
         # execution); keep the retries short so an outage is a quick 503.
-        kwargs["retry"] = AsyncRetry(ExponentialBackoff(cap=0.5, base=0.05), 2)
+        kwargs["retry"] = AsyncRetry(RedisBackoff(REDIS_COMMAND), 2)
         self.cluster = is_cluster(settings)
 
         def client(name: str, size: int, wait: float) -> aioredis.Redis:

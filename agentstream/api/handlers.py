@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -18,11 +19,13 @@ import redis.asyncio as aioredis
 from fastapi import Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 
+from ..agents.registry import registered_agents
 from ..config import Settings, get_settings
 from ..entity_protocol import DELETE_OPERATION, RUN_OPERATION
 from ..events import stream_format
 from ..model_probe import model_status
 from ..redis_clients import (
+    AtCapacity,
     async_redis,
     blocking_reader_redis,
     reader_redis,
@@ -45,6 +48,7 @@ from .callers import authenticated, caller_of
 from .errors import ApiError, json_errors
 from .negotiation import negotiate
 from .streaming import STREAM_HEADERS, EventStreamResponse
+from .turns import history_of, turns_of
 
 logger = logging.getLogger(__name__)
 
@@ -163,6 +167,36 @@ async def _start(
     *,
     new: bool,
 ) -> Response:
+    started = await begin_run(settings, client, req, agent, conversation_id, message, key, new=new)
+    assert started.run_id is not None and started.cursor is not None
+    urls = _urls(agent, conversation_id, started.run_id, started.cursor)
+    body = {
+        "conversation_id": conversation_id,
+        "entity_id": entity_instance_id(agent, conversation_id),
+        "run_id": started.run_id,
+        "cursor": started.cursor,
+        **urls,
+    }
+    return JSONResponse(body, status_code=202, headers={"Location": urls["stream_url"]})
+
+
+async def begin_run(
+    settings: Settings,
+    client: df.DurableOrchestrationClient,
+    req: Request,
+    agent: str,
+    conversation_id: str,
+    message: str,
+    key: str | None,
+    *,
+    new: bool,
+) -> control.RunStart:
+    """Admit the run against the caller's limits, take the conversation's run lock, write
+    ``run.queued`` and signal the agent's entity.
+
+    Returns the run (``started`` or, for a repeated ``Idempotency-Key``, ``duplicate``); every
+    other outcome is an :class:`ApiError`.
+    """
     redis = async_redis(settings)
     owner = caller_of(req).owner
     run_id = uuid.uuid4().hex
@@ -216,15 +250,7 @@ async def _start(
                 limits=_limits(settings),
             )
             raise _durable_unavailable("The agent could not be started.") from None
-    urls = _urls(agent, conversation_id, started.run_id, started.cursor)
-    body = {
-        "conversation_id": conversation_id,
-        "entity_id": entity_instance_id(agent, conversation_id),
-        "run_id": started.run_id,
-        "cursor": started.cursor,
-        **urls,
-    }
-    return JSONResponse(body, status_code=202, headers={"Location": urls["stream_url"]})
+    return started
 
 
 @json_errors
@@ -432,16 +458,69 @@ async def health(req: Request) -> Response:
     try:
         await asyncio.wait_for(async_redis(settings).ping(), timeout=5)
         redis_state = "ok"
-    except Exception as exc:  # noqa: BLE001 - any failure means unhealthy
+    except AtCapacity:
+        # Every request connection of this worker is in use: it is busy, not down. A 503 here
+        # could make a platform's probe recycle an instance that is only working hard.
+        redis_state = "busy"
+    except Exception as exc:  # noqa: BLE001 - any other failure means unhealthy
         redis_state = f"unreachable ({type(exc).__name__})"
-    healthy = redis_state == "ok"
+    healthy = redis_state in ("ok", "busy")
+    slots = reader_slots(settings.pools.max_readers)
+    busy = redis_state == "busy" or slots.in_use >= slots.limit
     return JSONResponse(
         {
-            "status": "ok" if healthy else "unhealthy",
+            "status": ("busy" if busy else "ok") if healthy else "unhealthy",
             "redis": redis_state,
             "model": await model_status(settings.model),  # informative: never makes it 503
             "settings": settings.describe(),
         },
         status_code=200 if healthy else 503,
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+@json_errors
+@authenticated
+async def list_agents(req: Request) -> Response:
+    """``GET /api/agents``: the app's agents (name, description, kind), as declared."""
+    agents = [
+        {"name": info.name, "description": info.description, "kind": info.kind}
+        for info in registered_agents()
+    ]
+    return JSONResponse({"agents": agents}, headers={"Cache-Control": "no-store"})
+
+
+@json_errors
+@authenticated
+async def conversation_messages(req: Request, client: df.DurableOrchestrationClient) -> Response:
+    """``GET .../conversations/{cid}/messages``: the turns the conversation's history keeps, as
+    JSON, newest last, ``limit`` at a time; ``next_cursor`` pages back to older turns. A run in
+    progress is not among them until it completes."""
+    settings = get_settings()
+    agent = validation.agent_name(req)
+    conversation_id = validation.conversation_id(req)
+    limit = validation.page_limit(req)
+    before = validation.turn_cursor(req)
+    redis = async_redis(settings)
+    await _require_owner(req, redis, conversation_id)
+    await _check_agent(settings, conversation_id, agent)
+    if not await control.conversation_exists(redis, conversation_id):
+        raise _conversation_not_found()
+    try:
+        found = await client.read_entity_state(df.EntityId(agent, conversation_id))
+    except Exception as exc:  # noqa: BLE001 - any failure to read is a 503
+        logger.error("reading the entity's state failed: %s", type(exc).__name__)
+        raise _durable_unavailable("The conversation's messages could not be read.") from None
+    state = found.entity_state if found.entity_exists else None
+    turns = turns_of(history_of(json.loads(state) if isinstance(state, str) else state))
+    end = len(turns) if before is None else min(before, len(turns))
+    start = max(0, end - limit)
+    return JSONResponse(
+        {
+            "conversation_id": conversation_id,
+            "agent": agent,
+            "turns": turns[start:end],
+            "next_cursor": str(start) if start > 0 else None,
+        },
         headers={"Cache-Control": "no-store"},
     )
