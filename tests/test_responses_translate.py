@@ -9,7 +9,7 @@ import pytest
 from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import TypeAdapter
 
-from agentstream.api.responses.translate import ResponseMeta, translate
+from agentstream.api.responses.translate import BrokenRun, ResponseMeta, translate
 from agentstream.events import Event
 
 RUN = "a" * 32
@@ -145,3 +145,11 @@ def test_events_of_other_runs_and_after_the_end_add_nothing() -> None:
     assert mixed == translate(META, own)[0]
     after, _ = translate(META, [*RESTARTED_RUN, *RESTARTED_RUN[2:4]])
     assert after == translate(META, RESTARTED_RUN)[0]
+
+
+def test_a_hole_in_the_run_is_refused_rather_than_numbered_wrongly() -> None:
+    holed = [*RESTARTED_RUN[:3], *RESTARTED_RUN[5:]]  # the cap trimmed two entries away
+    with pytest.raises(BrokenRun):
+        translate(META, holed)
+    with pytest.raises(BrokenRun):
+        translate(META, RESTARTED_RUN[1:])  # the run's first event is gone

@@ -26,7 +26,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from ...agents.registry import registered_agents as declared_agents
 from ...config import Settings, get_settings
-from ...events import Event, dumps_line
+from ...events import Event, dumps_line, sse_keepalive
 from ...redis_clients import (
     AtCapacity,
     async_redis,
@@ -49,6 +49,7 @@ from .. import callers, validation
 from ..callers import authenticated, caller_of
 from ..errors import ApiError, json_errors
 from ..handlers import begin_run
+from ..streaming import STREAM_HEADERS
 from . import records
 from .requests import (
     CreateRequest,
@@ -59,7 +60,7 @@ from .requests import (
     starting_after,
     stream_flag,
 )
-from .translate import ResponseMeta, Translator, response_id, translate
+from .translate import BrokenRun, ResponseMeta, Translator, response_id, translate
 
 logger = logging.getLogger(__name__)
 
@@ -67,8 +68,7 @@ P = ParamSpec("P")
 
 # How long a cancel waits for the run's end before answering with the Response as it stands.
 CANCEL_WAIT_SECONDS = 5.0
-STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-KEEPALIVE = b": keep-alive\n\n"
+KEEPALIVE = sse_keepalive().encode()
 
 
 def registered_agents() -> list[str]:
@@ -281,7 +281,10 @@ async def _current(settings: Settings, record: records.ResponseRecord) -> dict[s
     events = await _stored_events(reader_redis(settings), meta, record.start_id)
     if events is None:
         raise _expired(record)
-    _, translator = translate(meta, events)
+    try:
+        _, translator = translate(meta, events)
+    except BrokenRun:
+        raise _expired(record) from None
     return await _kept_if_finished(redis, translator)
 
 
@@ -335,8 +338,11 @@ async def _awaited(
     translator = Translator(record.meta)
     async with contextlib.aclosing(_live_events(settings, req, record, max_seconds)) as batches:
         async for events in batches:
-            for event in events:
-                translator.feed(event)
+            try:
+                for event in events:
+                    translator.feed(event)
+            except BrokenRun:
+                raise _expired(record) from None
             if translator.finished or time.monotonic() >= deadline:
                 break
     return await _kept_if_finished(async_redis(settings), translator)
@@ -434,3 +440,7 @@ async def _sse(
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, AtCapacity) as exc:
         # The response has started; end it cleanly: the client resumes with starting_after.
         logger.warning("responses stream ended early: %s", type(exc).__name__)
+    except BrokenRun:
+        # The cap trimmed events this reader had not read: end rather than number wrongly; a
+        # resumed read then says the events expired.
+        logger.warning("responses stream ended: the stream's MAXLEN cap overtook the run")

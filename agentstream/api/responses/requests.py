@@ -10,12 +10,12 @@ from typing import Any
 
 from fastapi import Request
 
+from ...streamlog.keys import is_conversation_id
 from ..errors import ApiError
 from ..validation import is_encodable, read_body
 from .translate import CONVERSATION_PREFIX, RESPONSE_PREFIX
 
 _RUN_ID = re.compile(r"[0-9a-f]{32}")
-_CONVERSATION_ID = _RUN_ID
 
 
 @dataclass(frozen=True)
@@ -134,7 +134,7 @@ def _conversation(value: Any) -> str | None:
         value = value.get("id")
     if isinstance(value, str) and value.startswith(CONVERSATION_PREFIX):
         conversation_id = value.removeprefix(CONVERSATION_PREFIX)
-        if _CONVERSATION_ID.fullmatch(conversation_id):
+        if is_conversation_id(conversation_id):
             return conversation_id
     raise invalid("conversation", "'conversation' must be a conversation id 'conv_<32 hex>'.")
 

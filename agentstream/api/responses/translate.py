@@ -59,6 +59,11 @@ def conversation_ref(conversation_id: str) -> str:
     return CONVERSATION_PREFIX + conversation_id
 
 
+class BrokenRun(Exception):
+    """The run's stored events have a hole (the stream's ``MAXLEN`` cap trimmed some away):
+    translating on would hand out wrong sequence numbers."""
+
+
 @dataclass(frozen=True)
 class ResponseMeta:
     """What a Response shows that the run's events do not hold: fixed when it was created."""
@@ -76,6 +81,7 @@ class Translator:
     def __init__(self, meta: ResponseMeta) -> None:
         self.meta = meta
         self._next_sequence = 0
+        self._next_seq = 0  # the stored seq the run's next event must have
         self._status = "queued"
         self._created_at = 0
         self._completed_at: int | None = None
@@ -120,9 +126,15 @@ class Translator:
         }
 
     def feed(self, event: Event) -> list[dict[str, Any]]:
-        """The Responses events one stored event becomes (none for some)."""
+        """The Responses events one stored event becomes (none for some).
+
+        Raises :class:`BrokenRun` when the event does not follow the run's previous one.
+        """
         if event.run != self.meta.run_id or self.finished:
             return []
+        if event.seq != self._next_seq:
+            raise BrokenRun(f"seq {event.seq} after {self._next_seq - 1}")
+        self._next_seq += 1
         handler = _HANDLERS.get(event.type)
         return handler(self, event) if handler else []
 
