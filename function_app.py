@@ -12,10 +12,13 @@ from agentstream.api import handlers, openapi
 from agentstream.api.responses import handlers as responses
 from agentstream.config import get_settings
 from agentstream.functions import serve_agents
+from agentstream.telemetry import configure_telemetry
 from agentstream_examples.travel_planner import travel_planner
 
 # Validated once at start-up: a bad setting stops indexing with a message that names it.
 settings = get_settings()
+# Traces, metrics and logs go where the environment says (docs/operating.md), or nowhere.
+configure_telemetry()
 
 app = df.DFApp(http_auth_level=func.AuthLevel[settings.http_auth_level])
 

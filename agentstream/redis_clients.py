@@ -27,6 +27,7 @@ from .redis_topology import async_cluster_client, sync_cluster_client, uses_clus
 from .streamlog.capacity import AtCapacity
 from .streamlog.hub import StreamHub
 from .streamlog.keys import SLOT_GROUPS
+from .telemetry import instrument_redis
 
 # Above the longest XREAD BLOCK a reader issues, so a blocked read is never cut by the socket.
 _SOCKET_TIMEOUT_MARGIN = 30.0
@@ -102,8 +103,8 @@ class _Clients:
             provider = kwargs.get("credential_provider")
             return aioredis.Redis(connection_pool=pool, credential_provider=provider)
 
-        self.requests = client(
-            "agentstream-requests", pools.request_connections, pools.wait_seconds
+        self.requests = instrument_redis(
+            client("agentstream-requests", pools.request_connections, pools.wait_seconds)
         )
         # Opening checks and catch-up reads are short and non-blocking: a few connections serve
         # every reader in turn. A burst of readers queues for them, so they wait longer than a
@@ -142,10 +143,12 @@ def sync_redis(settings: Settings | None = None) -> redis.Redis:
             settings = settings or get_settings()
             kwargs = client_kwargs(settings.redis, socket_timeout=5.0)
             if is_cluster(settings):
-                _sync_client = sync_cluster_client(
-                    kwargs,
-                    size=settings.pools.request_connections,
-                    wait_seconds=settings.pools.wait_seconds * 4,
+                _sync_client = instrument_redis(
+                    sync_cluster_client(
+                        kwargs,
+                        size=settings.pools.request_connections,
+                        wait_seconds=settings.pools.wait_seconds * 4,
+                    )
                 )
                 return _sync_client
             pool = redis.BlockingConnectionPool(
@@ -157,10 +160,12 @@ def sync_redis(settings: Settings | None = None) -> redis.Redis:
             )
             # No automatic retries here: the writer retries its own idempotent scripts for a
             # budget (streamlog.retry), which makes a retried append safe.
-            _sync_client = redis.Redis(
-                connection_pool=pool,
-                retry=redis.retry.Retry(NoBackoff(), 0),
-                credential_provider=kwargs.get("credential_provider"),
+            _sync_client = instrument_redis(
+                redis.Redis(
+                    connection_pool=pool,
+                    retry=redis.retry.Retry(NoBackoff(), 0),
+                    credential_provider=kwargs.get("credential_provider"),
+                )
             )
         return _sync_client
 
@@ -209,3 +214,8 @@ def stream_hub(settings: Settings) -> StreamHub:
             grouped=_clients(settings).cluster,
         )
     return hub
+
+
+def live_hubs() -> list[StreamHub]:
+    """The stream hubs of this process's event loops (for the hub-connections metric)."""
+    return list(_hubs.values())

@@ -10,7 +10,7 @@ from typing import Concatenate, ParamSpec
 import redis.asyncio as aioredis
 from fastapi import Request, Response
 
-from .. import limits
+from .. import limits, telemetry
 from ..auth import Caller, CredentialsUnavailable, Unauthenticated, identify
 from ..config import get_settings
 from ..streamlog import control
@@ -86,6 +86,7 @@ async def stream_slot(request: Request, redis: aioredis.Redis) -> limits.StreamS
 
 
 def _over_limit(exc: limits.OverLimit) -> ApiError:
+    telemetry.limit_rejections.add(1, {"agentstream.limit": exc.limit})
     return ApiError(
         429,
         "limit_exceeded",

@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 from fastapi import Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 
+from .. import telemetry
 from ..agents.registry import registered_agents
 from ..config import Settings, get_settings
 from ..entity_protocol import DELETE_OPERATION, RUN_OPERATION
@@ -47,6 +48,7 @@ from . import callers, validation
 from .callers import authenticated, caller_of
 from .errors import ApiError, json_errors
 from .negotiation import negotiate
+from .observed import observe_stream, observed, remember_run_trace
 from .streaming import STREAM_HEADERS, EventStreamResponse
 from .turns import history_of, turns_of
 
@@ -110,6 +112,7 @@ def _urls(agent: str, conversation_id: str, run_id: str, cursor: str) -> dict[st
     }
 
 
+@observed
 @json_errors
 @authenticated
 async def start_conversation(req: Request, client: df.DurableOrchestrationClient) -> Response:
@@ -129,6 +132,7 @@ async def start_conversation(req: Request, client: df.DurableOrchestrationClient
     return await _start(settings, client, req, agent, conversation_id, message, key, new=True)
 
 
+@observed
 @json_errors
 @authenticated
 async def post_message(req: Request, client: df.DurableOrchestrationClient) -> Response:
@@ -225,12 +229,13 @@ async def begin_run(
     if started.outcome == "started":
         if new:
             await bind_agent(redis, conversation_id, agent)
+        await remember_run_trace(redis, conversation_id, started.run_id)
         try:
             await client.signal_entity(
                 df.EntityId(agent, conversation_id),
                 RUN_OPERATION,
                 # Always an object: signal_entity drops falsy inputs.
-                {"run_id": started.run_id, "message": message},
+                {"run_id": started.run_id, "message": message, **telemetry.run_carrier()},
             )
         except Exception as exc:  # noqa: BLE001 - any signalling failure is a 503
             logger.error("signalling the entity failed: %s", type(exc).__name__)
@@ -247,12 +252,13 @@ async def begin_run(
     return started
 
 
+@observed
 @json_errors
 @authenticated
 async def stream(req: Request) -> Response:
     """``GET .../stream``: the events after the cursor, live, until the run's terminal event."""
     settings = get_settings()
-    validation.agent_name(req)
+    agent = validation.agent_name(req)
     conversation_id = validation.conversation_id(req)
     media_type = negotiate(req.headers.get("accept"))
     if media_type is None:
@@ -301,9 +307,21 @@ async def stream(req: Request) -> Response:
     except NothingToDeliver:
         return Response(status_code=204, headers=STREAM_HEADERS)
     fmt = stream_format(media_type, settings.sse_retry_ms)
-    return EventStreamResponse(
-        opened, fmt, _lease_check(redis, conversation_id, limits), on_end=slot.release
+    observation = await observe_stream(redis, agent, conversation_id)
+
+    def ended() -> None:
+        slot.release()
+        if observation is not None:
+            observation.ended(response)
+
+    response = EventStreamResponse(
+        opened,
+        fmt,
+        _lease_check(redis, conversation_id, limits),
+        on_end=ended,
+        on_batch=observation.batch_sent if observation is not None else None,
     )
+    return response
 
 
 def _lease_check(
@@ -316,6 +334,7 @@ def _lease_check(
     return functools.partial(control.end_stale_run, redis, conversation_id, limits)
 
 
+@observed
 @json_errors
 @authenticated
 async def status(req: Request) -> Response:
@@ -339,6 +358,7 @@ async def status(req: Request) -> Response:
     return JSONResponse(body)
 
 
+@observed
 @json_errors
 @authenticated
 async def cancel(req: Request) -> Response:
@@ -364,6 +384,7 @@ async def cancel(req: Request) -> Response:
     )
 
 
+@observed
 @json_errors
 @authenticated
 async def delete(req: Request, client: df.DurableOrchestrationClient) -> Response:
@@ -394,6 +415,7 @@ async def delete(req: Request, client: df.DurableOrchestrationClient) -> Respons
     return Response(status_code=204, headers={"Cache-Control": "no-store"})
 
 
+@observed
 @json_errors
 @authenticated
 async def list_conversations(req: Request) -> Response:
@@ -427,11 +449,13 @@ def _page_html() -> str:
     return resources.files("agentstream.web").joinpath("index.html").read_text(encoding="utf-8")
 
 
+@observed
 async def page(req: Request) -> Response:
     """``GET /api/ui``: the browser client (one static page, no build step, no CDN)."""
     return HTMLResponse(_page_html(), headers={"Cache-Control": "no-cache"})
 
 
+@observed
 async def health(req: Request) -> Response:
     """``GET /api/health``: Redis reachable and settings sane, the model's reachability as
     information; never shows a secret."""
@@ -463,6 +487,7 @@ async def health(req: Request) -> Response:
     )
 
 
+@observed
 @json_errors
 @authenticated
 async def list_agents(req: Request) -> Response:
@@ -474,6 +499,7 @@ async def list_agents(req: Request) -> Response:
     return JSONResponse({"agents": agents}, headers={"Cache-Control": "no-store"})
 
 
+@observed
 @json_errors
 @authenticated
 async def conversation_messages(req: Request, client: df.DurableOrchestrationClient) -> Response:

@@ -42,8 +42,9 @@ class EventStreamResponse(Response):
     """A stream's events after the cursor, in one format, until the terminal event.
 
     ``on_idle`` runs on every keep-alive tick (it ends a run whose worker is gone); when it
-    returns False the stream itself is gone and the response ends. ``on_end`` runs when the
-    response ends, however it ends.
+    returns False the stream itself is gone and the response ends. ``on_batch`` (telemetry, when
+    it is on) sees each batch sent. ``on_end`` runs when the response ends, however it ends;
+    ``events_sent``, ``bytes_sent`` and ``end_reason`` then say what it did.
     """
 
     def __init__(
@@ -52,6 +53,7 @@ class EventStreamResponse(Response):
         fmt: StreamFormat,
         on_idle: Callable[[], Awaitable[bool]],
         on_end: Callable[[], None] = lambda: None,
+        on_batch: Callable[[list[Event]], None] | None = None,
     ) -> None:
         # Not Response.__init__: a streamed body has no Content-Length.
         self.status_code = 200
@@ -62,6 +64,12 @@ class EventStreamResponse(Response):
         self._format = fmt
         self._on_idle = on_idle
         self._on_end = on_end
+        self._on_batch = on_batch
+        self.events_sent = 0
+        self.bytes_sent = 0
+        # terminal | max_duration | gone (deleted or expired) | truncated | store_error
+        # | disconnected
+        self.end_reason = "max_duration"
 
     async def __call__(self, scope: Any, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
@@ -72,6 +80,8 @@ class EventStreamResponse(Response):
             await asyncio.wait((writing, watching), return_when=asyncio.FIRST_COMPLETED)
         finally:
             disconnected = watching.done()
+            if disconnected:
+                self.end_reason = "disconnected"
             watching.cancel()
             writing.cancel()  # no-op when it ended; else the client left: stop, leave the hub
             with contextlib.suppress(asyncio.CancelledError):
@@ -94,11 +104,13 @@ class EventStreamResponse(Response):
                         if keepalive:
                             await send(_body(keepalive))
                         if not await self._on_idle():
+                            self.end_reason = "gone"
                             return
                         continue
                     following = continuity.follow(batch)
                     if following < len(batch):
                         await send(_body(self._truncated(batch, following, continuity)))
+                        self.end_reason = "truncated"
                         return
                     if len(batch) == 1:
                         chunk = batch[0].frame(media_type)
@@ -106,9 +118,16 @@ class EventStreamResponse(Response):
                         chunk = b"".join([event.frame(media_type) for event in batch])
                     if chunk:  # text/plain has nothing to say for some events
                         await send(_body(chunk))
+                    self.events_sent += len(batch)
+                    self.bytes_sent += len(chunk)
+                    if batch[-1].is_terminal:
+                        self.end_reason = "terminal"
+                    if self._on_batch is not None:
+                        self._on_batch(batch)
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, AtCapacity) as exc:
             # The response has started; end it cleanly and let the client resume from its cursor.
             logger.warning("stream ended early: %s", type(exc).__name__)
+            self.end_reason = "store_error"
 
     def _truncated(self, batch: list[Event], following: int, continuity: SeqContinuity) -> bytes:
         """The events before the hole the ``MAXLEN`` cap left, then the frame that names it.
