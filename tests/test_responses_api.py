@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -68,13 +69,13 @@ def sync_redis(redis_port: int) -> Iterator[redis.Redis]:
     connection.close()
 
 
-def _restarted_response(base_url: str, client: openai.OpenAI, sync: redis.Redis) -> str:
+def restarted_response(base_url: str, client: openai.OpenAI, sync: redis.Redis) -> str:
     """A response whose run crashed after text and a tool call and was delivered again: the
     real entity then writes ``run.restarted`` and the whole run again."""
     first = client.responses.create(model="travelplanner", input="Plan 1 day in Lisbon")
     assert first.conversation is not None or "conversation" in first.model_extra
     cid = first.model_dump()["conversation"]["id"].removeprefix("conv_")
-    run_id = "d" * 32
+    run_id = uuid.uuid4().hex
     message = "Plan 2 days in Rome"
     crashed = RunLog(sync, cid, run_id, ttl_seconds=600, maxlen=10_000)
     sync.hset(meta_key(cid), mapping={"active_run": run_id, "status:" + run_id: "queued"})
@@ -107,12 +108,13 @@ def _restarted_response(base_url: str, client: openai.OpenAI, sync: redis.Redis)
 def test_the_sdk_scenario_with_the_newest_sdk(
     base_url: str, client: openai.OpenAI, sync_redis: redis.Redis
 ) -> None:
-    restarted = _restarted_response(base_url, client, sync_redis)
+    restarted = restarted_response(base_url, client, sync_redis)
     events = [e.model_dump() for e in client.responses.retrieve(restarted, stream=True)]
     done = [e["item"]["status"] for e in events if e["type"] == "response.output_item.done"]
     # The crashed attempt: its first text closed by its tool call, then its open text and call.
     assert done[:3] == ["completed", "incomplete", "incomplete"]
     assert events[-1]["type"] == "response.completed"
+    assert scenario.text_of(events) == client.responses.retrieve(restarted).output_text
     scenario.main(base_url, stored_ids=[restarted], cuts=200)
 
 

@@ -14,13 +14,16 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import openai
 import pytest
+import redis
 from packaging.version import Version
 
 from agentstream_dev.scripted_model.server import create_app as create_model_app
 
 from .devhost_process import REPO, running_devhost
 from .standins import scripted_services
+from .test_responses_api import restarted_response
 
 pytestmark = pytest.mark.slow
 
@@ -66,9 +69,14 @@ def base_url(redis_port: int) -> Iterator[str]:
 
 
 def test_the_sdk_scenario_with_the_oldest_supported_sdk(
-    oldest_sdk_python: Path, base_url: str
+    oldest_sdk_python: Path, base_url: str, redis_port: int
 ) -> None:
-    arguments = {"base_url": base_url, "stored_ids": [], "cuts": 40}
+    with (
+        openai.OpenAI(base_url=f"{base_url}/api/v1", api_key="unused") as newest,
+        redis.Redis(port=redis_port, decode_responses=True) as sync,
+    ):
+        restarted = restarted_response(base_url, newest, sync)
+    arguments = {"base_url": base_url, "stored_ids": [restarted], "cuts": 60}
     ran = subprocess.run(
         [str(oldest_sdk_python), "tests/responses_sdk_scenario.py", json.dumps(arguments)],
         cwd=REPO,
