@@ -49,6 +49,7 @@ from .. import callers, validation
 from ..callers import authenticated, caller_of
 from ..errors import ApiError, json_errors
 from ..handlers import begin_run
+from ..observed import observed
 from ..streaming import STREAM_HEADERS
 from . import records
 from .requests import (
@@ -118,6 +119,7 @@ def _error_type(status: int) -> str:
     )
 
 
+@observed
 @openai_errors
 @authenticated
 async def list_models(req: Request) -> Response:
@@ -133,6 +135,7 @@ async def list_models(req: Request) -> Response:
     )
 
 
+@observed
 @openai_errors
 @authenticated
 async def create(req: Request, client: df.DurableOrchestrationClient) -> Response:
@@ -222,6 +225,7 @@ async def _accessible(redis: aioredis.Redis, conversation_id: str, owner: str, a
     return await belongs_to(redis, conversation_id, agent)
 
 
+@observed
 @openai_errors
 @authenticated
 async def retrieve(req: Request) -> Response:
@@ -234,6 +238,7 @@ async def retrieve(req: Request) -> Response:
     return JSONResponse(await _current(settings, record))
 
 
+@observed
 @openai_errors
 @authenticated
 async def cancel(req: Request) -> Response:
