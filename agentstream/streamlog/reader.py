@@ -104,6 +104,9 @@ class _Reading:
     max_seconds: float
     clock: Callable[[], float] = field(default=time.monotonic, kw_only=True)
     release: Callable[[], None] = field(default=_no_slot, repr=False, kw_only=True)
+    # The entry at the cursor when the stream was opened (when the cursor names one still kept):
+    # the first event read must follow it, or entries in between were trimmed away meanwhile.
+    cursor_event: Event | None = field(default=None, kw_only=True)
 
     def batches(self) -> AsyncIterator[list[Event] | None]:
         """Lists of events after the cursor, with ``KEEPALIVE`` (None) ticks while idle.
@@ -287,7 +290,7 @@ async def open_stream(
     """
     release = slots.acquire() if slots is not None else _no_slot
     try:
-        key, after_id = await _start_position(client, conversation_id, cursor)
+        key, after_id, cursor_event = await _start_position(client, conversation_id, cursor)
     except BaseException:
         release()
         raise
@@ -298,6 +301,7 @@ async def open_stream(
         "keepalive_seconds": keepalive_seconds,
         "max_seconds": max_seconds,
         "release": release,
+        "cursor_event": cursor_event,
     }
     opened: OpenStream | HubStream
     if hub is not None and not hub.unsupported:
@@ -310,13 +314,16 @@ async def open_stream(
 
 async def _start_position(
     client: aioredis.Redis, conversation_id: str, cursor: Cursor
-) -> tuple[str, str]:
+) -> tuple[str, str, Event | None]:
     skey, mkey = stream_key(conversation_id), meta_key(conversation_id)
+    named = cursor.value not in (None, "0-0")  # a cursor that may name an entry
     async with client.pipeline(transaction=True) as pipe:
         pipe.xrange(skey, count=1)
         pipe.xrevrange(skey, count=1)
         pipe.hmget(mkey, "latest_start", "first_id", "active_run")
-        first, last, (latest_start, first_id, active_run) = await pipe.execute()
+        if named:
+            pipe.xrange(skey, min=cursor.value, max=cursor.value)
+        first, last, (latest_start, first_id, active_run), *at_cursor = await pipe.execute()
     if not first:
         raise ConversationNotFound(conversation_id)
     first_entry_id = first[0][0]
@@ -338,7 +345,8 @@ async def _start_position(
         raise CursorBeyondEnd(conversation_id)
     if not _before(after_id, last_event.id) and last_event.type in TERMINAL_TYPES:
         raise NothingToDeliver(conversation_id)
-    return skey, after_id
+    cursor_event = Event.from_entry(*at_cursor[0][0]) if at_cursor and at_cursor[0] else None
+    return skey, after_id, cursor_event
 
 
 def _parse(stream_id: str) -> tuple[int, int]:
