@@ -15,7 +15,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, ParamSpec
 
 import azure.durable_functions as df
@@ -28,7 +28,6 @@ from ...agents.registry import registered_agents as declared_agents
 from ...config import Settings, get_settings
 from ...events import Event, dumps_line, sse_keepalive
 from ...redis_clients import (
-    AtCapacity,
     async_redis,
     blocking_reader_redis,
     reader_redis,
@@ -36,6 +35,7 @@ from ...redis_clients import (
 )
 from ...streamlog import control, owners
 from ...streamlog.agent_binding import belongs_to
+from ...streamlog.capacity import AtCapacity
 from ...streamlog.cursor import Cursor
 from ...streamlog.keys import stream_id_before, stream_key
 from ...streamlog.reader import (
@@ -49,6 +49,7 @@ from .. import callers, validation
 from ..callers import authenticated, caller_of
 from ..errors import ApiError, json_errors
 from ..handlers import begin_run
+from ..observed import observed
 from ..streaming import STREAM_HEADERS
 from . import records
 from .requests import (
@@ -118,6 +119,7 @@ def _error_type(status: int) -> str:
     )
 
 
+@observed
 @openai_errors
 @authenticated
 async def list_models(req: Request) -> Response:
@@ -133,6 +135,7 @@ async def list_models(req: Request) -> Response:
     )
 
 
+@observed
 @openai_errors
 @authenticated
 async def create(req: Request, client: df.DurableOrchestrationClient) -> Response:
@@ -222,6 +225,7 @@ async def _accessible(redis: aioredis.Redis, conversation_id: str, owner: str, a
     return await belongs_to(redis, conversation_id, agent)
 
 
+@observed
 @openai_errors
 @authenticated
 async def retrieve(req: Request) -> Response:
@@ -234,6 +238,7 @@ async def retrieve(req: Request) -> Response:
     return JSONResponse(await _current(settings, record))
 
 
+@observed
 @openai_errors
 @authenticated
 async def cancel(req: Request) -> Response:
@@ -350,7 +355,7 @@ async def _awaited(
 
 async def _live_events(
     settings: Settings, req: Request, record: records.ResponseRecord, max_seconds: float
-) -> AsyncIterator[list[Event]]:
+) -> AsyncGenerator[list[Event], None]:
     """The run's events from its first, live until its end (an empty list on each idle tick).
 
     Reading holds one of the caller's open-stream slots (``429`` when none is free).
@@ -410,7 +415,7 @@ async def _sse(
     settings: Settings,
     meta: ResponseMeta,
     first: list[Event],
-    batches: AsyncIterator[list[Event]],
+    batches: AsyncGenerator[list[Event], None],
     after: int,
 ) -> AsyncIterator[bytes]:
     """SSE frames with ``event:`` and ``data:`` only: the SDK's decoder takes no ``id:`` or
