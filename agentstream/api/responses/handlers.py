@@ -15,7 +15,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, ParamSpec
 
 import azure.durable_functions as df
@@ -355,7 +355,7 @@ async def _awaited(
 
 async def _live_events(
     settings: Settings, req: Request, record: records.ResponseRecord, max_seconds: float
-) -> AsyncIterator[list[Event]]:
+) -> AsyncGenerator[list[Event], None]:
     """The run's events from its first, live until its end (an empty list on each idle tick).
 
     Reading holds one of the caller's open-stream slots (``429`` when none is free).
@@ -415,7 +415,7 @@ async def _sse(
     settings: Settings,
     meta: ResponseMeta,
     first: list[Event],
-    batches: AsyncIterator[list[Event]],
+    batches: AsyncGenerator[list[Event], None],
     after: int,
 ) -> AsyncIterator[bytes]:
     """SSE frames with ``event:`` and ``data:`` only: the SDK's decoder takes no ``id:`` or
@@ -430,22 +430,27 @@ async def _sse(
                     out.append(f"event: {emitted['type']}\ndata: {dumps_line(emitted)}\n\n")
         return "".join(out).encode()
 
-    try:
-        if chunk := frames(first):
-            yield chunk
-        async with contextlib.aclosing(batches):
-            async for events in batches:
-                chunk = frames(events) if events else KEEPALIVE
-                if chunk:
-                    yield chunk
-                if translator.finished:
-                    break
-        if translator.finished:
-            await _kept_if_finished(async_redis(settings), translator)
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, AtCapacity) as exc:
-        # The response has started; end it cleanly: the client resumes with starting_after.
-        logger.warning("responses stream ended early: %s", type(exc).__name__)
-    except BrokenRun:
-        # The cap trimmed events this reader had not read: end rather than number wrongly; a
-        # resumed read then says the events expired.
-        logger.warning("responses stream ended: the stream's MAXLEN cap overtook the run")
+    async with contextlib.aclosing(batches):  # however the response ends, the slot goes back
+        try:
+            if chunk := frames(first):
+                yield chunk
+            if not translator.finished:
+                async for events in batches:
+                    chunk = frames(events) if events else KEEPALIVE
+                    if chunk:
+                        yield chunk
+                    if translator.finished:
+                        break
+            if translator.finished:
+                await _kept_if_finished(async_redis(settings), translator)
+        except (
+            redis.exceptions.ConnectionError,
+            redis.exceptions.TimeoutError,
+            AtCapacity,
+        ) as exc:
+            # The response has started; end it cleanly: the client resumes with starting_after.
+            logger.warning("responses stream ended early: %s", type(exc).__name__)
+        except BrokenRun:
+            # The cap trimmed events this reader had not read: end rather than number wrongly;
+            # a resumed read then says the events expired.
+            logger.warning("responses stream ended: the stream's MAXLEN cap overtook the run")
