@@ -23,6 +23,8 @@ from .flaky_proxy import ProxyStats, flaky_proxy
 from .redis_server import free_port
 from .standins import scripted_services
 
+pytestmark = pytest.mark.slow  # the console client in a terminal (pexpect), apps killed
+
 
 @pytest.fixture(scope="module")
 def app_env(redis_port: int) -> Iterator[dict[str, str]]:

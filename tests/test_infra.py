@@ -36,10 +36,6 @@ LEFT_AT_DEFAULT = {
     "WEBSITE_AUTH_ENABLED": "App Service sets it when Authentication is turned on for the app",
 }
 
-# Set in infra/ with production values while other branches add them to config.py this round.
-# Once config.py reads a name, the test below asks for it to be removed from here.
-NOT_YET_READ: set[str] = set()
-
 # What the Functions host, the Python worker and azure-identity read (not config.py).
 PLATFORM_NAMES = {
     "AZURE_CLIENT_ID",
@@ -137,9 +133,7 @@ def test_every_setting_the_app_reads_is_deployed_or_left_at_default_on_purpose()
 def test_infra_sets_no_setting_the_app_does_not_read() -> None:
     app = settings_the_app_reads()
     deployed = set(bicep_settings()["appSettings"])
-    assert not (deployed - app - NOT_YET_READ), "unknown settings in appSettings"
-    assert not (NOT_YET_READ & app), "config.py reads these now: remove them from NOT_YET_READ"
-    assert not (NOT_YET_READ - deployed), "NOT_YET_READ names must be in appSettings"
+    assert not (deployed - app), "unknown settings in appSettings"
     assert set(LEFT_AT_DEFAULT) <= app, "LEFT_AT_DEFAULT names a setting config.py does not read"
     assert not (set(LEFT_AT_DEFAULT) & deployed), "a setting is both deployed and left at default"
 

@@ -23,6 +23,8 @@ from .api_client import AGENT, TERMINAL
 from .devhost_process import running_devhost
 from .standins import scripted_services
 
+pytestmark = pytest.mark.slow  # a thousand readers
+
 READERS = 1000
 STREAMS = 10
 NDJSON = {"Accept": "application/x-ndjson"}
@@ -75,9 +77,8 @@ def reader_connections(client: redis.Redis) -> int:
 
 
 async def test_a_thousand_readers_share_a_few_connections_while_every_route_answers(
-    base_env: dict[str, str], redis_port: int, redis_client: redis.Redis
+    base_env: dict[str, str], redis_client: redis.Redis, aclient: aioredis.Redis
 ) -> None:
-    aclient = aioredis.Redis(port=redis_port, decode_responses=True)
     runs: list[tuple[str, str]] = []
     for _ in range(STREAMS):
         cid, run_id = uuid.uuid4().hex, uuid.uuid4().hex
@@ -91,7 +92,6 @@ async def test_a_thousand_readers_share_a_few_connections_while_every_route_answ
             limits=Limits(ttl_seconds=600, maxlen=10_000),
         )
         runs.append((cid, run_id))
-    await aclient.aclose()
 
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=0)
     with running_devhost(base_env) as url:

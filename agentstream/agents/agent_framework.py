@@ -148,7 +148,7 @@ def _framework_messages(history: list[Message]) -> list[FrameworkMessage]:
                 )
             )
         if contents:
-            messages.append(FrameworkMessage(role, contents))
+            messages.append(FrameworkMessage(str(role), contents))
     return messages
 
 

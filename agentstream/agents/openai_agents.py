@@ -27,6 +27,7 @@ from agents import (
     Runner,
 )
 from agents.models.chatcmpl_converter import Converter
+from openai.types.responses import ResponseTextDeltaEvent
 
 from ..agent import AgentSink, Message, failure
 from ..config import Settings
@@ -87,9 +88,11 @@ class _Run:
             tracing_disabled=True,
         )
         names: dict[str, str] = {}
+        # Plain dicts in the SDK's input shape (its TypedDicts are not checked at run time).
+        items: list[Any] = [*_input_items(history), user]
         result = Runner.run_streamed(
             self.definition.agent,
-            [*_input_items(history), user],
+            items,
             max_turns=max_turns,
             run_config=config,
         )
@@ -113,7 +116,7 @@ class _Run:
 def _event(event: Any, names: dict[str, str]) -> AgentEvent:
     if isinstance(event, RawResponsesStreamEvent):
         data = event.data
-        if getattr(data, "type", "") == "response.output_text.delta" and data.delta:
+        if isinstance(data, ResponseTextDeltaEvent) and data.delta:
             return Text(data.delta)
         return None
     if not isinstance(event, RunItemStreamEvent):

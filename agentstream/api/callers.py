@@ -28,7 +28,7 @@ def authenticated(
     with ``WWW-Authenticate`` (RFC 6750) and the JSON error, and nothing else."""
 
     @functools.wraps(handler)
-    async def wrapper(request: Request, *args: P.args, **kwargs: P.kwargs) -> Response:
+    async def wrapper(request: Request, /, *args: P.args, **kwargs: P.kwargs) -> Response:
         try:
             request.state.caller = await identify(request, get_settings().auth)
         except Unauthenticated as exc:

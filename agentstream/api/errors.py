@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 
 from ..config import ConfigError
 from ..logs import log_internal_error
-from ..redis_clients import AtCapacity
+from ..streamlog.capacity import AtCapacity
 
 logger = logging.getLogger(__name__)
 

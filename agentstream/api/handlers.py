@@ -26,7 +26,6 @@ from ..entity_protocol import DELETE_OPERATION, RUN_OPERATION
 from ..events import stream_format
 from ..model_probe import model_status
 from ..redis_clients import (
-    AtCapacity,
     async_redis,
     blocking_reader_redis,
     reader_redis,
@@ -34,6 +33,7 @@ from ..redis_clients import (
 )
 from ..streamlog import control, owners
 from ..streamlog.agent_binding import belongs_to, bind_agent
+from ..streamlog.capacity import AtCapacity
 from ..streamlog.cursor import MalformedCursor, parse_cursor
 from ..streamlog.reader import (
     ConversationNotFound,
@@ -122,13 +122,14 @@ async def start_conversation(req: Request, client: df.DurableOrchestrationClient
     key = validation.idempotency_key(req)
     message = await validation.message(req, settings.max_message_chars)
     owner = caller_of(req).owner
-    conversation_id: str | None = uuid.uuid4().hex
+    conversation_id = uuid.uuid4().hex
     if key is not None:
-        conversation_id = await control.claim_new_conversation(
+        claimed = await control.claim_new_conversation(
             async_redis(settings), key, message, conversation_id, settings.stream_ttl_seconds, owner
         )
-        if conversation_id is None:
+        if claimed is None:
             raise _idempotency_key_reused()
+        conversation_id = claimed
     return await _start(settings, client, req, agent, conversation_id, message, key, new=True)
 
 

@@ -53,7 +53,7 @@ def observed(
     """The request's span and its one log line. Stack it above ``json_errors``."""
 
     @functools.wraps(handler)
-    async def wrapper(request: Request, *args: P.args, **kwargs: P.kwargs) -> Response:
+    async def wrapper(request: Request, /, *args: P.args, **kwargs: P.kwargs) -> Response:
         route = route_template(request)
         started = time.perf_counter()
         parent = None

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
@@ -108,7 +108,7 @@ class _Reading:
     # the first event read must follow it, or entries in between were trimmed away meanwhile.
     cursor_event: Event | None = field(default=None, kw_only=True)
 
-    def batches(self) -> AsyncIterator[list[Event] | None]:
+    def batches(self) -> AsyncGenerator[list[Event] | None, None]:
         """Lists of events after the cursor, with ``KEEPALIVE`` (None) ticks while idle.
 
         The generator itself, with no relaying layer: this runs once per event per live reader.
@@ -128,7 +128,7 @@ class _Reading:
         finally:
             await batches.aclose()
 
-    def _batches(self) -> AsyncIterator[list[Event] | None]:
+    def _batches(self) -> AsyncGenerator[list[Event] | None, None]:
         """The reading; gives the slot back (``release``) in its ``finally``."""
         raise NotImplementedError
 
@@ -150,7 +150,7 @@ def _through_terminal(events: list[Event]) -> tuple[list[Event], bool]:
 class OpenStream(_Reading):
     """A reader with a blocking read of its own (``STREAM_HUB=false``)."""
 
-    async def _batches(self) -> AsyncIterator[list[Event] | None]:
+    async def _batches(self) -> AsyncGenerator[list[Event] | None, None]:
         try:
             deadline = self.clock() + self.max_seconds
             last_id = self.after_id
@@ -190,7 +190,7 @@ class HubStream(_Reading):
     # Where to go on with a blocking read of its own if Redis cannot serve the hub.
     fallback: aioredis.Redis | None = field(default=None, kw_only=True)
 
-    async def _batches(self) -> AsyncIterator[list[Event] | None]:
+    async def _batches(self) -> AsyncGenerator[list[Event] | None, None]:
         try:
             assert self.hub is not None
             deadline = self.clock() + self.max_seconds
@@ -294,20 +294,19 @@ async def open_stream(
     except BaseException:
         release()
         raise
-    common = {
-        "key": key,
-        "after_id": after_id,
-        "batch_size": batch_size,
-        "keepalive_seconds": keepalive_seconds,
-        "max_seconds": max_seconds,
-        "release": release,
-        "cursor_event": cursor_event,
-    }
+    common = (key, after_id, batch_size, keepalive_seconds, max_seconds)
     opened: OpenStream | HubStream
     if hub is not None and not hub.unsupported:
-        opened = HubStream(client=client, hub=hub, fallback=fallback, **common)
+        opened = HubStream(
+            client,
+            *common,
+            release=release,
+            cursor_event=cursor_event,
+            hub=hub,
+            fallback=fallback,
+        )
     else:
-        opened = OpenStream(client=fallback or client, **common)
+        opened = OpenStream(fallback or client, *common, release=release, cursor_event=cursor_event)
     weakref.finalize(opened, release)
     return opened
 

@@ -28,7 +28,6 @@ from ...agents.registry import registered_agents as declared_agents
 from ...config import Settings, get_settings
 from ...events import Event, dumps_line, sse_keepalive
 from ...redis_clients import (
-    AtCapacity,
     async_redis,
     blocking_reader_redis,
     reader_redis,
@@ -36,6 +35,7 @@ from ...redis_clients import (
 )
 from ...streamlog import control, owners
 from ...streamlog.agent_binding import belongs_to
+from ...streamlog.capacity import AtCapacity
 from ...streamlog.cursor import Cursor
 from ...streamlog.keys import stream_id_before, stream_key
 from ...streamlog.reader import (
