@@ -219,3 +219,35 @@ def test_a_graceful_cluster_failover_mid_run_loses_nothing(
     cluster.wait_until(cluster.healthy, "cluster_state:ok everywhere")
     check_run(cluster, cid, readers)
     next_message_is_accepted(base_url, cid)
+
+
+def migrate_slot(cluster: RedisClusterUnderTest, slot: int, source: ClusterNode) -> ClusterNode:
+    """Move ``slot`` and its keys from ``source`` to another primary, as resharding does."""
+    target = next(
+        node
+        for node in cluster.live_nodes()
+        if node is not source and node.client().info("replication")["role"] == "master"
+    )
+    with source.client() as src, target.client() as dst:
+        source_id, target_id = (c.execute_command("CLUSTER MYID") for c in (src, dst))
+        dst.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", source_id)
+        src.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", target_id)
+        while keys := src.execute_command("CLUSTER GETKEYSINSLOT", slot, 100):
+            src.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys)
+        for client in (dst, src):
+            client.execute_command("CLUSTER SETSLOT", slot, "NODE", target_id)
+    return target
+
+
+@pytest.mark.slow
+def test_migrating_the_slot_of_a_live_conversation_loses_nothing(
+    cluster: RedisClusterUnderTest, base_url: str
+) -> None:
+    cid, readers = live_run(base_url, "Plan 3 days in Madrid [[slow]]")
+    slot = key_slot(stream_key(cid).encode())
+    source = cluster.primary_of_slot(slot)
+    target = migrate_slot(cluster, slot, source)
+    cluster.wait_until(lambda: cluster.primary_of_slot(slot) is target, "the slot moved")
+    finish(readers)
+    check_run(cluster, cid, readers)
+    next_message_is_accepted(base_url, cid)
