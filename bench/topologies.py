@@ -43,7 +43,7 @@ def topology(name: str) -> Iterator[tuple[str, list[int], redis.Redis]]:
     else:
         with running_cluster(3, 1) as cluster:
             ports = [node.port for node in cluster.nodes]
-            client = redis.RedisCluster(port=cluster.port, decode_responses=True)
+            client = redis.RedisCluster(host="127.0.0.1", port=cluster.port, decode_responses=True)
             yield f"cluster:{cluster.port}", ports, client
 
 
