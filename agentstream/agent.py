@@ -148,7 +148,7 @@ class ChatCompletionsLoop:
             **self._model_settings,
             "model": self._model,
             "messages": [
-                {"role": "system", "content": self._instructions(conversation)},
+                {"role": "system", "content": self._instructions(list(conversation))},
                 *conversation,
             ],
             "stream": True,

@@ -62,17 +62,24 @@ _lock = threading.Lock()
 _client: openai.OpenAI | None = None
 
 
+NOT_CONFIGURED = (
+    "No model is configured for this app. Set AZURE_OPENAI_ENDPOINT and "
+    "AZURE_OPENAI_DEPLOYMENT, or OPENAI_BASE_URL and OPENAI_MODEL."
+)
+
+
+def configured_model(settings: Settings) -> ModelSettings:
+    """The model settings; a run without them ends as ``run.failed`` ``model_not_configured``."""
+    if settings.model is None:
+        raise RunFailure("model_not_configured", NOT_CONFIGURED)
+    return settings.model
+
+
 def shared_model_client(settings: Settings | None = None) -> tuple[openai.OpenAI, str]:
     """The process-wide client and the model (or deployment) name to call."""
     global _client
-    settings = settings or get_settings()
-    if settings.model is None:
-        raise RunFailure(
-            "model_not_configured",
-            "No model is configured for this app. Set AZURE_OPENAI_ENDPOINT and "
-            "AZURE_OPENAI_DEPLOYMENT, or OPENAI_BASE_URL and OPENAI_MODEL.",
-        )
+    model = configured_model(settings or get_settings())
     with _lock:
         if _client is None:
-            _client = create_model_client(settings.model)
-        return _client, settings.model.model
+            _client = create_model_client(model)
+        return _client, model.model
