@@ -1,16 +1,21 @@
-"""A restarted run and a redelivered finished run behave the same for every kind of agent: the
-entity's run logic, with each kind's runner, on real Redis and the scripted model."""
+"""A restarted run, a redelivered finished run and a tool that raises behave the same for every
+kind of agent: the entity's run logic, with each kind's runner, on real Redis and the scripted
+model."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 import redis
 from agent_framework import Agent as FrameworkAgent
+from agents import Agent as SdkAgent
+from agents import function_tool
 
+from agentstream import model_client
 from agentstream.agents import Agent, AgentDefinition
 from agentstream.agents.agent_framework import AgentFrameworkAgent, configured_chat_client
+from agentstream.agents.openai_agents import OpenAIAgentsAgent
 from agentstream.config import Settings
 from agentstream.conversation import ConversationState, run
 from agentstream.events import MESSAGE_DELTA, RUN_STARTED
@@ -20,6 +25,15 @@ from agentstream_examples.packing import packing_assistant
 from .standins import scripted_services
 from .streamlog_helpers import new_conversation_id
 from .test_run_lifecycle import entries, log_for, queue
+
+
+@pytest.fixture(autouse=True)
+def fresh_model_client(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Our own kind runs on the process-wide client: one for each test's model server."""
+    monkeypatch.setattr(model_client, "_client", None)
+    yield
+    if model_client._client is not None:
+        model_client._client.close()
 
 
 def _own_kind(settings: Settings) -> AgentDefinition:
@@ -86,3 +100,38 @@ def test_a_restarted_run_says_so_then_runs_whole_and_a_redelivery_restores_its_t
         assert run(cid, run_id, "Oslo for 3 days", before_batch, settings, agent=agent)
     assert len(entries(redis_client, cid)) == len(written), "a redelivery must write nothing"
     assert before_batch.history == state.history
+
+
+SECRET = "db://admin:hunter2@10.0.0.7"
+
+
+def lookup(city: str) -> str:
+    """Look a city up."""
+    raise ConnectionError(f"{SECRET} is down")
+
+
+def _raising(kind: str, settings: Settings) -> AgentDefinition:
+    if kind == "agentstream":
+        return Agent(name="looker", instructions="Look it up.", tools=[lookup])
+    if kind == "agent-framework":
+        return AgentFrameworkAgent(
+            FrameworkAgent(client=configured_chat_client(settings), name="looker", tools=[lookup])
+        )
+    return OpenAIAgentsAgent(SdkAgent(name="looker", tools=[function_tool(lookup)]))
+
+
+@pytest.mark.parametrize("kind", MAKERS)
+def test_a_tool_that_raises_ends_only_its_call_and_its_text_stays_in_the_worker(
+    redis_client: redis.Redis, redis_port: int, kind: str, use_settings: Callable
+) -> None:
+    with scripted_services(create_model_app(), redis_port) as services:
+        settings = use_settings({**services, "MODEL_MAX_RETRIES": "0"})
+        cid = new_conversation_id()
+        run_id = queue(redis_client, cid, "Look up Oslo")
+        state = ConversationState.from_entity({})
+        assert run(cid, run_id, "Look up Oslo", state, settings, agent=_raising(kind, settings))
+    written = entries(redis_client, cid)
+    types = [e["type"] for e in written]
+    assert types[-1] == "run.completed"
+    assert types.index("tool.call") < types.index("tool.result") < types.index("message.delta")
+    assert SECRET not in "".join(e["data"] for e in written)
