@@ -1,4 +1,4 @@
-"""agentstream-chat (python -m agentstream_client): chat with the travel planner.
+"""agentstream-chat (python -m agentstream_client): chat with one of the app's agents (--agent).
 
 Interactive by default: Enter or Ctrl-C while an answer streams pauses it (Enter resumes, /new
 starts a new conversation, /quit exits). With --message it sends one message and streams the
@@ -19,7 +19,7 @@ from typing import Any, TextIO
 
 from agentstream.events import dumps_line
 
-from .http import ApiClient, ApiError, ServerLost, StreamPosition, Unreachable
+from .http import DEFAULT_AGENT, ApiClient, ApiError, ServerLost, StreamPosition, Unreachable
 from .render import RESET, TerminalRenderer
 
 EXIT_COMPLETED, EXIT_FAILED, EXIT_ERROR, EXIT_CANCELLED = 0, 1, 2, 3
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     interactive = args.message is None and args.conversation is None
     if interactive:
         _restore_ctrl_c()
-    client = ApiClient(args.url, args.key, token=args.token)
+    client = ApiClient(args.url, args.key, token=args.token, agent=args.agent)
     try:
         if args.message is not None:
             return one_shot(client, args.message, args.conversation, args.format)
@@ -106,6 +106,12 @@ def _parser() -> argparse.ArgumentParser:
         "--token",
         default=os.environ.get("AGENTSTREAM_TOKEN"),
         help="bearer token, with AUTH_MODE=entra (env AGENTSTREAM_TOKEN)",
+    )
+    parser.add_argument(
+        "--agent",
+        default=os.environ.get("AGENTSTREAM_AGENT", DEFAULT_AGENT),
+        help=f"the agent to talk to, as GET /api/agents lists them (default: {DEFAULT_AGENT}; "
+        "env AGENTSTREAM_AGENT)",
     )
     parser.add_argument("-m", "--message", help="send this message, stream the answer, exit")
     parser.add_argument("-c", "--conversation", help="conversation id to continue or resume")

@@ -22,6 +22,13 @@ param principalId string = ''
 ])
 param redisFlavor string = 'managed'
 
+@description('Clustering policy of Azure Managed Redis. OSSCluster: clients talk to each shard directly (lowest latency; the app uses redis-py\'s cluster clients). EnterpriseCluster: one proxy endpoint that looks like a single Redis.')
+@allowed([
+  'OSSCluster'
+  'EnterpriseCluster'
+])
+param redisClusteringPolicy string = 'OSSCluster'
+
 @description('AzureStorage: the durable backend is the storage account. DurableTaskScheduler: a scheduler and task hub, with its dashboard.')
 @allowed([
   'AzureStorage'
@@ -142,6 +149,7 @@ module managedRedis 'modules/redis-managed.bicep' = if (redisFlavor == 'managed'
     tags: tags
     identityPrincipalId: identity.outputs.principalId
     principalId: principalId
+    clusteringPolicy: redisClusteringPolicy
   }
 }
 
@@ -210,6 +218,7 @@ module app 'modules/function-app.bicep' = {
     logAnalyticsId: monitoring.outputs.logAnalyticsId
     redisHost: redisFlavor == 'managed' ? managedRedis.outputs.hostName : cacheRedis.outputs.hostName
     redisPort: redisFlavor == 'managed' ? managedRedis.outputs.port : cacheRedis.outputs.port
+    redisCluster: redisFlavor == 'managed' && redisClusteringPolicy == 'OSSCluster' ? 'true' : 'false'
     openAiEndpoint: openAi.outputs.endpoint
     openAiDeploymentName: openAi.outputs.deploymentName
     schedulerEndpoint: useScheduler ? scheduler.outputs.endpoint : ''

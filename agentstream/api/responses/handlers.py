@@ -430,22 +430,27 @@ async def _sse(
                     out.append(f"event: {emitted['type']}\ndata: {dumps_line(emitted)}\n\n")
         return "".join(out).encode()
 
-    try:
-        if chunk := frames(first):
-            yield chunk
-        async with contextlib.aclosing(batches):
-            async for events in batches:
-                chunk = frames(events) if events else KEEPALIVE
-                if chunk:
-                    yield chunk
-                if translator.finished:
-                    break
-        if translator.finished:
-            await _kept_if_finished(async_redis(settings), translator)
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, AtCapacity) as exc:
-        # The response has started; end it cleanly: the client resumes with starting_after.
-        logger.warning("responses stream ended early: %s", type(exc).__name__)
-    except BrokenRun:
-        # The cap trimmed events this reader had not read: end rather than number wrongly; a
-        # resumed read then says the events expired.
-        logger.warning("responses stream ended: the stream's MAXLEN cap overtook the run")
+    async with contextlib.aclosing(batches):  # however the response ends, the slot goes back
+        try:
+            if chunk := frames(first):
+                yield chunk
+            if not translator.finished:
+                async for events in batches:
+                    chunk = frames(events) if events else KEEPALIVE
+                    if chunk:
+                        yield chunk
+                    if translator.finished:
+                        break
+            if translator.finished:
+                await _kept_if_finished(async_redis(settings), translator)
+        except (
+            redis.exceptions.ConnectionError,
+            redis.exceptions.TimeoutError,
+            AtCapacity,
+        ) as exc:
+            # The response has started; end it cleanly: the client resumes with starting_after.
+            logger.warning("responses stream ended early: %s", type(exc).__name__)
+        except BrokenRun:
+            # The cap trimmed events this reader had not read: end rather than number wrongly;
+            # a resumed read then says the events expired.
+            logger.warning("responses stream ended: the stream's MAXLEN cap overtook the run")
