@@ -248,3 +248,17 @@ def test_the_browser_page_picks_the_agent(base_url: str) -> None:
         page.wait_for_function("window.agentState.finished && !window.agentState.sending")
         assert "Done: 100.00 USD is 92.00 EUR" in page.inner_text("#output")
         browser.close()
+
+
+def test_an_idempotency_key_used_with_another_agent_is_refused(base_url: str) -> None:
+    planner, packer = Api(base_url, "travelplanner"), Api(base_url, "packer")
+    first = planner.start("Plan 2 days in Lisbon", **{"Idempotency-Key": "trip-42"})
+    assert first.status_code == 202
+    again = planner.start("Plan 2 days in Lisbon", **{"Idempotency-Key": "trip-42"})
+    assert again.json()["conversation_id"] == first.json()["conversation_id"]
+    elsewhere = packer.start("Plan 2 days in Lisbon", **{"Idempotency-Key": "trip-42"})
+    assert elsewhere.status_code == 422
+    assert elsewhere.json()["error"]["code"] == "idempotency_key_reused"
+    planner.read_run(first.json()["conversation_id"])
+    planner.http.close()
+    packer.http.close()
