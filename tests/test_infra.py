@@ -27,6 +27,8 @@ INFRA_TOOLS = REPO / ".venv-infra" / "bin"
 # Settings the app reads that the template leaves unset on purpose, and why.
 LEFT_AT_DEFAULT = {
     "AZURE_OPENAI_KEY": "the app uses Entra ID; the Azure OpenAI account has key auth disabled",
+    "AZURE_OPENAI_API_KEY": "the app uses Entra ID; the Azure OpenAI account has key auth disabled",
+    "OPENAI_API_VERSION": "AZURE_OPENAI_API_VERSION is set (it wins)",
     "OPENAI_BASE_URL": "Azure OpenAI is the model; an OpenAI-compatible server is the alternative",
     "OPENAI_API_KEY": "Azure OpenAI is the model; an OpenAI-compatible server is the alternative",
     "OPENAI_MODEL": "Azure OpenAI is the model; an OpenAI-compatible server is the alternative",

@@ -206,7 +206,7 @@ async def begin_run(
     redis = async_redis(settings)
     owner = caller_of(req).owner
     run_id = uuid.uuid4().hex
-    admission = await callers.admit_run(req, redis, conversation_id, run_id)
+    admission = await callers.admit_run(req, redis, conversation_id, run_id, key)
     started = await control.start_run(
         redis,
         conversation_id,
