@@ -225,6 +225,7 @@ def test_the_console_client_talks_to_the_agent_it_is_given(base_url: str, kind: 
     assert "(unknown_agent)" in unknown.stderr
 
 
+@pytest.mark.slow  # Chromium
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (`make test` installs it)")
 def test_the_browser_page_picks_the_agent(base_url: str) -> None:
     from playwright.sync_api import sync_playwright
