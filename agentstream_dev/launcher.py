@@ -48,11 +48,12 @@ DEFAULT_PORT = 7071
 EXAMPLE_SETTINGS = REPO / "local.settings.json.example"
 
 
-# The whole stop takes at most APP_STOP_SECONDS plus OTHER_STOP_SECONDS per helper.
+# The whole stop takes at most APP_STOP_SECONDS plus OTHER_STOP_SECONDS per helper: under 5 s.
 APP_STOP_SECONDS = 3.5
 OTHER_STOP_SECONDS = 0.3
-STOP_SECONDS = 5
-STOPPING = "Stopping: runs in flight end as cancelled; then the app, its helpers and Redis stop."
+STOPPING = (
+    "Stopping the app (its runs end as cancelled or by their lease), then its helpers and Redis."
+)
 WORKER_PYTHON_SETTING = "languageWorkers__python__defaultExecutablePath"
 
 
@@ -116,7 +117,7 @@ class Children:
     The terminal's Ctrl-C therefore reaches only the launcher, which stops them in the reverse
     order of their start: the app first, while Redis still answers (so the runs in flight can end
     as cancelled), then the stand-ins, then Redis. Each gets a bounded time before it is killed,
-    so the whole stop stays under :data:`STOP_SECONDS`.
+    so the whole stop stays under 5 s.
     """
 
     def __init__(self) -> None:
