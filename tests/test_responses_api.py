@@ -266,6 +266,19 @@ def test_after_the_stream_expired_the_kept_response_is_served_but_not_streamed(
     with pytest.raises(openai.NotFoundError) as lost:
         client.responses.retrieve(unread.id)
     assert lost.value.code == "response_expired"
+    # The conversation goes on in a new stream, which does not hold the old response's run.
+    after = client.responses.create(
+        model="travelplanner", input="Plan 1 day in Leeds", conversation=f"conv_{other}"
+    )
+    assert after.status == "completed"
+    for read in (
+        lambda: client.responses.retrieve(unread.id),
+        lambda: list(client.responses.retrieve(unread.id, stream=True)),
+        lambda: client.responses.cancel(unread.id),
+    ):
+        with pytest.raises(openai.NotFoundError) as still_lost:
+            read()
+        assert still_lost.value.code == "response_expired"
 
 
 def test_a_deleted_conversation_takes_its_responses_with_it(
