@@ -217,3 +217,15 @@ def test_an_internal_error_is_logged_with_its_traceback_redacted(
     assert "status failed" in log and "Traceback (most recent call last)" in log
     assert "ValueError" in log and "[REDACTED]" in log
     assert CANARY_KEY not in log and "hunter2-canary" not in log
+
+
+def test_azure_monitor_authenticates_as_the_identity_infra_names() -> None:
+    from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
+
+    from agentstream.telemetry.setup import _azure_monitor_credential
+
+    deployed = {"APPLICATIONINSIGHTS_AUTHENTICATION_STRING": "ClientId=abc-123;Authorization=AAD"}
+    assert isinstance(_azure_monitor_credential(deployed), ManagedIdentityCredential)
+    any_identity = {"APPLICATIONINSIGHTS_AUTHENTICATION_STRING": "Authorization=AAD"}
+    assert isinstance(_azure_monitor_credential(any_identity), DefaultAzureCredential)
+    assert _azure_monitor_credential({}) is None

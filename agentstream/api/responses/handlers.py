@@ -382,7 +382,13 @@ async def _live_events(
         raise _expired(record) from None
     try:
         async with contextlib.aclosing(opened.batches()) as batches:
+            started = False
             async for batch in batches:
+                if batch and not started:
+                    # The stream expired and a new one began: the run's first event is gone.
+                    if batch[0].id != record.start_id:
+                        raise _expired(record)
+                    started = True
                 if batch is None:
                     # An idle tick ends a run whose worker is gone, as on the native stream.
                     if not await control.end_stale_run(redis, meta.conversation_id, limits):
@@ -430,22 +436,27 @@ async def _sse(
                     out.append(f"event: {emitted['type']}\ndata: {dumps_line(emitted)}\n\n")
         return "".join(out).encode()
 
-    try:
-        if chunk := frames(first):
-            yield chunk
-        async with contextlib.aclosing(batches):
-            async for events in batches:
-                chunk = frames(events) if events else KEEPALIVE
-                if chunk:
-                    yield chunk
-                if translator.finished:
-                    break
-        if translator.finished:
-            await _kept_if_finished(async_redis(settings), translator)
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, AtCapacity) as exc:
-        # The response has started; end it cleanly: the client resumes with starting_after.
-        logger.warning("responses stream ended early: %s", type(exc).__name__)
-    except BrokenRun:
-        # The cap trimmed events this reader had not read: end rather than number wrongly; a
-        # resumed read then says the events expired.
-        logger.warning("responses stream ended: the stream's MAXLEN cap overtook the run")
+    async with contextlib.aclosing(batches):  # however the response ends, the slot goes back
+        try:
+            if chunk := frames(first):
+                yield chunk
+            if not translator.finished:
+                async for events in batches:
+                    chunk = frames(events) if events else KEEPALIVE
+                    if chunk:
+                        yield chunk
+                    if translator.finished:
+                        break
+            if translator.finished:
+                await _kept_if_finished(async_redis(settings), translator)
+        except (
+            redis.exceptions.ConnectionError,
+            redis.exceptions.TimeoutError,
+            AtCapacity,
+        ) as exc:
+            # The response has started; end it cleanly: the client resumes with starting_after.
+            logger.warning("responses stream ended early: %s", type(exc).__name__)
+        except BrokenRun:
+            # The cap trimmed events this reader had not read: end rather than number wrongly;
+            # a resumed read then says the events expired.
+            logger.warning("responses stream ended: the stream's MAXLEN cap overtook the run")
