@@ -66,7 +66,11 @@ async def run(
         )
     received = [Received(runs[i % STREAMS][0]) for i in range(CLIENTS)]
     tasks = [asyncio.create_task(sse_client(host, port, r)) for r in received]
-    await asyncio.wait_for(asyncio.gather(*(r.first.wait() for r in received)), 300)
+    attached = asyncio.gather(*(r.first.wait() for r in received))
+    await asyncio.wait([attached, *tasks], timeout=300, return_when=asyncio.FIRST_EXCEPTION)
+    failed = [task.exception() for task in tasks if task.done() and task.exception()]
+    if failed or not attached.done():
+        raise RuntimeError(f"{len(failed)} clients failed to attach: {failed[:1]}")
     total, busiest = reader_connections(ports)
     tokens = int(RATE * SECONDS)
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
