@@ -72,7 +72,10 @@ class BoundedAsyncCluster(AsyncRedisCluster):
         if turns is None:
             turns = self._turns[node_name] = asyncio.Semaphore(self._size)
         try:
-            await asyncio.wait_for(turns.acquire(), self._wait_seconds)
+            # asyncio.timeout, not wait_for: a turn acquired just as the wait ran out is given
+            # back instead of lost.
+            async with asyncio.timeout(self._wait_seconds):
+                await turns.acquire()
         except TimeoutError:
             raise AtCapacity("no Redis connection free in this worker") from None
         try:
