@@ -73,10 +73,12 @@ async def run(
         batch = received[wave : wave + WAVE]
         tasks += [asyncio.create_task(sse_client(host, port, r)) for r in batch]
         attached = asyncio.gather(*(r.first.wait() for r in batch))
-        await asyncio.wait([attached, *tasks], timeout=300, return_when=asyncio.FIRST_EXCEPTION)
-        failed = [task.exception() for task in tasks if task.done() and task.exception()]
-        if failed or not attached.done():
-            raise RuntimeError(f"{len(failed)} clients failed to attach: {failed[:1]}")
+        deadline = time.monotonic() + 300
+        while not attached.done():
+            failed = [t.exception() for t in tasks if t.done() and t.exception()]
+            if failed or time.monotonic() > deadline:
+                raise RuntimeError(f"{len(failed)} clients failed to attach: {failed[:1]}")
+            await asyncio.wait([attached], timeout=0.2)  # checking for failed clients meanwhile
     total, busiest = reader_connections(ports)
     tokens = int(RATE * SECONDS)
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
