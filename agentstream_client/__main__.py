@@ -145,11 +145,17 @@ def start_or_restart(
     return client.start(message, None)
 
 
-def resume_hint(conversation: str, cursor: str | None, base_url: str) -> str:
-    hint = f"{PROG} -c {conversation}"
-    if base_url != DEFAULT_URL:
-        hint = f"{PROG} --url {base_url} -c {conversation}"
-    return f"{hint} --cursor {cursor}" if cursor else hint
+def resume_hint(conversation: str, cursor: str | None, client: ApiClient) -> str:
+    """The command that reads the rest: the options that differ from the defaults, the ids."""
+    words = [PROG]
+    if client.base_url != DEFAULT_URL:
+        words += ["--url", client.base_url]
+    if client.agent != DEFAULT_AGENT:
+        words += ["--agent", client.agent]
+    words += ["-c", conversation]
+    if cursor:
+        words += ["--cursor", cursor]
+    return " ".join(words)
 
 
 # --- one-shot modes ---------------------------------------------------------------------------
@@ -179,7 +185,7 @@ def _print_stream(client: ApiClient, conversation: str, cursor: str | None, fmt:
             last_type = event["type"]
     except ServerLost as exc:
         _error_line(f"{exc}. The run may still be going on; resume it with:")
-        _stderr_line(f"  {resume_hint(conversation, position.cursor, client.base_url)}")
+        _stderr_line(f"  {resume_hint(conversation, position.cursor, client)}")
         return EXIT_ERROR
     except ApiError as exc:
         if exc.code == "conversation_not_found":
@@ -303,7 +309,7 @@ class Chat:
             if not command:
                 return RESUME
             if command in QUIT_COMMANDS:
-                hint = resume_hint(self.conversation or "", position.cursor, self.client.base_url)
+                hint = resume_hint(self.conversation or "", position.cursor, self.client)
                 self.renderer.note(f"[the run goes on; read the rest with: {hint}]")
                 return QUIT
             if command == NEW_COMMAND:
@@ -322,7 +328,7 @@ class Chat:
             return
         self.renderer.flush()
         if isinstance(failure, ServerLost):
-            hint = resume_hint(self.conversation or "", position.cursor, self.client.base_url)
+            hint = resume_hint(self.conversation or "", position.cursor, self.client)
             self.renderer.note(
                 f"[{failure}. The run may still be going on; once the app is back, "
                 f"resume it with: {hint}]"

@@ -95,6 +95,7 @@ class ApiClient:
         token: str | None = None,
         agent: str = DEFAULT_AGENT,
     ):
+        self.agent = agent
         self.conversations = f"/api/agents/{quote(agent, safe='')}/conversations"
         headers = {"x-functions-key": function_key} if function_key else {}
         if token:

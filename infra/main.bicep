@@ -47,6 +47,9 @@ param pythonVersion string = '3.12'
 @description('Region of the Azure OpenAI account; empty means the same as location.')
 param openAiLocation string = ''
 
+@description('An existing Azure OpenAI endpoint (https://<name>.openai.azure.com/) to use instead of creating an account; its deployment is openAiDeploymentName, and the app identity needs the Cognitive Services OpenAI User role on it. Empty: create one.')
+param existingOpenAiEndpoint string = ''
+
 @description('Name of the model deployment the agent calls (AZURE_OPENAI_DEPLOYMENT).')
 param openAiDeploymentName string = 'gpt-4o-mini'
 
@@ -165,7 +168,9 @@ module cacheRedis 'modules/redis-cache.bicep' = if (redisFlavor == 'cache') {
   }
 }
 
-module openAi 'modules/openai.bicep' = {
+var createOpenAi = empty(existingOpenAiEndpoint)
+
+module openAi 'modules/openai.bicep' = if (createOpenAi) {
   name: 'openai'
   scope: rg
   params: {
@@ -219,8 +224,8 @@ module app 'modules/function-app.bicep' = {
     redisHost: redisFlavor == 'managed' ? managedRedis.outputs.hostName : cacheRedis.outputs.hostName
     redisPort: redisFlavor == 'managed' ? managedRedis.outputs.port : cacheRedis.outputs.port
     redisCluster: redisFlavor == 'managed' && redisClusteringPolicy == 'OSSCluster' ? 'true' : 'false'
-    openAiEndpoint: openAi.outputs.endpoint
-    openAiDeploymentName: openAi.outputs.deploymentName
+    openAiEndpoint: createOpenAi ? openAi.outputs.endpoint : existingOpenAiEndpoint
+    openAiDeploymentName: createOpenAi ? openAi.outputs.deploymentName : openAiDeploymentName
     schedulerEndpoint: useScheduler ? scheduler.outputs.endpoint : ''
     authMode: authMode
     authTenantId: tenant().tenantId
@@ -234,7 +239,8 @@ output AZURE_TENANT_ID string = tenant().tenantId
 output AZURE_RESOURCE_GROUP string = rg.name
 output AZURE_FUNCTION_APP_NAME string = app.outputs.name
 output AGENTSTREAM_URL string = app.outputs.url
-output AZURE_OPENAI_ENDPOINT string = openAi.outputs.endpoint
-output AZURE_OPENAI_DEPLOYMENT string = openAi.outputs.deploymentName
+output AZURE_OPENAI_ENDPOINT string = createOpenAi ? openAi.outputs.endpoint : existingOpenAiEndpoint
+output AZURE_OPENAI_DEPLOYMENT string = createOpenAi ? openAi.outputs.deploymentName : openAiDeploymentName
+output AZURE_IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId
 output REDIS_HOST string = redisFlavor == 'managed' ? managedRedis.outputs.hostName : cacheRedis.outputs.hostName
 output DURABLE_TASK_SCHEDULER_DASHBOARD string = useScheduler ? scheduler.outputs.dashboardUrl : ''

@@ -4,11 +4,14 @@ model."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import json
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
 
 import pytest
 import redis
 from agent_framework import Agent as FrameworkAgent
+from agent_framework import Content, function_middleware
 from agents import Agent as SdkAgent
 from agents import function_tool
 
@@ -135,3 +138,38 @@ def test_a_tool_that_raises_ends_only_its_call_and_its_text_stays_in_the_worker(
     assert types[-1] == "run.completed"
     assert types.index("tool.call") < types.index("tool.result") < types.index("message.delta")
     assert SECRET not in "".join(e["data"] for e in written)
+
+
+def test_agent_framework_middleware_runs_around_the_tools_in_the_entity(
+    redis_client: redis.Redis, redis_port: int, use_settings: Callable
+) -> None:
+    seen: list[str] = []
+
+    @function_middleware
+    async def audited(context: Any, call_next: Callable[[], Awaitable[None]]) -> None:
+        seen.append(context.function.name)
+        await call_next()
+        said = "".join(content.text or "" for content in context.result)
+        context.result = [Content.from_text(f"{said} (audited)")]
+
+    def shout(word: str) -> str:
+        """Say it louder."""
+        return word.upper()
+
+    with scripted_services(create_model_app(), redis_port) as services:
+        settings = use_settings({**services, "MODEL_MAX_RETRIES": "0"})
+        agent = AgentFrameworkAgent(
+            FrameworkAgent(
+                client=configured_chat_client(settings),
+                name="shouter",
+                tools=[shout],
+                middleware=[audited],
+            )
+        )
+        cid = new_conversation_id()
+        run_id = queue(redis_client, cid, "oslo")
+        state = ConversationState.from_entity({})
+        assert run(cid, run_id, "oslo", state, settings, agent=agent)
+    result = next(e for e in entries(redis_client, cid) if e["type"] == "tool.result")
+    assert json.loads(result["data"])["result"] == "OSLO (audited)"
+    assert seen == ["shout"]

@@ -225,6 +225,7 @@ def test_the_console_client_talks_to_the_agent_it_is_given(base_url: str, kind: 
     assert "(unknown_agent)" in unknown.stderr
 
 
+@pytest.mark.slow  # Chromium
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (`make test` installs it)")
 def test_the_browser_page_picks_the_agent(base_url: str) -> None:
     from playwright.sync_api import sync_playwright
@@ -248,3 +249,17 @@ def test_the_browser_page_picks_the_agent(base_url: str) -> None:
         page.wait_for_function("window.agentState.finished && !window.agentState.sending")
         assert "Done: 100.00 USD is 92.00 EUR" in page.inner_text("#output")
         browser.close()
+
+
+def test_an_idempotency_key_used_with_another_agent_is_refused(base_url: str) -> None:
+    planner, packer = Api(base_url, "travelplanner"), Api(base_url, "packer")
+    first = planner.start("Plan 2 days in Lisbon", **{"Idempotency-Key": "trip-42"})
+    assert first.status_code == 202
+    again = planner.start("Plan 2 days in Lisbon", **{"Idempotency-Key": "trip-42"})
+    assert again.json()["conversation_id"] == first.json()["conversation_id"]
+    elsewhere = packer.start("Plan 2 days in Lisbon", **{"Idempotency-Key": "trip-42"})
+    assert elsewhere.status_code == 422
+    assert elsewhere.json()["error"]["code"] == "idempotency_key_reused"
+    planner.read_run(first.json()["conversation_id"])
+    planner.http.close()
+    packer.http.close()

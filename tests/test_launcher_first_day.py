@@ -12,13 +12,17 @@ import httpx
 import pexpect
 import pytest
 import redis
+from azure.identity import AzureCliCredential
 
+from agentstream.config import Settings
 from agentstream.streamlog.keys import stream_key
-from agentstream_dev.launcher import STOPPING
+from agentstream_dev.launcher import STOPPING, model_report
+from agentstream_dev.scripted_model.server import create_app as create_model_app
 
 from .api_client import Api
 from .devhost_process import REPO
 from .redis_server import free_port
+from .servers import serve_in_thread
 from .test_launcher import launcher
 
 VENV_PYTHON = Path(sys.executable)
@@ -181,3 +185,17 @@ def test_an_unreachable_model_is_reported_at_start_with_what_to_check() -> None:
         )
         child.expect_exact("Press Ctrl-C to stop.")
         assert f"127.0.0.1:{nothing_there}" not in child.logfile_read.getvalue()
+
+
+def test_a_failed_entra_id_sign_in_is_reported_at_start_with_what_to_check() -> None:
+    with serve_in_thread(create_model_app()) as model_url:
+        settings = Settings.from_env(
+            {"AZURE_OPENAI_ENDPOINT": model_url, "AZURE_OPENAI_DEPLOYMENT": "planner"}
+        )
+        assert settings.model is not None and settings.model.uses_entra_id
+        # A real azure-identity credential that cannot sign in here (no Azure CLI login).
+        line = model_report(settings.model, credential=AzureCliCredential(process_timeout=5))
+    assert line == (
+        "Model: Azure OpenAI deployment planner answers, but signing in with Microsoft Entra "
+        "ID failed: run az login (or set AZURE_OPENAI_API_KEY); runs fail until it works"
+    )

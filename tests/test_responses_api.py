@@ -23,8 +23,9 @@ from agentstream_dev.scripted_model.server import create_app as create_model_app
 
 from . import responses_sdk_scenario as scenario
 from .api_client import Api
-from .devhost_process import running_devhost
+from .devhost_process import DevHostProcess, devhost_process
 from .model_gate import HELD, ModelGate
+from .redis_server import free_port
 from .standins import scripted_services
 from .test_openapi import DOCUMENT, Conformance
 
@@ -48,10 +49,15 @@ def app_env(redis_port: int, gate: ModelGate) -> Iterator[dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def base_url(app_env: dict[str, str], gate: ModelGate) -> Iterator[str]:
-    with running_devhost(app_env) as url:
-        yield url
+def devhost(app_env: dict[str, str], gate: ModelGate) -> Iterator[DevHostProcess]:
+    with devhost_process(app_env, free_port()) as process:
+        yield process
         gate.open()  # let held model calls go before the host stops
+
+
+@pytest.fixture(scope="module")
+def base_url(devhost: DevHostProcess) -> str:
+    return devhost.base_url
 
 
 @pytest.fixture
@@ -260,6 +266,19 @@ def test_after_the_stream_expired_the_kept_response_is_served_but_not_streamed(
     with pytest.raises(openai.NotFoundError) as lost:
         client.responses.retrieve(unread.id)
     assert lost.value.code == "response_expired"
+    # The conversation goes on in a new stream, which does not hold the old response's run.
+    after = client.responses.create(
+        model="travelplanner", input="Plan 1 day in Leeds", conversation=f"conv_{other}"
+    )
+    assert after.status == "completed"
+    for read in (
+        lambda: client.responses.retrieve(unread.id),
+        lambda: list(client.responses.retrieve(unread.id, stream=True)),
+        lambda: client.responses.cancel(unread.id),
+    ):
+        with pytest.raises(openai.NotFoundError) as still_lost:
+            read()
+        assert still_lost.value.code == "response_expired"
 
 
 def test_a_deleted_conversation_takes_its_responses_with_it(
@@ -300,3 +319,13 @@ def test_the_answers_match_the_openapi_document(base_url: str) -> None:
     ]:
         assert answer.status_code >= 400
         check.response(method, route, answer)
+
+
+def test_the_sdks_bearer_token_never_reaches_a_log_line(
+    client: openai.OpenAI, devhost: DevHostProcess
+) -> None:
+    response = client.responses.create(model="travelplanner", input="Plan 1 day in Lyon")
+    client.responses.retrieve(response.id)
+    log = devhost.log_text()
+    assert "route=/api/v1/responses/{response_id} status=200" in log  # requests are logged
+    assert "sk-test" not in log and "sk-ignored-by-the-app" not in log

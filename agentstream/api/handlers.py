@@ -133,7 +133,8 @@ async def start_conversation(req: Request, client: df.DurableOrchestrationClient
         claimed = await control.claim_new_conversation(
             async_redis(settings), key, message, conversation_id, settings.stream_ttl_seconds, owner
         )
-        if claimed is None:
+        # The same key and message sent to another agent is another request.
+        if claimed is None or not await belongs_to(async_redis(settings), claimed, agent):
             raise _idempotency_key_reused()
         conversation_id = claimed
     return await _start(settings, client, req, agent, conversation_id, message, key, new=True)
@@ -205,7 +206,7 @@ async def begin_run(
     redis = async_redis(settings)
     owner = caller_of(req).owner
     run_id = uuid.uuid4().hex
-    admission = await callers.admit_run(req, redis, conversation_id, run_id)
+    admission = await callers.admit_run(req, redis, conversation_id, run_id, key)
     started = await control.start_run(
         redis,
         conversation_id,

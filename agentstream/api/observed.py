@@ -93,7 +93,7 @@ def _ids(request: Request, response: Response) -> dict[str, str]:
         # A started run: its ids are in the (small) body.
         body = json.loads(bytes(response.body))
         for field, key in (("conversation_id", _IDS["cid"]), ("run_id", _RUN_ID)):
-            if isinstance(body.get(field), str):
+            if isinstance(body, dict) and isinstance(body.get(field), str):
                 ids[key] = body[field]
     return ids
 

@@ -382,7 +382,13 @@ async def _live_events(
         raise _expired(record) from None
     try:
         async with contextlib.aclosing(opened.batches()) as batches:
+            started = False
             async for batch in batches:
+                if batch and not started:
+                    # The stream expired and a new one began: the run's first event is gone.
+                    if batch[0].id != record.start_id:
+                        raise _expired(record)
+                    started = True
                 if batch is None:
                     # An idle tick ends a run whose worker is gone, as on the native stream.
                     if not await control.end_stale_run(redis, meta.conversation_id, limits):
