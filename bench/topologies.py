@@ -31,6 +31,7 @@ from .common import REPO, print_table, running_devhost, running_redis_server, su
 from .latency import RATE, READER_POOL_NAMES, SECONDS, Received, sse_client
 
 CLIENTS, STREAMS = 1000, 10
+WAVE = 100  # clients that open their stream together
 MODES = ["hub", "blocking"]
 
 
@@ -65,8 +66,19 @@ async def run(
             RUN_QUEUED, {"message": "bench"}
         )
     received = [Received(runs[i % STREAMS][0]) for i in range(CLIENTS)]
-    tasks = [asyncio.create_task(sse_client(host, port, r)) for r in received]
-    await asyncio.wait_for(asyncio.gather(*(r.first.wait() for r in received)), 300)
+    tasks = []
+    # In waves: one worker meeting a thousand stream opens at once answers part of them with
+    # 503 at_capacity on a cluster (docs/architecture.md); what is measured here is streaming.
+    for wave in range(0, CLIENTS, WAVE):
+        batch = received[wave : wave + WAVE]
+        tasks += [asyncio.create_task(sse_client(host, port, r)) for r in batch]
+        attached = asyncio.gather(*(r.first.wait() for r in batch))
+        deadline = time.monotonic() + 300
+        while not attached.done():
+            failed = [t.exception() for t in tasks if t.done() and t.exception()]
+            if failed or time.monotonic() > deadline:
+                raise RuntimeError(f"{len(failed)} clients failed to attach: {failed[:1]}")
+            await asyncio.wait([attached], timeout=0.2)  # checking for failed clients meanwhile
     total, busiest = reader_connections(ports)
     tokens = int(RATE * SECONDS)
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
