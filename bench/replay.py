@@ -37,7 +37,7 @@ from .common import (
 )
 
 EVENTS = 10_000
-REPEATS = 15
+REPEATS = 21
 
 # Runs with the measured checkout as its working directory: its keys, its append script.
 _WRITE_RUN = """
@@ -131,7 +131,11 @@ def main(argv: list[str] | None = None) -> None:
     for name, series in measured.items():
         results[name] = {
             key: {
-                "median_ms": round(statistics.median(values) * 1000, 2),
+                # CPU time comes in clock ticks (10 ms): the mean of many requests resolves it.
+                "median_ms": round(
+                    (statistics.mean if key == "resume_cpu" else statistics.median)(values) * 1000,
+                    2,
+                ),
                 "best_ms": round(min(values) * 1000, 2),
             }
             for key, values in series.items()
@@ -139,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
         for key, label in (
             ("resume_total", "resume 5,000 behind: all events"),
             ("resume_first", "resume 5,000 behind: first event"),
-            ("resume_cpu", "resume 5,000 behind: the server's CPU"),
+            ("resume_cpu", "resume 5,000 behind: the server's CPU (mean)"),
             ("full_total", "replay 10,000 from the start"),
         ):
             row = results[name][key]
