@@ -9,14 +9,14 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test test-worker lint bench redis-server chromium worker-venv infra-tools
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
+$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-openai-agents.txt requirements-agent-framework.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	$(PY) -m pip install --quiet --no-deps --editable .
 	touch $@
 
-.venv313/.installed: requirements.txt tests/requirements-worker.txt
+.venv313/.installed: requirements.txt requirements-openai-agents.txt requirements-agent-framework.txt tests/requirements-worker.txt
 	@if [ -n "$(PYTHON313)" ] && "$(PYTHON313)" --version >/dev/null 2>&1; then \
 		"$(PYTHON313)" -m venv .venv313 && \
 		.venv313/bin/python -m pip install --quiet -r tests/requirements-worker.txt && \

@@ -9,12 +9,16 @@ import azure.functions as func
 from azurefunctions.extensions.http.fastapi import Request, Response
 
 from agentstream.api import handlers, openapi
+from agentstream.api.responses import handlers as responses
 from agentstream.config import get_settings
 from agentstream.functions import serve_agents
+from agentstream.telemetry import configure_telemetry
 from agentstream_examples.travel_planner import travel_planner
 
 # Validated once at start-up: a bad setting stops indexing with a message that names it.
 settings = get_settings()
+# Traces, metrics and logs go where the environment says (docs/operating.md), or nowhere.
+configure_telemetry()
 
 app = df.DFApp(http_auth_level=func.AuthLevel[settings.http_auth_level])
 
@@ -72,6 +76,41 @@ async def ui(req: Request) -> Response:
 @app.route(route="openapi.json", methods=["GET"])
 async def openapi_document(req: Request) -> Response:
     return await openapi.document(req)
+
+
+@app.route(route="agents", methods=["GET"])
+async def list_agents(req: Request) -> Response:
+    return await handlers.list_agents(req)
+
+
+@app.route(route=CONVERSATIONS + "/{cid}/messages", methods=["GET"])
+@app.durable_client_input(client_name="client")
+async def conversation_messages(req: Request, client) -> Response:
+    return await handlers.conversation_messages(req, client)
+
+
+# --- OpenAI Responses-compatible surface (base_url=<app>/api/v1) ---------------------------------
+
+
+@app.route(route="v1/responses", methods=["POST"])
+@app.durable_client_input(client_name="client")
+async def responses_create(req: Request, client) -> Response:
+    return await responses.create(req, client)
+
+
+@app.route(route="v1/responses/{response_id}", methods=["GET"])
+async def responses_retrieve(req: Request) -> Response:
+    return await responses.retrieve(req)
+
+
+@app.route(route="v1/responses/{response_id}/cancel", methods=["POST"])
+async def responses_cancel(req: Request) -> Response:
+    return await responses.cancel(req)
+
+
+@app.route(route="v1/models", methods=["GET"])
+async def models_list(req: Request) -> Response:
+    return await responses.list_models(req)
 
 
 # The app's agents: one durable entity each, served by every route above.

@@ -186,7 +186,7 @@ class ChatCompletionsLoop:
         except openai.APITimeoutError:
             raise failure("model_timeout") from None
         except openai.BadRequestError as exc:
-            if _is_content_filter(exc):
+            if is_content_filter(exc):
                 raise failure("content_filtered") from None
             logger.warning("model rejected the request: HTTP %s", exc.status_code)
             raise failure("model_rejected") from None
@@ -237,6 +237,6 @@ def _add_usage(total: dict[str, int], usage: Any) -> None:
         total[name] = total.get(name, 0) + int(getattr(usage, name, 0) or 0)
 
 
-def _is_content_filter(exc: openai.BadRequestError) -> bool:
+def is_content_filter(exc: openai.BadRequestError) -> bool:
     body = exc.body if isinstance(exc.body, dict) else {}
     return exc.code == "content_filter" or body.get("code") == "content_filter"

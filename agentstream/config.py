@@ -490,6 +490,12 @@ class TopologySettings:
     """How the app meets a clustered or replicated Redis."""
 
     cluster: str = "auto"  # REDIS_CLUSTER: auto (ask the server) | true | false
+    # REDIS_MIN_REPLICAS: replicas a write must reach before it counts as written (the writer
+    # keeps it until then); None = 1 when the server reports replicas, else 0.
+    min_replicas: int | None = None
+    # REDIS_REPLICA_WAIT_MS: how long a WAIT waits for them (a write is kept, not lost, when
+    # none confirms in time; only while no replica answers does each write take this long).
+    replica_wait_ms: int = 200
 
 
 def _topology_settings(reader: _Reader) -> TopologySettings:
@@ -502,4 +508,9 @@ def _topology_settings(reader: _Reader) -> TopologySettings:
         cluster = "auto"
     else:
         raise ConfigError("REDIS_CLUSTER must be auto, true or false")
-    return TopologySettings(cluster=cluster)
+    replicas = reader.text("REDIS_MIN_REPLICAS", "")
+    return TopologySettings(
+        cluster=cluster,
+        min_replicas=None if replicas == "" else reader.integer("REDIS_MIN_REPLICAS", 0, minimum=0),
+        replica_wait_ms=reader.integer("REDIS_REPLICA_WAIT_MS", 200),
+    )

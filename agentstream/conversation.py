@@ -15,6 +15,7 @@ The same holds for a run a request ended because its lease ran out (``worker_los
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,7 @@ from typing import Any
 import azure.durable_functions as df
 import redis
 
+from . import telemetry
 from .agent import AgentRunner, Message
 from .agents.base import AgentDefinition
 from .config import Settings, get_settings
@@ -118,7 +120,10 @@ def handle_operation(context: df.DurableEntityContext, agent: AgentDefinition) -
         return
     state = ConversationState.from_entity(context.get_state(lambda: {}))
     run_id = payload["run_id"]
-    if run(context.entity_key, run_id, payload["message"], state, agent=agent):
+    # The POST's span context came with the input: the run continues the POST's trace.
+    with telemetry.run_span(agent.info.name, context.entity_key, run_id, payload.get("trace")):
+        changed = run(context.entity_key, run_id, payload["message"], state, agent=agent)
+    if changed:
         context.set_state(state.to_entity())
     context.set_result({"run_id": run_id, **state.runs.get(run_id, {"status": "unknown"})})
 
@@ -141,6 +146,7 @@ def run(
     to the process-wide one, the runner to ``agent.runner(settings)``.
     """
     settings = settings or get_settings()
+    started = time.monotonic()
     history_max = agent.history_max_messages or settings.history_max_messages
     if state.runs.get(run_id, {}).get("status") in FINISHED_STATUSES:
         logger.info("run %s already finished (entity state); duplicate ignored", run_id)
@@ -153,6 +159,8 @@ def run(
         maxlen=settings.stream_maxlen,
         lease_seconds=settings.run_lease_seconds,
         retry_seconds=settings.redis_retry_seconds,
+        min_replicas=settings.topology.min_replicas,
+        replica_wait_ms=settings.topology.replica_wait_ms,
     )
     try:
         begun = log.begin(uuid.uuid4().hex, committed_runs=state.finished_runs())
@@ -187,6 +195,15 @@ def run(
         history = bounded_history(state.history, history_max)
         new_history = runner.run(history, message, sink)
     outcome = (writer.terminal_type or "").removeprefix("run.") or "failed"
+    telemetry.run_ended(
+        agent.info.name,
+        conversation_id,
+        run_id,
+        status=outcome,
+        code=writer.terminal_code,
+        attempt=begun.attempt,
+        duration_seconds=time.monotonic() - started,
+    )
     if outcome == "completed" and new_history is not None:
         state.history = bounded_history(new_history, history_max)
     state.record(run_id, outcome, begun.attempt)

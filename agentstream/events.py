@@ -37,6 +37,10 @@ EVENT_TYPES = frozenset(
     }
 )
 TERMINAL_TYPES = frozenset({RUN_COMPLETED, RUN_FAILED, RUN_CANCELLED})
+# Not a stored event: the last frame of a response whose unread events were trimmed away. Its
+# code is the one a resume from the same cursor answers with (410).
+STREAM_TRUNCATED = "stream.truncated"
+CURSOR_TRIMMED = "cursor_trimmed"
 
 _RESERVED = ("id", "type", "run", "seq", "ts")
 
@@ -279,3 +283,27 @@ def stream_format(media_type: str, retry_ms: int) -> StreamFormat:
     if media_type == TEXT:
         return StreamFormat(TEXT, "", "")
     raise ValueError(f"unsupported stream format {media_type!r}")
+
+
+def truncation_notice(media_type: str, last_id: str, resume_cursor: str) -> bytes:
+    """The frame that ends a response when events it had not delivered were trimmed away.
+
+    It carries no stream id (in SSE no ``id:`` line), because it is not an entry of the stream: a
+    client's last id stays ``last_id``. Resuming from there is ``410 cursor_trimmed``;
+    ``resume_cursor`` goes on with the events that are left, accepting the loss.
+    """
+    message = "Events of this stream were trimmed away before they could be delivered."
+    notice = {
+        "type": STREAM_TRUNCATED,
+        "code": CURSOR_TRIMMED,
+        "message": message,
+        "last_id": last_id,
+        "resume_cursor": resume_cursor,
+    }
+    if media_type == SSE:
+        text = f"event: {STREAM_TRUNCATED}\ndata: {dumps_line(notice)}\n\n"
+    elif media_type == NDJSON:
+        text = dumps_line(notice) + "\n"
+    else:
+        text = f"\n[stream truncated: {message}]\n"
+    return text.encode()

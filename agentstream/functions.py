@@ -8,22 +8,21 @@ import azure.durable_functions as df
 
 from . import conversation
 from .agents.base import AgentDefinition
-from .agents.registry import AgentRegistry, InvalidAgents, use_registry
+from .agents.registry import InvalidAgents, app_registry
 
 
-def serve_agents(app: df.DFApp, agents: Sequence[AgentDefinition]) -> AgentRegistry:
-    """Check the agents' names, register an entity function for each, and make them the agents
-    the HTTP routes know. Raises :class:`InvalidAgents` at start-up for a bad declaration."""
+def serve_agents(app: df.DFApp, agents: Sequence[AgentDefinition]) -> None:
+    """Check the agents' names, register an entity function for each, and add them to the agents
+    the HTTP routes know. Raises :class:`InvalidAgents` at start-up for a bad declaration (a bad
+    or repeated name, also across calls)."""
     if not agents:
         raise InvalidAgents("declare at least one agent")
-    registry = AgentRegistry(agents)
+    app_registry().add(agents)
     for agent in agents:
         # A name another function already has is refused by azure-functions at indexing.
         app.entity_trigger(context_name="context", entity_name=agent.info.name)(
             _entity_function(agent)
         )
-    use_registry(registry)
-    return registry
 
 
 def _entity_function(agent: AgentDefinition) -> Callable[[df.DurableEntityContext], None]:

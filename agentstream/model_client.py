@@ -20,27 +20,42 @@ def create_model_client(model: ModelSettings, credential: Any | None = None) -> 
     ``DefaultAzureCredential`` (managed identity in Azure, the developer's login locally) through a
     bearer-token provider for the Cognitive Services scope, refreshed by azure-identity.
     """
-    common: dict[str, Any] = {"timeout": model.timeout_seconds, "max_retries": model.max_retries}
     if model.provider == "azure":
-        if model.api_key:
-            return openai.AzureOpenAI(
-                azure_endpoint=model.endpoint,
-                api_key=model.api_key,
-                api_version=model.api_version,
-                **common,
-            )
-        from azure.identity import DefaultAzureCredential, get_bearer_token_provider
+        return openai.AzureOpenAI(**_azure_arguments(model, credential))
+    return openai.OpenAI(**_openai_arguments(model))
 
-        token_provider = get_bearer_token_provider(
-            credential or DefaultAzureCredential(), COGNITIVE_SERVICES_SCOPE
-        )
-        return openai.AzureOpenAI(
-            azure_endpoint=model.endpoint,
-            azure_ad_token_provider=token_provider,
-            api_version=model.api_version,
-            **common,
-        )
-    return openai.OpenAI(base_url=model.base_url, api_key=model.api_key, **common)
+
+def create_async_model_client(
+    model: ModelSettings, credential: Any | None = None
+) -> openai.AsyncOpenAI:
+    """The same client, async: what the Agent Framework's and the Agents SDK's models take."""
+    if model.provider == "azure":
+        return openai.AsyncAzureOpenAI(**_azure_arguments(model, credential))
+    return openai.AsyncOpenAI(**_openai_arguments(model))
+
+
+def _common(model: ModelSettings) -> dict[str, Any]:
+    return {"timeout": model.timeout_seconds, "max_retries": model.max_retries}
+
+
+def _openai_arguments(model: ModelSettings) -> dict[str, Any]:
+    return {"base_url": model.base_url, "api_key": model.api_key, **_common(model)}
+
+
+def _azure_arguments(model: ModelSettings, credential: Any | None) -> dict[str, Any]:
+    arguments = {
+        "azure_endpoint": model.endpoint,
+        "api_version": model.api_version,
+        **_common(model),
+    }
+    if model.api_key:
+        return {**arguments, "api_key": model.api_key}
+    from azure.identity import DefaultAzureCredential, get_bearer_token_provider
+
+    token_provider = get_bearer_token_provider(
+        credential or DefaultAzureCredential(), COGNITIVE_SERVICES_SCOPE
+    )
+    return {**arguments, "azure_ad_token_provider": token_provider}
 
 
 _lock = threading.Lock()

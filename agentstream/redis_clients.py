@@ -18,14 +18,16 @@ import redis.asyncio as aioredis
 import redis.exceptions
 import redis.retry
 from redis.asyncio.retry import Retry as AsyncRetry
-from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.backoff import NoBackoff
 from redis.credentials import CredentialProvider
 
+from .backoff import REDIS_COMMAND, REDIS_WRITE, RedisBackoff
 from .config import RedisSettings, Settings, get_settings
 from .redis_topology import async_cluster_client, sync_cluster_client, uses_cluster
 from .streamlog.capacity import AtCapacity
 from .streamlog.hub import StreamHub
 from .streamlog.keys import SLOT_GROUPS
+from .telemetry import instrument_redis
 
 _REDIS_SCOPE = "https://redis.azure.com/.default"
 # Above the longest XREAD BLOCK a reader issues, so a blocked read is never cut by the socket.
@@ -90,8 +92,13 @@ class _Clients:
         kwargs = client_kwargs(settings.redis, socket_timeout=timeout)
         # Reads are safe to retry, and so is every script (each recognises its own earlier
         # execution); keep the retries short so an outage is a quick 503.
-        kwargs["retry"] = AsyncRetry(ExponentialBackoff(cap=0.5, base=0.05), 2)
+        kwargs["retry"] = AsyncRetry(RedisBackoff(REDIS_COMMAND), 2)
         self.cluster = is_cluster(settings)
+        if self.cluster:
+            # A primary's failover is expected there and takes a few seconds (the replica waits
+            # out the node timeout, then is elected): the cluster client re-learns the slot map
+            # between tries, so a request rides it out instead of answering 503.
+            kwargs["retry"] = AsyncRetry(RedisBackoff(REDIS_WRITE), 12)
 
         def client(name: str, size: int, wait: float) -> aioredis.Redis:
             if self.cluster:
@@ -99,8 +106,8 @@ class _Clients:
             pool = _SizedPool(max_connections=size, timeout=wait, client_name=name, **kwargs)
             return aioredis.Redis(connection_pool=pool)
 
-        self.requests = client(
-            "agentstream-requests", pools.request_connections, pools.wait_seconds
+        self.requests = instrument_redis(
+            client("agentstream-requests", pools.request_connections, pools.wait_seconds)
         )
         # Opening checks and catch-up reads are short and non-blocking: a few connections serve
         # every reader in turn. A burst of readers queues for them, so they wait longer than a
@@ -139,10 +146,12 @@ def sync_redis(settings: Settings | None = None) -> redis.Redis:
             settings = settings or get_settings()
             kwargs = client_kwargs(settings.redis, socket_timeout=5.0)
             if is_cluster(settings):
-                _sync_client = sync_cluster_client(
-                    kwargs,
-                    size=settings.pools.request_connections,
-                    wait_seconds=settings.pools.wait_seconds * 4,
+                _sync_client = instrument_redis(
+                    sync_cluster_client(
+                        kwargs,
+                        size=settings.pools.request_connections,
+                        wait_seconds=settings.pools.wait_seconds * 4,
+                    )
                 )
                 return _sync_client
             pool = redis.BlockingConnectionPool(
@@ -154,8 +163,8 @@ def sync_redis(settings: Settings | None = None) -> redis.Redis:
             )
             # No automatic retries here: the writer retries its own idempotent scripts for a
             # budget (streamlog.retry), which makes a retried append safe.
-            _sync_client = redis.Redis(
-                connection_pool=pool, retry=redis.retry.Retry(NoBackoff(), 0)
+            _sync_client = instrument_redis(
+                redis.Redis(connection_pool=pool, retry=redis.retry.Retry(NoBackoff(), 0))
             )
         return _sync_client
 
@@ -204,3 +213,8 @@ def stream_hub(settings: Settings) -> StreamHub:
             grouped=_clients(settings).cluster,
         )
     return hub
+
+
+def live_hubs() -> list[StreamHub]:
+    """The stream hubs of this process's event loops (for the hub-connections metric)."""
+    return list(_hubs.values())

@@ -11,7 +11,8 @@ from typing import Any
 import httpx
 from httpx_sse import connect_sse
 
-from agentstream.events import TERMINAL_TYPES
+from agentstream.backoff import RECONNECT, Backoff
+from agentstream.events import STREAM_TRUNCATED, TERMINAL_TYPES
 
 AGENT_PATH = "/api/agents/travelplanner/conversations"
 
@@ -66,23 +67,6 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, ApiError):
         return f"HTTP {exc.status} {exc.code}"
     return "the connection was closed"
-
-
-@dataclass
-class Backoff:
-    """Exponential backoff between reconnect attempts, reset by a successful read."""
-
-    first: float = 0.25
-    cap: float = 8.0
-    attempt: int = 0
-
-    def next_delay(self) -> float:
-        delay = min(self.cap, self.first * (2**self.attempt))
-        self.attempt += 1
-        return delay
-
-    def reset(self) -> None:
-        self.attempt = 0
 
 
 @dataclass
@@ -143,7 +127,7 @@ class ApiClient:
         conversation_id: str,
         position: StreamPosition,
         on_retry: Callable[[str], None] | None = None,
-        backoff: Backoff | None = None,
+        backoff: Backoff = RECONNECT,
         max_attempts: int = 5,
     ) -> Iterator[dict[str, Any]]:
         """Events of the run from ``position.cursor`` until its terminal event.
@@ -155,7 +139,6 @@ class ApiClient:
         (or :class:`Unreachable` when the very first connection failed). Stops early when
         ``position.stop`` is set.
         """
-        backoff = backoff or Backoff()
         failures = 0
         connected = False
         while not position.ended and not position.stop.is_set():
@@ -178,14 +161,13 @@ class ApiClient:
                 connected = True
                 if progressed:  # it broke mid-response: resume at once
                     failures = 0
-                    backoff.reset()
                 else:
                     failures += 1
                     if failures > max_attempts:
                         raise ServerLost(
                             self.base_url, describe(exc), max_attempts, position.cursor
                         ) from None
-                    delay = backoff.next_delay()
+                    delay = backoff.delay(failures)
                     if isinstance(exc, ApiError) and exc.retry_after is not None:
                         delay = min(MAX_RETRY_AFTER, max(delay, exc.retry_after))
                     if on_retry is not None:
@@ -216,6 +198,8 @@ class ApiClient:
                 if not sse.data:
                     continue
                 event = json.loads(sse.data)
+                if event["type"] == STREAM_TRUNCATED:  # what the cursor needs next is gone
+                    raise ApiError(410, event["code"], event["message"])
                 position.cursor = event["id"]
                 if event["type"] in TERMINAL_TYPES:
                     position.ended = True

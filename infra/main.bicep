@@ -78,6 +78,17 @@ param instanceMemoryMB int = 2048
 @maxValue(1000)
 param maximumInstanceCount int = 100
 
+@description('Who may call the API (AUTH_MODE): key (the function key), entra (Entra ID bearer tokens for authAudience) or easyauth (App Service Authentication, turned on separately).')
+@allowed([
+  'key'
+  'entra'
+  'easyauth'
+])
+param authMode string = 'key'
+
+@description('With authMode entra: the audience tokens must carry (the API app registration\'s application ID URI or client id).')
+param authAudience string = ''
+
 var tags = { 'azd-env-name': environmentName }
 var token = toLower(uniqueString(subscription().id, environmentName, location))
 var useScheduler = durableBackend == 'DurableTaskScheduler'
@@ -202,6 +213,9 @@ module app 'modules/function-app.bicep' = {
     openAiEndpoint: openAi.outputs.endpoint
     openAiDeploymentName: openAi.outputs.deploymentName
     schedulerEndpoint: useScheduler ? scheduler.outputs.endpoint : ''
+    authMode: authMode
+    authTenantId: tenant().tenantId
+    authAudience: authAudience
   }
 }
 

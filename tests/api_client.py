@@ -13,20 +13,23 @@ AGENT = "/api/agents/travelplanner"
 
 
 class Api:
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, agent: str = "travelplanner") -> None:
         self.base_url = base_url
+        self.agent = f"/api/agents/{agent}"
         self.http = httpx.Client(base_url=base_url, timeout=30)
 
     def start(self, message: str, **headers: str) -> httpx.Response:
-        return self.http.post(f"{AGENT}/conversations", json={"message": message}, headers=headers)
+        return self.http.post(
+            f"{self.agent}/conversations", json={"message": message}, headers=headers
+        )
 
     def send(self, cid: str, message: str, **headers: str) -> httpx.Response:
         return self.http.post(
-            f"{AGENT}/conversations/{cid}/messages", json={"message": message}, headers=headers
+            f"{self.agent}/conversations/{cid}/messages", json={"message": message}, headers=headers
         )
 
     def stream_path(self, cid: str) -> str:
-        return f"{AGENT}/conversations/{cid}/stream"
+        return f"{self.agent}/conversations/{cid}/stream"
 
     def read_sse(
         self,

@@ -44,6 +44,10 @@ class DevHostProcess:
         )
         wait_until_serving(self.base_url, self._process, Path(self._log.name))
 
+    def log_text(self) -> str:
+        """Everything the process wrote to stdout and stderr so far."""
+        return Path(self._log.name).read_text(encoding="utf-8", errors="replace")
+
     def kill(self) -> None:
         """SIGKILL: the process dies mid-whatever, as a crashed worker does."""
         assert self._process is not None

@@ -69,6 +69,15 @@ class ClusterNode:
         self.process.send_signal(signal.SIGKILL)
         self.process.wait(timeout=10)
 
+    def freeze(self) -> None:
+        """SIGSTOP: the node stops answering (and replicating) until :meth:`thaw`."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()

@@ -7,6 +7,7 @@ import azure.functions as func
 import pytest
 
 from agentstream.agents import Agent, InvalidAgents
+from agentstream.agents import registry as registry_module
 from agentstream.agents.registry import AgentRegistry
 from agentstream.functions import serve_agents
 
@@ -36,17 +37,36 @@ def test_names_are_found_case_insensitively_and_listed_in_order() -> None:
     ]
 
 
-def test_each_agent_gets_its_own_entity_function() -> None:
+@pytest.fixture
+def empty_registry(monkeypatch: pytest.MonkeyPatch) -> AgentRegistry:
+    fresh = AgentRegistry()
+    monkeypatch.setattr(registry_module, "_registry", fresh)
+    return fresh
+
+
+def test_each_agent_gets_its_own_entity_function(empty_registry: AgentRegistry) -> None:
     app = df.DFApp(http_auth_level=func.AuthLevel.ANONYMOUS)
     serve_agents(app, [agent("one"), agent("two-2")])
+    serve_agents(app, [agent("three")])
+    assert [info.name for info in empty_registry.infos()] == ["one", "two-2", "three"]
     functions = {f.get_function_name(): f for f in app.get_functions()}
-    assert set(functions) == {"one", "two-2"}
+    assert set(functions) == {"one", "two-2", "three"}
     for name, function in functions.items():
         trigger = function.get_trigger()
         assert trigger.get_binding_name() == "entityTrigger"
         assert trigger.entity_name == name
 
 
-def test_an_app_without_agents_does_not_start() -> None:
+def test_an_app_without_agents_does_not_start(empty_registry: AgentRegistry) -> None:
     with pytest.raises(InvalidAgents, match="at least one agent"):
         serve_agents(df.DFApp(), [])
+
+
+def test_a_name_taken_by_an_earlier_declaration_is_refused_and_nothing_added(
+    empty_registry: AgentRegistry,
+) -> None:
+    app = df.DFApp()
+    serve_agents(app, [agent("first")])
+    with pytest.raises(InvalidAgents, match="two agents are called 'first'"):
+        serve_agents(app, [agent("second"), agent("first")])
+    assert [info.name for info in empty_registry.infos()] == ["first"]

@@ -45,6 +45,7 @@ EXPECTED = {
         *[202, CANCEL, 200, 200, 200],  # next message, cancel, its stream, status, health
         204,  # delete
         200,  # the caller's conversations
+        *[200, 202, 200, 200],  # the agents; a conversation, its stream, its turns
         *[400, 415, 404, 404, 406, 400],  # errors to try
     ],
 }

@@ -24,6 +24,12 @@ ROUTES = {
     "health": ("health", ["GET"], False),
     "ui": ("ui", ["GET"], False),
     "openapi_document": ("openapi.json", ["GET"], False),
+    "responses_create": ("v1/responses", ["POST"], True),
+    "responses_retrieve": ("v1/responses/{response_id}", ["GET"], False),
+    "responses_cancel": ("v1/responses/{response_id}/cancel", ["POST"], False),
+    "models_list": ("v1/models", ["GET"], False),
+    "list_agents": ("agents", ["GET"], False),
+    "conversation_messages": ("agents/{agent}/conversations/{cid}/messages", ["GET"], True),
 }
 
 _DUMP_BINDINGS = """

@@ -31,6 +31,9 @@ LEFT_AT_DEFAULT = {
     "OPENAI_API_KEY": "Azure OpenAI is the model; an OpenAI-compatible server is the alternative",
     "OPENAI_MODEL": "Azure OpenAI is the model; an OpenAI-compatible server is the alternative",
     "TICKETMASTER_API_KEY": "a secret: add it as a Key Vault reference to turn the events tool on",
+    "AUTH_ENTRA_ISSUER": "derived from AUTH_ENTRA_TENANT_ID (the tenant's v2.0 issuer)",
+    "AUTH_ENTRA_JWKS_URL": "derived from AUTH_ENTRA_TENANT_ID (the tenant's published keys)",
+    "WEBSITE_AUTH_ENABLED": "App Service sets it when Authentication is turned on for the app",
 }
 
 # Set in infra/ with production values while other branches add them to config.py this round.
@@ -176,6 +179,9 @@ _DEPLOY_TIME = {
     "openAiDeploymentName": "gpt-4o-mini",
     "redisHost": "redis-example.westeurope.redis.azure.net",
     "redisPort": "10000",
+    "authMode": "key",
+    "authTenantId": "00000000-0000-0000-0000-0000000000aa",
+    "authAudience": "",
 }
 
 

@@ -7,10 +7,15 @@ import json
 from datetime import date
 from typing import Annotated, Literal
 
+import openai
 import pytest
 from pydantic import Field
 
+from agentstream.agent import ChatCompletionsLoop
 from agentstream.tools import Toolbox, ToolError, tool
+from agentstream_dev.scripted_model.server import create_app
+
+from .servers import serve_in_thread
 
 
 def forecast(
@@ -111,3 +116,44 @@ def test_a_signature_that_cannot_be_described_is_refused_at_once() -> None:
 
     with pytest.raises(TypeError, match="cannot be described"):
         tool(variadic)
+
+
+def test_in_a_run_a_raising_tool_ends_only_its_call() -> None:
+    """The loop against the scripted model (which calls the agent's tool): the run completes."""
+
+    def lookup(city: str) -> str:
+        raise ConnectionError("db://user:secret@host is down")
+
+    events: list[tuple[str, str]] = []
+
+    class Sink:
+        def text(self, delta: str) -> None:
+            events.append(("text", delta))
+
+        def tick(self) -> None:
+            pass
+
+        def tool_call(self, call_id: str, name: str, arguments: str) -> None:
+            events.append(("call", name))
+
+        def tool_result(self, call_id: str, name: str, result: str) -> None:
+            events.append(("result", result))
+
+        def completed(self, finish_reason: str, usage: object, turn: list) -> None:
+            events.append(("completed", finish_reason))
+
+    with serve_in_thread(create_app()) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+        loop = ChatCompletionsLoop(
+            client,
+            "scripted",
+            Toolbox([tool(lookup)]),
+            instructions=lambda _: "Be brief.",
+            max_tool_rounds=2,
+        )
+        loop.run([], "Anything on in Oslo?", Sink())
+        client.close()
+    assert events[0] == ("call", "lookup")
+    assert events[1] == ("result", '{"error": "lookup failed unexpectedly"}')
+    assert events[-1] == ("completed", "stop")
+    assert "secret" not in "".join(value for _, value in events)

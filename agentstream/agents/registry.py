@@ -23,19 +23,22 @@ class InvalidAgents(ValueError):
 class AgentRegistry:
     def __init__(self, agents: Iterable[AgentDefinition] = ()) -> None:
         self._agents: dict[str, AgentDefinition] = {}
-        for agent in agents:
-            self._add(agent)
+        self.add(agents)
 
-    def _add(self, agent: AgentDefinition) -> None:
-        name = agent.info.name
-        if not isinstance(name, str) or not AGENT_NAME.fullmatch(name):
-            raise InvalidAgents(
-                f"agent name {name!r}: use 1 to 48 lowercase letters, digits, '-' or '_', "
-                "starting with a letter"
-            )
-        if name in self._agents:
-            raise InvalidAgents(f"two agents are called {name!r}")
-        self._agents[name] = agent
+    def add(self, agents: Iterable[AgentDefinition]) -> None:
+        """Add agents, checking each name; nothing is added when one is refused."""
+        added = dict(self._agents)
+        for agent in agents:
+            name = agent.info.name
+            if not isinstance(name, str) or not AGENT_NAME.fullmatch(name):
+                raise InvalidAgents(
+                    f"agent name {name!r}: use 1 to 48 lowercase letters, digits, '-' or '_', "
+                    "starting with a letter"
+                )
+            if name in added:
+                raise InvalidAgents(f"two agents are called {name!r}")
+            added[name] = agent
+        self._agents = added
 
     def find(self, name: str) -> AgentDefinition | None:
         """The agent called ``name`` (case-insensitive, as entity names are), or ``None``."""
@@ -49,10 +52,9 @@ class AgentRegistry:
 _registry = AgentRegistry()
 
 
-def use_registry(registry: AgentRegistry) -> None:
-    """Make ``registry`` the app's agents (start-up, once)."""
-    global _registry
-    _registry = registry
+def app_registry() -> AgentRegistry:
+    """The registry of the app's agents, which :func:`agentstream.functions.serve_agents` fills."""
+    return _registry
 
 
 def registered_agents() -> list[AgentInfo]:

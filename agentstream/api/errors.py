@@ -12,6 +12,7 @@ from fastapi import Response
 from fastapi.responses import JSONResponse
 
 from ..config import ConfigError
+from ..logs import log_internal_error
 from ..redis_clients import AtCapacity
 
 logger = logging.getLogger(__name__)
@@ -40,9 +41,10 @@ def error_response(
     retry_after: int = DEFAULT_RETRY_AFTER_SECONDS,
     **details: Any,
 ) -> JSONResponse:
-    """The JSON error body; every ``503`` carries ``Retry-After`` (``retry_after`` seconds)."""
+    """The JSON error body; every ``429`` and ``503`` carries ``Retry-After`` (``retry_after``
+    seconds)."""
     headers = {"Cache-Control": "no-store"}
-    if status == 503:
+    if status in (429, 503):
         headers["Retry-After"] = str(retry_after)
     return JSONResponse(
         {"error": {"code": code, "message": message, **details}},
@@ -76,8 +78,8 @@ def json_errors(
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
             logger.error("redis unavailable: %s", type(exc).__name__)
             return error_response(503, "redis_unavailable", "The stream store is unreachable.")
-        except Exception as exc:  # noqa: BLE001 - the last line of defence
-            logger.error("%s failed: %s", handler.__name__, type(exc).__name__)
+        except Exception:  # noqa: BLE001 - the last line of defence
+            log_internal_error(logger, "%s failed", handler.__name__)
             return error_response(500, "internal_error", "Something went wrong on our side.")
 
     return wrapper

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -18,11 +19,14 @@ import redis.asyncio as aioredis
 from fastapi import Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 
+from .. import telemetry
+from ..agents.registry import registered_agents
 from ..config import Settings, get_settings
 from ..entity_protocol import DELETE_OPERATION, RUN_OPERATION
 from ..events import stream_format
 from ..model_probe import model_status
 from ..redis_clients import (
+    AtCapacity,
     async_redis,
     blocking_reader_redis,
     reader_redis,
@@ -40,11 +44,13 @@ from ..streamlog.reader import (
     reader_slots,
 )
 from ..streamlog.scripts import FINISHED_STATUSES
-from . import validation
+from . import callers, validation
 from .callers import authenticated, caller_of
 from .errors import ApiError, json_errors
 from .negotiation import negotiate
+from .observed import observe_stream, observed, remember_run_trace
 from .streaming import STREAM_HEADERS, EventStreamResponse
+from .turns import history_of, turns_of
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +112,7 @@ def _urls(agent: str, conversation_id: str, run_id: str, cursor: str) -> dict[st
     }
 
 
+@observed
 @json_errors
 @authenticated
 async def start_conversation(req: Request, client: df.DurableOrchestrationClient) -> Response:
@@ -122,9 +129,10 @@ async def start_conversation(req: Request, client: df.DurableOrchestrationClient
         )
         if conversation_id is None:
             raise _idempotency_key_reused()
-    return await _start(settings, client, agent, conversation_id, message, key, owner, new=True)
+    return await _start(settings, client, req, agent, conversation_id, message, key, new=True)
 
 
+@observed
 @json_errors
 @authenticated
 async def post_message(req: Request, client: df.DurableOrchestrationClient) -> Response:
@@ -135,8 +143,7 @@ async def post_message(req: Request, client: df.DurableOrchestrationClient) -> R
     key = validation.idempotency_key(req)
     message = await validation.message(req, settings.max_message_chars)
     await _check_agent(settings, conversation_id, agent)
-    owner = caller_of(req).owner
-    return await _start(settings, client, agent, conversation_id, message, key, owner, new=False)
+    return await _start(settings, client, req, agent, conversation_id, message, key, new=False)
 
 
 async def _check_agent(
@@ -150,25 +157,60 @@ async def _check_agent(
 async def _start(
     settings: Settings,
     client: df.DurableOrchestrationClient,
+    req: Request,
     agent: str,
     conversation_id: str,
     message: str,
     key: str | None,
-    owner: str,
     *,
     new: bool,
 ) -> Response:
+    started = await begin_run(settings, client, req, agent, conversation_id, message, key, new=new)
+    assert started.run_id is not None and started.cursor is not None
+    urls = _urls(agent, conversation_id, started.run_id, started.cursor)
+    body = {
+        "conversation_id": conversation_id,
+        "entity_id": entity_instance_id(agent, conversation_id),
+        "run_id": started.run_id,
+        "cursor": started.cursor,
+        **urls,
+    }
+    return JSONResponse(body, status_code=202, headers={"Location": urls["stream_url"]})
+
+
+async def begin_run(
+    settings: Settings,
+    client: df.DurableOrchestrationClient,
+    req: Request,
+    agent: str,
+    conversation_id: str,
+    message: str,
+    key: str | None,
+    *,
+    new: bool,
+) -> control.RunStart:
+    """Admit the run against the caller's limits, take the conversation's run lock, write
+    ``run.queued`` and signal the agent's entity.
+
+    Returns the run (``started`` or, for a repeated ``Idempotency-Key``, ``duplicate``); every
+    other outcome is an :class:`ApiError`.
+    """
     redis = async_redis(settings)
+    owner = caller_of(req).owner
+    run_id = uuid.uuid4().hex
+    admission = await callers.admit_run(req, redis, conversation_id, run_id)
     started = await control.start_run(
         redis,
         conversation_id,
-        uuid.uuid4().hex,
+        run_id,
         message,
         idempotency_key=key,
         must_exist=not new,
         limits=_limits(settings),
         owner=owner,
     )
+    if started.outcome != "started":
+        await admission.release()
     if started.outcome == "unknown":
         raise _conversation_not_found()
     if started.outcome == "mismatch":
@@ -187,12 +229,13 @@ async def _start(
     if started.outcome == "started":
         if new:
             await bind_agent(redis, conversation_id, agent)
+        await remember_run_trace(redis, conversation_id, started.run_id)
         try:
             await client.signal_entity(
                 df.EntityId(agent, conversation_id),
                 RUN_OPERATION,
                 # Always an object: signal_entity drops falsy inputs.
-                {"run_id": started.run_id, "message": message},
+                {"run_id": started.run_id, "message": message, **telemetry.run_carrier()},
             )
         except Exception as exc:  # noqa: BLE001 - any signalling failure is a 503
             logger.error("signalling the entity failed: %s", type(exc).__name__)
@@ -206,23 +249,16 @@ async def _start(
                 limits=_limits(settings),
             )
             raise _durable_unavailable("The agent could not be started.") from None
-    urls = _urls(agent, conversation_id, started.run_id, started.cursor)
-    body = {
-        "conversation_id": conversation_id,
-        "entity_id": entity_instance_id(agent, conversation_id),
-        "run_id": started.run_id,
-        "cursor": started.cursor,
-        **urls,
-    }
-    return JSONResponse(body, status_code=202, headers={"Location": urls["stream_url"]})
+    return started
 
 
+@observed
 @json_errors
 @authenticated
 async def stream(req: Request) -> Response:
     """``GET .../stream``: the events after the cursor, live, until the run's terminal event."""
     settings = get_settings()
-    validation.agent_name(req)
+    agent = validation.agent_name(req)
     conversation_id = validation.conversation_id(req)
     media_type = negotiate(req.headers.get("accept"))
     if media_type is None:
@@ -238,16 +274,19 @@ async def stream(req: Request) -> Response:
     await _require_owner(req, redis, conversation_id)
     # A run whose worker is gone is ended now, so this reader gets its terminal event.
     await control.end_stale_run(redis, conversation_id, limits)
+    slot = await callers.stream_slot(req, redis)
     try:
-        opened = await open_stream(
-            reader_redis(settings),
-            conversation_id,
-            cursor,
-            keepalive_seconds=settings.keepalive_seconds,
-            max_seconds=settings.max_stream_seconds,
-            hub=stream_hub(settings) if settings.pools.hub else None,
-            fallback=blocking_reader_redis(settings),
-            slots=reader_slots(settings.pools.max_readers),
+        opened = await slot.guard(
+            open_stream(
+                reader_redis(settings),
+                conversation_id,
+                cursor,
+                keepalive_seconds=settings.keepalive_seconds,
+                max_seconds=settings.max_stream_seconds,
+                hub=stream_hub(settings) if settings.pools.hub else None,
+                fallback=blocking_reader_redis(settings),
+                slots=reader_slots(settings.pools.max_readers),
+            )
         )
     except ConversationNotFound:
         if await control.conversation_exists(redis, conversation_id):
@@ -268,7 +307,21 @@ async def stream(req: Request) -> Response:
     except NothingToDeliver:
         return Response(status_code=204, headers=STREAM_HEADERS)
     fmt = stream_format(media_type, settings.sse_retry_ms)
-    return EventStreamResponse(opened, fmt, _lease_check(redis, conversation_id, limits))
+    observation = await observe_stream(redis, agent, conversation_id)
+
+    def ended() -> None:
+        slot.release()
+        if observation is not None:
+            observation.ended(response)
+
+    response = EventStreamResponse(
+        opened,
+        fmt,
+        _lease_check(redis, conversation_id, limits),
+        on_end=ended,
+        on_batch=observation.batch_sent if observation is not None else None,
+    )
+    return response
 
 
 def _lease_check(
@@ -281,6 +334,7 @@ def _lease_check(
     return functools.partial(control.end_stale_run, redis, conversation_id, limits)
 
 
+@observed
 @json_errors
 @authenticated
 async def status(req: Request) -> Response:
@@ -304,6 +358,7 @@ async def status(req: Request) -> Response:
     return JSONResponse(body)
 
 
+@observed
 @json_errors
 @authenticated
 async def cancel(req: Request) -> Response:
@@ -329,6 +384,7 @@ async def cancel(req: Request) -> Response:
     )
 
 
+@observed
 @json_errors
 @authenticated
 async def delete(req: Request, client: df.DurableOrchestrationClient) -> Response:
@@ -359,6 +415,7 @@ async def delete(req: Request, client: df.DurableOrchestrationClient) -> Respons
     return Response(status_code=204, headers={"Cache-Control": "no-store"})
 
 
+@observed
 @json_errors
 @authenticated
 async def list_conversations(req: Request) -> Response:
@@ -392,11 +449,13 @@ def _page_html() -> str:
     return resources.files("agentstream.web").joinpath("index.html").read_text(encoding="utf-8")
 
 
+@observed
 async def page(req: Request) -> Response:
     """``GET /api/ui``: the browser client (one static page, no build step, no CDN)."""
     return HTMLResponse(_page_html(), headers={"Cache-Control": "no-cache"})
 
 
+@observed
 async def health(req: Request) -> Response:
     """``GET /api/health``: Redis reachable and settings sane, the model's reachability as
     information; never shows a secret."""
@@ -407,16 +466,71 @@ async def health(req: Request) -> Response:
     try:
         await asyncio.wait_for(async_redis(settings).ping(), timeout=5)
         redis_state = "ok"
-    except Exception as exc:  # noqa: BLE001 - any failure means unhealthy
+    except AtCapacity:
+        # Every request connection of this worker is in use: it is busy, not down. A 503 here
+        # could make a platform's probe recycle an instance that is only working hard.
+        redis_state = "busy"
+    except Exception as exc:  # noqa: BLE001 - any other failure means unhealthy
         redis_state = f"unreachable ({type(exc).__name__})"
-    healthy = redis_state == "ok"
+    healthy = redis_state in ("ok", "busy")
+    slots = reader_slots(settings.pools.max_readers)
+    busy = redis_state == "busy" or slots.in_use >= slots.limit
     return JSONResponse(
         {
-            "status": "ok" if healthy else "unhealthy",
+            "status": ("busy" if busy else "ok") if healthy else "unhealthy",
             "redis": redis_state,
             "model": await model_status(settings.model),  # informative: never makes it 503
             "settings": settings.describe(),
         },
         status_code=200 if healthy else 503,
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+@observed
+@json_errors
+@authenticated
+async def list_agents(req: Request) -> Response:
+    """``GET /api/agents``: the app's agents (name, description, kind), as declared."""
+    agents = [
+        {"name": info.name, "description": info.description, "kind": info.kind}
+        for info in registered_agents()
+    ]
+    return JSONResponse({"agents": agents}, headers={"Cache-Control": "no-store"})
+
+
+@observed
+@json_errors
+@authenticated
+async def conversation_messages(req: Request, client: df.DurableOrchestrationClient) -> Response:
+    """``GET .../conversations/{cid}/messages``: the turns the conversation's history keeps, as
+    JSON, newest last, ``limit`` at a time; ``next_cursor`` pages back to older turns. A run in
+    progress is not among them until it completes."""
+    settings = get_settings()
+    agent = validation.agent_name(req)
+    conversation_id = validation.conversation_id(req)
+    limit = validation.page_limit(req)
+    before = validation.turn_cursor(req)
+    redis = async_redis(settings)
+    await _require_owner(req, redis, conversation_id)
+    await _check_agent(settings, conversation_id, agent)
+    if not await control.conversation_exists(redis, conversation_id):
+        raise _conversation_not_found()
+    try:
+        found = await client.read_entity_state(df.EntityId(agent, conversation_id))
+    except Exception as exc:  # noqa: BLE001 - any failure to read is a 503
+        logger.error("reading the entity's state failed: %s", type(exc).__name__)
+        raise _durable_unavailable("The conversation's messages could not be read.") from None
+    state = found.entity_state if found.entity_exists else None
+    turns = turns_of(history_of(json.loads(state) if isinstance(state, str) else state))
+    end = len(turns) if before is None else min(before, len(turns))
+    start = max(0, end - limit)
+    return JSONResponse(
+        {
+            "conversation_id": conversation_id,
+            "agent": agent,
+            "turns": turns[start:end],
+            "next_cursor": str(start) if start > 0 else None,
+        },
         headers={"Cache-Control": "no-store"},
     )

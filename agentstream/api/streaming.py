@@ -23,8 +23,10 @@ from typing import Any
 import redis.exceptions
 from fastapi import Response
 
-from ..events import StreamFormat
+from ..events import Event, StreamFormat, truncation_notice
 from ..streamlog.capacity import AtCapacity
+from ..streamlog.continuity import SeqContinuity
+from ..streamlog.keys import stream_id_before
 from ..streamlog.reader import HubStream, OpenStream
 
 logger = logging.getLogger(__name__)
@@ -40,7 +42,9 @@ class EventStreamResponse(Response):
     """A stream's events after the cursor, in one format, until the terminal event.
 
     ``on_idle`` runs on every keep-alive tick (it ends a run whose worker is gone); when it
-    returns False the stream itself is gone and the response ends.
+    returns False the stream itself is gone and the response ends. ``on_batch`` (telemetry, when
+    it is on) sees each batch sent. ``on_end`` runs when the response ends, however it ends;
+    ``events_sent``, ``bytes_sent`` and ``end_reason`` then say what it did.
     """
 
     def __init__(
@@ -48,6 +52,8 @@ class EventStreamResponse(Response):
         opened: OpenStream | HubStream,
         fmt: StreamFormat,
         on_idle: Callable[[], Awaitable[bool]],
+        on_end: Callable[[], None] = lambda: None,
+        on_batch: Callable[[list[Event]], None] | None = None,
     ) -> None:
         # Not Response.__init__: a streamed body has no Content-Length.
         self.status_code = 200
@@ -57,6 +63,13 @@ class EventStreamResponse(Response):
         self._opened = opened
         self._format = fmt
         self._on_idle = on_idle
+        self._on_end = on_end
+        self._on_batch = on_batch
+        self.events_sent = 0
+        self.bytes_sent = 0
+        # terminal | max_duration | gone (deleted or expired) | truncated | store_error
+        # | disconnected
+        self.end_reason = "max_duration"
 
     async def __call__(self, scope: Any, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
@@ -67,10 +80,13 @@ class EventStreamResponse(Response):
             await asyncio.wait((writing, watching), return_when=asyncio.FIRST_COMPLETED)
         finally:
             disconnected = watching.done()
+            if disconnected:
+                self.end_reason = "disconnected"
             watching.cancel()
             writing.cancel()  # no-op when it ended; else the client left: stop, leave the hub
             with contextlib.suppress(asyncio.CancelledError):
                 await writing
+            self._on_end()
         if not disconnected:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
@@ -79,6 +95,7 @@ class EventStreamResponse(Response):
         if self._format.preamble:
             await send(_body(self._format.preamble.encode()))
         keepalive = self._format.keepalive.encode()
+        continuity = SeqContinuity()
         try:
             # aclosing: a response that ends early (stream gone) leaves the hub at once.
             async with contextlib.aclosing(self._opened.batches()) as batches:
@@ -87,17 +104,43 @@ class EventStreamResponse(Response):
                         if keepalive:
                             await send(_body(keepalive))
                         if not await self._on_idle():
+                            self.end_reason = "gone"
                             return
                         continue
+                    following = continuity.follow(batch)
+                    if following < len(batch):
+                        await send(_body(self._truncated(batch, following, continuity)))
+                        self.end_reason = "truncated"
+                        return
                     if len(batch) == 1:
                         chunk = batch[0].frame(media_type)
                     else:
                         chunk = b"".join([event.frame(media_type) for event in batch])
                     if chunk:  # text/plain has nothing to say for some events
                         await send(_body(chunk))
+                    self.events_sent += len(batch)
+                    self.bytes_sent += len(chunk)
+                    if batch[-1].is_terminal:
+                        self.end_reason = "terminal"
+                    if self._on_batch is not None:
+                        self._on_batch(batch)
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, AtCapacity) as exc:
             # The response has started; end it cleanly and let the client resume from its cursor.
             logger.warning("stream ended early: %s", type(exc).__name__)
+            self.end_reason = "store_error"
+
+    def _truncated(self, batch: list[Event], following: int, continuity: SeqContinuity) -> bytes:
+        """The events before the hole the ``MAXLEN`` cap left, then the frame that names it.
+
+        The ``200`` is sent already, so the response ends with an explicit frame rather than an
+        error status, and never reads on past the hole as if nothing was missing.
+        """
+        assert continuity.last is not None  # the first event of a response always follows
+        logger.warning("stream truncated under a live reader: the MAXLEN cap overtook it")
+        media_type = self._format.media_type
+        delivered = b"".join([event.frame(media_type) for event in batch[:following]])
+        resume_cursor = stream_id_before(batch[following].id)
+        return delivered + truncation_notice(media_type, continuity.last.id, resume_cursor)
 
 
 def _body(chunk: bytes) -> Message:

@@ -56,7 +56,7 @@ def idempotency_key(request: Request) -> str | None:
 
 async def message(request: Request, max_chars: int) -> str:
     """The user's message from a JSON body ``{"message": ...}`` or a ``text/plain`` body."""
-    body = await _read_body(request, limit=max_chars * 4 + 1024)
+    body = await read_body(request, limit=max_chars * 4 + 1024)
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type in ("", "application/json") or media_type.endswith("+json"):
         try:
@@ -68,7 +68,7 @@ async def message(request: Request, max_chars: int) -> str:
         text = parsed["message"]
         if not isinstance(text, str):
             raise ApiError(400, "invalid_message", "'message' must be a string.")
-        if not _is_encodable(text):
+        if not is_encodable(text):
             raise ApiError(
                 400, "invalid_message", "'message' must be valid Unicode text (no lone surrogates)."
             )
@@ -88,7 +88,7 @@ async def message(request: Request, max_chars: int) -> str:
     return text
 
 
-def _is_encodable(text: str) -> bool:
+def is_encodable(text: str) -> bool:
     """JSON's ``\\ud800`` escapes decode to lone surrogates, which no UTF-8 text can carry."""
     try:
         text.encode("utf-8")
@@ -97,7 +97,7 @@ def _is_encodable(text: str) -> bool:
     return True
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise ApiError(413, "payload_too_large", f"The body is larger than {limit} bytes.")
@@ -116,4 +116,14 @@ def page_limit(request: Request, default: int = 20, maximum: int = 100) -> int:
         return default
     if not raw.isdigit() or not 1 <= int(raw) <= maximum:
         raise ApiError(400, "invalid_limit", f"limit must be a whole number from 1 to {maximum}.")
+    return int(raw)
+
+
+def turn_cursor(request: Request) -> int | None:
+    """``cursor`` of the messages route: the ``next_cursor`` of the previous (newer) page."""
+    raw = request.query_params.get("cursor")
+    if raw is None:
+        return None
+    if not raw.isdigit() or len(raw) > 9:
+        raise ApiError(400, "invalid_cursor", "Pass the next_cursor of the previous page.")
     return int(raw)

@@ -7,6 +7,7 @@ decision is one atomic script.
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 import uuid
 import weakref
@@ -20,7 +21,10 @@ from ..config import Settings
 from ..events import RUN_FAILED, TERMINAL_TYPES, dumps_line
 from . import scripts
 from .keys import conversation_key, conversation_keys, meta_key
+from .replication import call_replicated_async, replicas_needed
 from .scripts import RUN_RECORDS_KEPT, append_args
+
+logger = logging.getLogger(__name__)
 
 _GLOBAL_IDEMPOTENCY_PREFIX = "agent-idem:"
 
@@ -33,6 +37,8 @@ class Limits:
     maxlen: int
     conversation_ttl_seconds: int = 30 * 86_400
     start_deadline_seconds: float = 300.0
+    min_replicas: int | None = 0  # None: 1 when the server reports replicas (REDIS_MIN_REPLICAS)
+    replica_wait_ms: int = 200
     runs_kept: int = RUN_RECORDS_KEPT
 
     @classmethod
@@ -42,6 +48,8 @@ class Limits:
             maxlen=settings.stream_maxlen,
             conversation_ttl_seconds=settings.conversation_ttl_seconds,
             start_deadline_seconds=settings.run_start_deadline_seconds,
+            min_replicas=settings.topology.min_replicas,
+            replica_wait_ms=settings.topology.replica_wait_ms,
         )
 
     @property
@@ -78,11 +86,38 @@ def _script(client: aioredis.Redis, source: str) -> AsyncScript:
     return script
 
 
+def registered_script(client: aioredis.Redis, source: str) -> AsyncScript:
+    """``source`` as a script registered once per client (for scripts outside this module)."""
+    return _script(client, source)
+
+
 async def _run(
     client: aioredis.Redis, source: str, conversation_id: str, limits: Limits, *args: Any
 ) -> Any:
     script = _script(client, source)
     return await script(keys=conversation_keys(conversation_id), args=[*limits.base_args, *args])
+
+
+async def _run_replicated(
+    client: aioredis.Redis, source: str, conversation_id: str, limits: Limits, *args: Any
+) -> Any:
+    """:func:`_run`, answering only once a replica has the script's writes (``WAIT``, in the
+    same round trip), so a failover right after cannot take them back unnoticed."""
+    keys = conversation_keys(conversation_id)
+    replicas = await replicas_needed(client, keys[0], limits.min_replicas)
+    reply, confirmed = await call_replicated_async(
+        client,
+        _script(client, source),
+        keys,
+        [*limits.base_args, *args],
+        replicas=replicas,
+        timeout_ms=limits.replica_wait_ms,
+    )
+    if confirmed < replicas:
+        logger.warning(
+            "no replica confirmed a run-control write within %d ms", limits.replica_wait_ms
+        )
+    return reply
 
 
 async def start_run(
@@ -102,7 +137,7 @@ async def start_run(
     the conversation locked. A new conversation records ``owner``; an existing one that belongs to
     another owner is ``"unknown"``, as if it did not exist.
     """
-    reply = await _run(
+    reply = await _run_replicated(
         client,
         scripts.START,
         conversation_id,

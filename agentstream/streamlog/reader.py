@@ -315,8 +315,8 @@ async def _start_position(
     async with client.pipeline(transaction=True) as pipe:
         pipe.xrange(skey, count=1)
         pipe.xrevrange(skey, count=1)
-        pipe.hmget(mkey, "latest_start", "first_id")
-        first, last, (latest_start, first_id) = await pipe.execute()
+        pipe.hmget(mkey, "latest_start", "first_id", "active_run")
+        first, last, (latest_start, first_id, active_run) = await pipe.execute()
     if not first:
         raise ConversationNotFound(conversation_id)
     first_entry_id = first[0][0]
@@ -331,7 +331,10 @@ async def _start_position(
     if trimmed and _before(after_id, stream_id_before(first_entry_id)):
         # Everything older than the first entry is gone, and the cursor is older than that.
         raise CursorTrimmed(conversation_id)
-    if _before(last_event.id, after_id):
+    if _before(last_event.id, after_id) and not active_run:
+        # With a run going, a cursor beyond the end was handed out by entries a failover lost:
+        # the run's writer writes them again with their ids, and the read waits for them (the
+        # run's lease bounds the wait: a run whose writer is gone is ended by the keep-alive).
         raise CursorBeyondEnd(conversation_id)
     if not _before(after_id, last_event.id) and last_event.type in TERMINAL_TYPES:
         raise NothingToDeliver(conversation_id)

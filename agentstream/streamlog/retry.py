@@ -8,12 +8,13 @@ nothing but a round trip.
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections.abc import Callable
 from typing import TypeVar
 
 import redis.exceptions
+
+from ..backoff import REDIS_WRITE, Backoff
 
 logger = logging.getLogger(__name__)
 
@@ -36,17 +37,15 @@ def call_with_retries(
     operation: Callable[[], T],
     budget_seconds: float,
     *,
-    first_delay: float = 0.05,
-    max_delay: float = 1.0,
+    backoff: Backoff = REDIS_WRITE,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> T:
-    """Run ``operation``, retrying retryable errors with capped, jittered exponential backoff.
+    """Run ``operation``, retrying retryable errors with the writer's :data:`REDIS_WRITE` waits.
 
     Raises :class:`StoreUnavailable` once ``budget_seconds`` have passed without success.
     """
     deadline = clock() + budget_seconds
-    delay = first_delay
     attempts = 0
     while True:
         try:
@@ -60,5 +59,4 @@ def call_with_retries(
             if attempts == 1:
                 logger.warning("redis call failed (%s); retrying", type(exc).__name__)
             # Backoff between tries, not synchronisation: the server gives no "back" signal.
-            sleep(min(remaining, delay * random.uniform(0.5, 1.0)))
-            delay = min(max_delay, delay * 2)
+            sleep(min(remaining, backoff.delay(attempts)))

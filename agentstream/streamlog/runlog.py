@@ -5,6 +5,11 @@ Every call is retried through Redis blips for a budget (``REDIS_RETRY_SECONDS``)
 because each append carries the run's attempt and a per-attempt write number: a replay after a lost
 reply returns the entry already written, and appends of an older attempt are refused once a newer
 one has begun.
+
+With replicas (``REDIS_MIN_REPLICAS``), every begin and append is pipelined with ``WAIT``
+(:mod:`.replication`), and the log keeps the writes no replica has confirmed yet. When a failover
+lost some of them, the next append finds out (its script reports the gap) and they are written
+again with their original ids and ``seq`` (``REPAIR``) before it goes on.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from ..events import as_text
 from ..failures import RunAlreadyFinished
 from . import scripts
 from .keys import conversation_keys
+from .replication import call_replicated, node_client, reported_replicas
 from .retry import call_with_retries
 
 
@@ -65,6 +71,8 @@ class RunLog:
         lease_seconds: float = 30.0,
         retry_seconds: float = 0.0,
         clock: Callable[[], float] = time.time,
+        min_replicas: int | None = 0,
+        replica_wait_ms: int = 200,
     ) -> None:
         self._client = client
         self._keys = conversation_keys(conversation_id)
@@ -77,11 +85,44 @@ class RunLog:
         self._append = client.register_script(scripts.APPEND)
         self._begin = client.register_script(scripts.BEGIN)
         self._heartbeat = client.register_script(scripts.HEARTBEAT)
+        self._repair = client.register_script(scripts.REPAIR)
         self.attempt: int | None = None
         self._writes = 0
+        self._token = ""
+        # None: 1 when the server reports replicas, else 0 (asked once, at begin).
+        self._min_replicas = min_replicas
+        self._replica_wait_ms = replica_wait_ms
+        self._unconfirmed: list[list[Any]] = []  # writes no replica has confirmed yet
+        self._last_id = (0, 0)  # the newest stream id this log wrote or asked for
 
     def _call(self, script: Any, args: list[Any]) -> Any:
         return call_with_retries(lambda: script(keys=self._keys, args=args), self._retry_seconds)
+
+    @property
+    def replicas(self) -> int:
+        """Replicas each write waits for."""
+        if self._min_replicas is None:
+            self._min_replicas = min(1, self._call_plain(reported_replicas))
+        return self._min_replicas
+
+    def _call_plain(self, operation: Callable[[redis.Redis], Any]) -> Any:
+        """``operation`` on the node that owns the conversation, retried through blips."""
+        return call_with_retries(
+            lambda: operation(node_client(self._client, self._keys[0])), self._retry_seconds
+        )
+
+    def _call_replicated(self, script: Any, args: list[Any]) -> tuple[Any, int]:
+        return call_with_retries(
+            lambda: call_replicated(
+                self._client,
+                script,
+                self._keys,
+                args,
+                replicas=self.replicas,
+                timeout_ms=self._replica_wait_ms,
+            ),
+            self._retry_seconds,
+        )
 
     def begin(self, token: str, committed_runs: Sequence[str] = ()) -> Begun:
         """Count this delivery as the run's next attempt and take its lease.
@@ -90,11 +131,13 @@ class RunLog:
         ``committed_runs`` (the entity state already holds them) are no longer kept.
         """
         base = [self._ttl_ms, self._maxlen, self.run_id, token, self._lease_ms]
-        reply = self._call(self._begin, [*base, *committed_runs])
+        reply, _ = self._call_replicated(self._begin, [*base, *committed_runs])
         outcome = as_text(reply[0])
         if outcome == "begun":
             self.attempt = int(reply[1])
             self._writes = 0
+            self._token = token
+            self._unconfirmed.clear()
             return Begun("begun", attempt=self.attempt)
         if outcome == "finished":
             turn = json.loads(reply[2]) if len(reply) > 2 and reply[2] else None
@@ -110,6 +153,8 @@ class RunLog:
         finds the run finished can restore it into the entity's history.
         """
         self._writes += 1
+        keeping = self.replicas > 0 and self.attempt is not None
+        now_ms = int(self._clock() * 1000)
         args = scripts.append_args(
             self.run_id,
             event_type,
@@ -120,14 +165,57 @@ class RunLog:
             write=self._writes,
             lease_ms=self._lease_ms if self.attempt is not None else 0,
             turn=turn,
-            now=self._clock(),
+            now=now_ms / 1000,
+            check_lost=keeping,
+            entry_id=self._next_id(now_ms) if keeping else "*",
         )
-        reply = self._call(self._append, args)
+        while True:
+            reply, confirmed = self._call_replicated(self._append, args)
+            if reply and reply[0] is None and as_text(reply[1]) == "lost":
+                self._restore(int(reply[2]))
+                continue
+            break
         if not reply or reply[0] is None:
             reason = as_text(reply[1]) if reply and len(reply) > 1 else "finished"
             raise RunAlreadyFinished(f"{self.run_id}: {reason}")
         entry_id, seq, cancel = reply
+        if keeping:
+            self._last_id = max(self._last_id, _parsed(as_text(entry_id)))
+            self._keep(args, as_text(entry_id), int(seq), confirmed)
         return Appended(id=as_text(entry_id), seq=int(seq), cancel_requested=bool(int(cancel)))
+
+    def _next_id(self, now_ms: int) -> str:
+        """The id this append asks for: after the last one, from the writer's clock.
+
+        Chosen before the first try and kept for the retries: if the reply is lost with a
+        primary that dies, the entry is written again on its successor with the id readers may
+        already hold. (When the stream is already past it, Redis picks the id instead.)
+        """
+        last_ms, last_seq = self._last_id
+        self._last_id = (now_ms, 0) if now_ms > last_ms else (last_ms, last_seq + 1)
+        return f"{self._last_id[0]}-{self._last_id[1]}"
+
+    def _keep(self, args: list[Any], entry_id: str, seq: int, confirmed: int) -> None:
+        """Remember an append until a replica confirms it (and everything before it)."""
+        if confirmed >= self.replicas:
+            self._unconfirmed.clear()
+            return
+        # write, id, seq, type, data, ts, new status, terminal, turn (REPAIR's order)
+        self._unconfirmed.append(
+            [args[4], entry_id, seq, args[5], args[6], args[7], args[8], args[9], args[11]]
+        )
+
+    def _restore(self, still_there: int) -> None:
+        """Write again what a failover lost: this attempt's writes after ``still_there``."""
+        missing = [w for w in self._unconfirmed if w[0] > still_there]
+        if not missing or missing[0][0] != still_there + 1:
+            # Lost writes that a replica had confirmed: nothing here can bring them back.
+            raise RunAlreadyFinished(f"{self.run_id}: writes lost beyond repair")
+        args = [self._ttl_ms, self._maxlen, self.run_id, self.attempt, self._token]
+        args += [self._lease_ms, json.dumps(missing, separators=(",", ":"))]
+        reply, _ = self._call_replicated(self._repair, args)
+        if reply and reply[0] is None:
+            raise RunAlreadyFinished(f"{self.run_id}: {as_text(reply[1])}")
 
     def heartbeat(self) -> bool:
         """Extend the run's lease; True when a cancel was requested."""
@@ -136,3 +224,8 @@ class RunLog:
         if answer < 0:
             raise RunAlreadyFinished(f"{self.run_id}: no longer this attempt's to write")
         return answer == 1
+
+
+def _parsed(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq)

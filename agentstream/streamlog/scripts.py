@@ -79,6 +79,8 @@ def append_args(
     lease_ms: int = 0,
     turn: list[dict[str, Any]] | None = None,
     now: float | None = None,
+    check_lost: bool = False,
+    entry_id: str = "*",
 ) -> list[Any]:
     """The ``ARGV`` of the ``APPEND`` script for one event."""
     return [
@@ -94,6 +96,8 @@ def append_args(
         "1" if event_type in TERMINAL_TYPES else "0",
         lease_ms,
         "" if turn is None else json.dumps(turn, separators=(",", ":")),
+        "1" if check_lost else "0",
+        entry_id,
     ]
 
 
@@ -120,10 +124,23 @@ local function is_finished(status)
   return status == 'completed' or status == 'failed' or status == 'cancelled'
 end
 
-local function add(run, etype, data, ts, first_noted)
+-- wanted: an id the writer chose (kept across its retries), used when it is above the stream's
+-- newest; otherwise (and when absent) Redis picks one. first_noted: the meta hash already holds
+-- first_id (any run with a status was queued after it was noted), so it is not set again.
+local function add(run, etype, data, ts, wanted, first_noted)
   local seq = redis.call('HINCRBY', meta, 'seq:' .. run, 1) - 1
-  local id = redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*',
-    'type', etype, 'run', run, 'seq', seq, 'ts', ts, 'data', data)
+  local id
+  if wanted and wanted ~= '*' then
+    id = redis.pcall('XADD', stream, 'MAXLEN', '~', maxlen, wanted,
+      'type', etype, 'run', run, 'seq', seq, 'ts', ts, 'data', data)
+    if type(id) == 'table' then
+      id = nil
+    end
+  end
+  if not id then
+    id = redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*',
+      'type', etype, 'run', run, 'seq', seq, 'ts', ts, 'data', data)
+  end
   if not first_noted then
     redis.call('HSETNX', meta, 'first_id', id)
   end
@@ -201,6 +218,10 @@ def _script(body: str) -> str:
 # run.queued may create a run (the HTTP side uses START for that; the stream-log tests use this).
 # A replay of the entity's latest write (same attempt and write number: the reply was lost) returns
 # the entry already written instead of writing it twice.
+# ARGV[13] = '1': the writer keeps its unreplicated writes (replication.py) and wants to know when
+# Redis lost some (a failover): then {false, 'lost', <this attempt's latest write still here>}.
+# ARGV[14]: the stream id the writer wants ('*': any). A write whose reply a failover took is sent
+# again with the same id, so readers who saw it on the old primary see the same entry.
 APPEND = _script("""
 local run, attempt, write = ARGV[3], ARGV[4], ARGV[5]
 -- Every field the checks need, in one read; a cancel request cannot change while this runs.
@@ -214,6 +235,14 @@ if attempt ~= '' and last then
     return {id, tonumber(seq), cancel}
   end
 end
+if ARGV[13] == '1' and tonumber(write) > 1 then
+  local held = last or '0 0'
+  local la, lw = string.match(held, '^(%S+) (%S+)')
+  la, lw = tonumber(la), tonumber(lw)
+  if la < tonumber(attempt) or (la == tonumber(attempt) and lw < tonumber(write) - 1) then
+    return {false, 'lost', la == tonumber(attempt) and lw or 0}
+  end
+end
 if not status and ARGV[6] ~= 'run.queued' then
   return {false, 'unknown'}
 end
@@ -223,8 +252,7 @@ end
 if attempt ~= '' and tonumber(attempt) < newest then
   return {false, 'fenced'}
 end
--- A run with a status was queued after the stream's first entry was noted (first_id).
-local id, seq = add(run, ARGV[6], ARGV[7], ARGV[8], status ~= false)
+local id, seq = add(run, ARGV[6], ARGV[7], ARGV[8], ARGV[14], status ~= false)
 -- The meta fields this append changes, in one write.
 local fields = {}
 if attempt ~= '' then
@@ -422,4 +450,60 @@ if run then
   end
 end
 return 1
+""")
+
+# After a failover lost some of the entity's latest writes: writes them again, with their original
+# stream ids and seq, so every cursor a reader holds stays valid, and restores what they had set
+# in the meta hash (the attempt, the last write, status, lease, the terminal event's turn).
+# ARGV[3..]: run, attempt, delivery token, lease ms, then the writes as JSON:
+# [[write, id, seq, type, data, ts, new status, terminal '1'/'0', turn], ...] in order.
+# Returns {restored count} | {false, 'fenced' | 'finished' | 'unknown'}. An id no longer above
+# the stream's newest (something else was appended meanwhile) is a script error: not repairable.
+REPAIR = _script("""
+local run, attempt, token = ARGV[3], tonumber(ARGV[4]), ARGV[5]
+local status = redis.call('HGET', meta, 'status:' .. run)
+if not status then
+  return {false, 'unknown'}
+end
+local newest = tonumber(redis.call('HGET', meta, 'attempts:' .. run) or '0')
+if newest > attempt then
+  return {false, 'fenced'}
+end
+if is_finished(status) then
+  return {false, 'finished'}
+end
+if newest < attempt then
+  redis.call('HSET', meta, 'attempts:' .. run, attempt, 'token:' .. run, token,
+    'status:' .. run, 'running')
+  redis.call('HDEL', meta, 'deadline:' .. run)
+end
+local held = redis.call('HGET', meta, 'last:' .. run) or '0 0'
+local la, lw = string.match(held, '^(%S+) (%S+)')
+la, lw = tonumber(la), tonumber(lw)
+local restored, finished = 0, false
+for _, w in ipairs(cjson.decode(ARGV[7])) do
+  if la < attempt or tonumber(w[1]) > lw then
+    redis.call('XADD', stream, 'MAXLEN', '~', maxlen, w[2],
+      'type', w[4], 'run', run, 'seq', w[3], 'ts', w[6], 'data', w[5])
+    redis.call('HSETNX', meta, 'first_id', w[2])
+    redis.call('HSET', meta, 'seq:' .. run, tonumber(w[3]) + 1,
+      'last:' .. run, attempt .. ' ' .. w[1] .. ' ' .. w[2] .. ' ' .. w[3])
+    if w[7] ~= '' then
+      redis.call('HSET', meta, 'status:' .. run, w[7])
+    end
+    if w[8] == '1' then
+      finish(run, w[7])
+      finished = true
+      if w[9] ~= '' then
+        redis.call('HSET', meta, 'turn:' .. run, w[9])
+      end
+    end
+    restored = restored + 1
+  end
+end
+if not finished then
+  redis.call('HSET', meta, 'lease:' .. run, now_ms() + tonumber(ARGV[6]))
+end
+touch()
+return {restored}
 """)

@@ -7,6 +7,8 @@ refreshes both keys' TTL and the run's lease, and reports the run's cancel flag.
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import logging
 import threading
 import time
@@ -14,6 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
 
+from .. import telemetry
 from ..events import (
     MESSAGE_DELTA,
     RUN_CANCELLED,
@@ -22,6 +25,7 @@ from ..events import (
     TERMINAL_TYPES,
 )
 from ..failures import RunAlreadyFinished, RunCancelled, RunFailure
+from ..logs import log_internal_error
 from .retry import StoreUnavailable
 from .runlog import Appended
 
@@ -79,7 +83,10 @@ class StreamWriter:
         self._pending: BaseException | None = None  # raised on the agent's thread
         self._closing = False
         self.terminal_type: str | None = None
+        self.terminal_code: str | None = None  # a failed run's code
         self.entries_written = 0
+        # When the writer began, until its first text goes out (time to first token).
+        self._first_text_due: float | None = clock()
 
     @property
     def run_id(self) -> str:
@@ -88,7 +95,9 @@ class StreamWriter:
     @contextmanager
     def pacing(self) -> Iterator[StreamWriter]:
         """Run the background flusher and heartbeat for the duration of the block."""
-        pacer = threading.Thread(target=self._pace, name=f"pacer-{self.run_id}", daemon=True)
+        # In the run's context: its writes belong to the run's trace.
+        in_context = functools.partial(contextvars.copy_context().run, self._pace)
+        pacer = threading.Thread(target=in_context, name=f"pacer-{self.run_id}", daemon=True)
         pacer.start()
         try:
             yield self
@@ -167,6 +176,10 @@ class StreamWriter:
         text = "".join(self._buffer)
         self._buffer.clear()
         self._buffered_chars = 0
+        telemetry.flush_size.record(len(text))
+        if self._first_text_due is not None:
+            telemetry.time_to_first_token(self._clock() - self._first_text_due)
+            self._first_text_due = None
         self._write(MESSAGE_DELTA, {"text": text})
 
     def _write(
@@ -177,6 +190,7 @@ class StreamWriter:
         self.entries_written += 1
         if event_type in TERMINAL_TYPES:
             self.terminal_type = event_type
+            self.terminal_code = data.get("code")
         elif appended.cancel_requested:
             raise RunCancelled()
 
@@ -233,8 +247,8 @@ def terminal_guard(writer: StreamWriter) -> Iterator[StreamWriter]:
     except StoreUnavailable:
         _finish_once(writer, RUN_FAILED, STORE_UNAVAILABLE)
         return
-    except Exception as exc:  # noqa: BLE001 - every failure must end the stream
-        logger.error("run %s failed: %s", writer.run_id, type(exc).__name__)
+    except Exception:  # noqa: BLE001 - every failure must end the stream
+        log_internal_error(logger, "run %s failed", writer.run_id)
         _finish_once(
             writer, RUN_FAILED, {"code": "internal_error", "message": INTERNAL_ERROR_MESSAGE}
         )

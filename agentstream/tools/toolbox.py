@@ -7,6 +7,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
+from .. import telemetry
 from .base import ToolError
 from .function_tool import FunctionTool
 
@@ -40,7 +41,8 @@ class Toolbox:
         if tool is None:
             return tool_error(f"unknown tool {name!r}")
         try:
-            return tool.invoke(arguments)
+            with telemetry.tool_span(name):
+                return tool.invoke(arguments)
         except ToolError as exc:
             return tool_error(str(exc))
         except Exception as exc:  # noqa: BLE001 - a tool failure must never kill the run

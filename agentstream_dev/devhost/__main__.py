@@ -11,6 +11,7 @@ import uvicorn
 
 from agentstream.config import ConfigError
 
+from . import telemetry
 from .app import STOP_CONNECTIONS_SECONDS, create_app, load_function_app
 from .stopping import cancel_runs
 
@@ -33,16 +34,26 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="answer 503 to entity signals, as if the Durable backend were down",
     )
+    parser.add_argument(
+        "--telemetry",
+        choices=("memory",),
+        help="record traces and metrics in memory, served at " + telemetry.PATH,
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     sys.path.insert(0, os.getcwd())
+    # Before the app is loaded: its instruments and clients then record into these providers.
+    recorder = telemetry.MemoryTelemetry() if args.telemetry == "memory" else None
     try:
         function_app = load_function_app(args.app)
     except ConfigError as exc:
         print(f"Configuration error: {exc}", file=sys.stderr)
         return 2
     app = create_app(
-        function_app, durable_available=not args.durable_unavailable, on_stop=cancel_runs
+        function_app,
+        durable_available=not args.durable_unavailable,
+        on_stop=cancel_runs,
+        extra_routes=[recorder.route()] if recorder is not None else [],
     )
     print(BANNER, flush=True)
     print(

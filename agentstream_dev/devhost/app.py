@@ -46,8 +46,10 @@ def create_app(
     function_app: func.FunctionRegister,
     durable_available: bool = True,
     on_stop: Callable[[InFlight], Awaitable[object]] | None = None,
+    extra_routes: list[Route] | None = None,
 ) -> Starlette:
-    """Serve every HTTP function of the app, and the durable entity endpoints.
+    """Serve every HTTP function of the app, the durable entity endpoints, and ``extra_routes``
+    (the development host's own).
 
     ``durable_available=False`` makes the durable endpoints answer 503, to try out how the app
     behaves when the Durable Task backend is down. ``on_stop`` is told which entity operations
@@ -72,6 +74,7 @@ def create_app(
     # As in the Python worker: sync functions (the entity) share one pool of threads.
     entities = EntityHost(entity_handlers, max_workers=thread_count(os.environ))
     routes.extend(_durable_routes(entities, durable_available))
+    routes.extend(extra_routes or [])
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
@@ -20,6 +21,8 @@ MARKERS = (
     "tool-loop",
     "slow",
     "echo",
+    "bad-arguments",
+    "handoff",
 )
 _MARKER = re.compile(r"\[\[([a-z:\-0-9]+)\]\]")
 
@@ -110,7 +113,12 @@ def find_place(text: str) -> str | None:
     return match.group(1) if match else None
 
 
-def reply_to(messages: list[dict[str, Any]], offered_tools: set[str]) -> Reply:
+TRAVEL_TOOLS = ("get_weather_forecast", "get_local_events")
+
+
+def reply_to(messages: list[dict[str, Any]], offered_tools: Mapping[str, dict[str, Any]]) -> Reply:
+    """The reply to a chat-completions request; ``offered_tools`` maps each offered tool's name
+    to its JSON schema."""
     user_turns = [i for i, m in enumerate(messages) if m.get("role") == "user"]
     if not user_turns:
         return Reply(text="Hello! Where would you like to travel?")
@@ -130,14 +138,21 @@ def reply_to(messages: list[dict[str, Any]], offered_tools: set[str]) -> Reply:
         return Reply(text=request, markers=markers)
     place = find_place(request)
     days = _days(request)
+    round_number = sum(1 for m in messages[last_user:] if m.get("role") == "assistant")
+    own_tools = [name for name in offered_tools if name not in TRAVEL_TOOLS]
+    if own_tools and not any(name in offered_tools for name in TRAVEL_TOOLS):
+        call_id = f"call_{round_number}_{last_user}"
+        return _any_agent(request, markers, own_tools, offered_tools, tool_results, call_id)
     wants_tools = place is not None and "get_weather_forecast" in offered_tools
     if wants_tools and (not tool_results or "tool-loop" in markers):
-        round_number = sum(1 for m in messages[last_user:] if m.get("role") == "assistant")
+        weather = {"location": place, "days": days}
+        if "bad-arguments" in markers:
+            weather["days"] = 99  # beyond the tool's range: its validation refuses it
         calls = [
             ToolCall(
                 f"call_w{round_number}_{last_user}",
                 "get_weather_forecast",
-                json.dumps({"location": place, "days": days}),
+                json.dumps(weather),
             )
         ]
         if "get_local_events" in offered_tools:
@@ -151,6 +166,51 @@ def reply_to(messages: list[dict[str, Any]], offered_tools: set[str]) -> Reply:
         return Reply(tool_calls=tuple(calls), finish_reason="tool_calls", markers=markers)
     text = _plan(place, days, tool_results, earlier) if place else _no_place(request, earlier)
     return Reply(text=text, markers=markers)
+
+
+def _any_agent(
+    request: str,
+    markers: frozenset[str],
+    names: list[str],
+    schemas: Mapping[str, dict[str, Any]],
+    tool_results: list[dict[str, Any]],
+    call_id: str,
+) -> Reply:
+    """Any other agent: call its first tool once (a handoff tool with ``[[handoff]]``), with
+    arguments made from the tool's schema, then answer with what the tool returned."""
+    if not tool_results:
+        handoffs = [name for name in names if name.startswith("transfer_to_")]
+        tools = [name for name in names if not name.startswith("transfer_to_")]
+        chosen = handoffs[0] if "handoff" in markers and handoffs else (tools or names)[0]
+        arguments = (
+            {"unexpected": True}
+            if "bad-arguments" in markers
+            else _arguments_for(schemas.get(chosen) or {}, request)
+        )
+        call = ToolCall(call_id, chosen, json.dumps(arguments))
+        return Reply(tool_calls=(call,), finish_reason="tool_calls", markers=markers)
+    said = "; ".join(_content(result) for result in tool_results)
+    return Reply(text=f"Done: {said}", markers=markers)
+
+
+def _arguments_for(schema: dict[str, Any], request: str) -> dict[str, Any]:
+    """Values for the schema's required parameters, from the request where it can."""
+    properties = schema.get("properties") or {}
+    arguments: dict[str, Any] = {}
+    for name in schema.get("required") or []:
+        spec = properties.get(name) or {}
+        kind = spec.get("type")
+        if spec.get("enum"):
+            arguments[name] = spec["enum"][0]
+        elif kind == "integer":
+            arguments[name] = _days(request)
+        elif kind == "number":
+            arguments[name] = 100
+        elif kind == "boolean":
+            arguments[name] = True
+        else:
+            arguments[name] = find_place(request) or request[:60]
+    return arguments
 
 
 def _content(message: dict[str, Any]) -> str:

@@ -56,9 +56,9 @@ def create_app(delay_seconds: float = 0.0, stall_seconds: float = 30.0) -> Starl
             return _error(400, "invalid_request_error", "'messages' is required")
         state.requests.append(_record(request, body))
         offered = {
-            t.get("function", {}).get("name")
+            t["function"].get("name"): t["function"].get("parameters") or {}
             for t in body.get("tools") or []
-            if isinstance(t, dict)
+            if isinstance(t, dict) and isinstance(t.get("function"), dict)
         }
         reply = reply_to(body["messages"], offered)
         key = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()

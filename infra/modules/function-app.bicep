@@ -21,6 +21,11 @@ param openAiEndpoint string
 param openAiDeploymentName string
 @description('Durable Task Scheduler endpoint; empty keeps the Azure Storage backend of host.json.')
 param schedulerEndpoint string
+@description('AUTH_MODE: key, entra or easyauth.')
+param authMode string
+param authTenantId string
+@description('With authMode entra: the audience of the API\'s tokens.')
+param authAudience string
 
 var storageSuffix = environment().suffixes.storage
 
@@ -62,6 +67,13 @@ var appSettings = {
   CONVERSATION_TTL_DAYS: '30'
   RUN_LEASE_SECONDS: '30'
   RUN_START_DEADLINE_SECONDS: '300'
+  AUTH_MODE: authMode
+  AUTH_ENTRA_TENANT_ID: authTenantId
+  AUTH_ENTRA_AUDIENCE: authAudience
+  AUTH_LEEWAY_SECONDS: '60'
+  LIMIT_ACTIVE_RUNS: '5'
+  LIMIT_RUNS_PER_MINUTE: '30'
+  LIMIT_OPEN_STREAMS: '20'
 }
 
 // Settings the Functions host, the Python worker and azure-identity read.

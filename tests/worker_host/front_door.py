@@ -10,7 +10,7 @@ client goes away the forwarded request is closed, so the worker sees the disconn
 Entity endpoint (the durable client's ``rpcBaseUrl``): ``POST entities/{name}/{key}?op=``
 queues an operation with the posted body as its input; queued operations reach the entity
 function as batches in the extension's format (the development host's ``EntityHost``), each
-batch one ``InvocationRequest``.
+batch one ``InvocationRequest``; ``GET entities/{name}/{key}`` reads the state (404 when none).
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def create_front_door(
         for info in host.functions.values()
         if info.trigger["type"] == "httpTrigger"
     ]
-    routes.append(_signal_route(entities))
+    routes.extend(_entity_routes(entities))
     app = Starlette(routes=routes)
     app.state.entities = entities
     app.state.forwarder = forwarder
@@ -151,7 +151,9 @@ def durable_client_json(request: Request) -> str:
     return durable_client_binding(webhooks, f"{base}{DURABLE_PREFIX}/", TASK_HUB)
 
 
-def _signal_route(entities: EntityHost) -> Route:
+def _entity_routes(entities: EntityHost) -> list[Route]:
+    """The extension's entity endpoint: signal (POST) and read the state (GET)."""
+
     async def signal(request: Request) -> Response:
         name, key = request.path_params["name"], request.path_params["key"]
         operation = request.query_params.get("op")
@@ -162,7 +164,12 @@ def _signal_route(entities: EntityHost) -> Route:
         entities.signal(name, key, operation, (await request.body()).decode() or None)
         return Response(status_code=202)
 
-    return Route(DURABLE_PREFIX + "/entities/{name}/{key}", signal, methods=["POST"])
+    async def read_state(request: Request) -> Response:
+        state = entities.state(request.path_params["name"], request.path_params["key"])
+        return Response(status_code=404) if state is None else JSONResponse(state)
+
+    path = DURABLE_PREFIX + "/entities/{name}/{key}"
+    return [Route(path, signal, methods=["POST"]), Route(path, read_state, methods=["GET"])]
 
 
 def _entity_handler(

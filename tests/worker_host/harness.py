@@ -46,12 +46,15 @@ def worker_env(env: dict[str, str]) -> dict[str, str]:
 
 
 @contextmanager
-def running_worker(env: dict[str, str], log: Path) -> Iterator[Harness]:
-    """The app under the real worker, reachable over HTTP; the worker is killed at the end."""
+def running_worker(env: dict[str, str], log: Path, app_directory: Path = REPO) -> Iterator[Harness]:
+    """The app under the real worker, reachable over HTTP; the worker is killed at the end.
+
+    ``app_directory`` holds the ``function_app.py`` the worker indexes (the repository's, by
+    default)."""
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="harness-loop", daemon=True)
     thread.start()
-    host = WorkerHost(PYTHON_313, REPO, worker_env(env), log)
+    host = WorkerHost(PYTHON_313, app_directory, worker_env(env), log)
     harness = Harness("", host, EntityBatches(), loop)
     server: uvicorn.Server | None = None
     try:

@@ -1,0 +1,1 @@
+"""The OpenAI Responses-compatible surface under ``/api/v1``."""
