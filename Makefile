@@ -65,9 +65,11 @@ test: $(VENV)/.installed worker-venv infra-tools redis-server chromium check
 	$(PY) -m pytest
 
 # The inner loop: the tests not marked slow (under a minute), timed. `make check` for the rest.
+# Two workers, each taking whole modules (a module's app process starts once).
+FAST := -m "not slow" -n 2 --dist loadfile
 test-fast: $(VENV)/.installed redis-server
 	@start=$$(date +%s); \
-	$(PY) -m pytest -q -m "not slow"; status=$$?; \
+	$(PY) -m pytest -q $(FAST); status=$$?; \
 	echo "make test-fast: $$(( $$(date +%s) - start )) s"; exit $$status
 
 # Regenerate the deploy lock (requirements.txt, hashed) from pyproject.toml's dependencies.
@@ -78,15 +80,16 @@ lock: $(VENV)/.installed
 .venv-lowest/.installed: pyproject.toml requirements-dev.txt $(VENV)/.installed
 	rm -rf .venv-lowest
 	$(PYTHON) -m venv .venv-lowest
-	$(PY) -m uv pip compile --quiet pyproject.toml requirements-dev.txt --extra dev \
+	$(PY) -m uv pip compile --quiet pyproject.toml requirements-dev.txt \
+		--extra dev --extra openai-agents --extra agent-framework \
 		--resolution lowest-direct --python-version 3.11 --output-file .venv-lowest/requirements.txt
-	$(PY) -m uv pip install --quiet --python .venv-lowest/bin/python \
+	$(PY) -m uv pip install --quiet --compile-bytecode --python .venv-lowest/bin/python \
 		-r .venv-lowest/requirements.txt
 	$(PY) -m uv pip install --quiet --python .venv-lowest/bin/python --no-deps --editable .
 	touch $@
 
 test-lower-bounds: .venv-lowest/.installed redis-server
-	.venv-lowest/bin/python -m pytest -q -m "not slow"
+	.venv-lowest/bin/python -m pytest -q $(FAST)
 
 # The app under azure-functions-runtime, driven over the host's gRPC protocol (tests/worker_host).
 test-worker: $(VENV)/.installed worker-venv redis-server

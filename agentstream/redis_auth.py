@@ -18,7 +18,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from redis.auth.token import SimpleToken
@@ -124,7 +124,7 @@ class EntraTokenProvider(StreamingCredentialProvider):
 
 
 def _on_loop(
-    callback: Callable[[Any], Awaitable[None]], loop: asyncio.AbstractEventLoop
+    callback: Callable[[Any], Coroutine[Any, Any, None]], loop: asyncio.AbstractEventLoop
 ) -> Callable[[SimpleToken], None]:
     """A refresher-thread listener that runs ``callback`` on ``loop`` (if it still runs)."""
 

@@ -21,6 +21,8 @@ from .devhost_process import running_devhost
 from .model_gate import HELD, ModelGate
 from .standins import scripted_services
 
+pytestmark = pytest.mark.slow  # two development-host processes on one Redis
+
 HELD_PLAN = f"{HELD} Plan 2 days in Lisbon"
 
 

@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import grimp
@@ -135,3 +136,16 @@ def test_a_planted_layer_violation_breaks_a_contract(
     result = lint_imports(tmp_path)
     assert result.returncode != 0, result.stdout
     assert f"{broken}" in result.stdout and "BROKEN" in result.stdout, result.stdout
+
+
+def test_every_module_of_the_engine_has_a_layer() -> None:
+    """A new top-level module of ``agentstream`` is placed in the layers contract, so the
+    contract constrains it (a module it does not name may import anything)."""
+    contract = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["importlinter"]
+    [layers] = [c["layers"] for c in contract["contracts"] if c["type"] == "layers"]
+    named = {name.strip() for layer in layers for name in layer.split("|")}
+    package = REPO / "agentstream"
+    modules = {p.stem for p in package.glob("*.py") if p.stem != "__init__"}
+    modules |= {p.parent.name for p in package.glob("*/__init__.py")}
+    modules.discard("web")  # the browser page: data, no imports
+    assert modules - named == set(), "add these to [tool.importlinter] layers in pyproject.toml"

@@ -25,6 +25,8 @@ from .redis_server import free_port
 from .servers import serve_in_thread
 from .test_launcher import launcher
 
+pytestmark = pytest.mark.slow  # `make run`'s launcher and its processes
+
 VENV_PYTHON = Path(sys.executable)
 
 # What Core Tools do by default: start the worker with the `python` found on PATH. The "worker"
@@ -114,7 +116,6 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-@pytest.mark.slow
 def test_ctrl_c_during_a_run_stops_everything_promptly_quietly_and_ends_the_run(
     redis_port: int,
 ) -> None:
@@ -148,7 +149,8 @@ def test_ctrl_c_during_a_run_stops_everything_promptly_quietly_and_ends_the_run(
 
     # The run ended as cancelled, in the stream every reader follows.
     stream = stream_key(started["conversation_id"])
-    last = redis.Redis(port=redis_port, decode_responses=True).xrevrange(stream, count=1)
+    with redis.Redis(port=redis_port, decode_responses=True) as client:
+        last = client.xrevrange(stream, count=1)
     assert last[0][1]["type"] == "run.cancelled"
 
 

@@ -28,6 +28,8 @@ from .redis_cluster import RedisClusterUnderTest, running_cluster
 from .standins import scripted_services
 from .test_many_readers import read_lines, write_runs
 
+pytestmark = pytest.mark.slow  # six cluster nodes and the app on them
+
 HUB_NAMES = ("agentstream-hub",)
 READER_NAMES = ("agentstream-readers", "agentstream-blocking-readers")
 

@@ -68,13 +68,6 @@ def client(base_url: str) -> Iterator[openai.OpenAI]:
         yield sdk
 
 
-@pytest.fixture
-def sync_redis(redis_port: int) -> Iterator[redis.Redis]:
-    connection = redis.Redis(port=redis_port, decode_responses=True)
-    yield connection
-    connection.close()
-
-
 def restarted_response(base_url: str, client: openai.OpenAI, sync: redis.Redis) -> str:
     """A response whose run crashed after text and a tool call and was delivered again: the
     real entity then writes ``run.restarted`` and the whole run again."""
@@ -112,9 +105,9 @@ def restarted_response(base_url: str, client: openai.OpenAI, sync: redis.Redis) 
 
 
 def test_the_sdk_scenario_with_the_newest_sdk(
-    base_url: str, client: openai.OpenAI, sync_redis: redis.Redis
+    base_url: str, client: openai.OpenAI, redis_store: redis.Redis
 ) -> None:
-    restarted = restarted_response(base_url, client, sync_redis)
+    restarted = restarted_response(base_url, client, redis_store)
     events = [e.model_dump() for e in client.responses.retrieve(restarted, stream=True)]
     done = [e["item"]["status"] for e in events if e["type"] == "response.output_item.done"]
     # The crashed attempt: its first text closed by its tool call, then its open text and call.
@@ -243,7 +236,7 @@ def test_a_conversation_continues_by_its_id(client: openai.OpenAI) -> None:
 
 
 def test_after_the_stream_expired_the_kept_response_is_served_but_not_streamed(
-    base_url: str, client: openai.OpenAI, sync_redis: redis.Redis
+    base_url: str, client: openai.OpenAI, redis_store: redis.Redis
 ) -> None:
     kept = client.responses.create(model="travelplanner", input="Plan 1 day in Bath")
     assert kept.status == "completed"  # a plain create waits for the end, and keeps the result
@@ -254,9 +247,9 @@ def test_after_the_stream_expired_the_kept_response_is_served_but_not_streamed(
     other = unread.model_dump()["conversation"]["id"].removeprefix("conv_")
     Api(base_url).read_run(other)  # the run ends while no Responses reader looks
     for conversation in (cid, other):
-        sync_redis.pexpire(stream_key(conversation), 1)
-        sync_redis.pexpire(meta_key(conversation), 1)
-    while sync_redis.exists(stream_key(cid), stream_key(other)):
+        redis_store.pexpire(stream_key(conversation), 1)
+        redis_store.pexpire(meta_key(conversation), 1)
+    while redis_store.exists(stream_key(cid), stream_key(other)):
         pass  # the keys expire on Redis's clock; EXISTS sees it the moment they do
     again = client.responses.retrieve(kept.id)
     assert again.model_dump() == kept.model_dump()
