@@ -7,18 +7,24 @@ PY := $(VENV)/bin/python
 PYTHON313 ?= $(shell p=$$(pyenv prefix 3.13 2>/dev/null) && echo $$p/bin/python3.13 || command -v python3.13)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test test-worker lint bench redis-server chromium worker-venv infra-tools
+.PHONY: run test test-fast test-lower-bounds check lock test-worker lint bench redis-server \
+	chromium worker-venv infra-tools
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-openai-agents.txt requirements-agent-framework.txt pyproject.toml
+# pip checks hashes all or nothing per call: the hashed lock (what deploys) in one call, then the
+# exactly pinned tools and the package's extras (development host, console client, the adapters the
+# tests run) in another.
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements-dev.txt
-	$(PY) -m pip install --quiet --no-deps --editable .
+	$(PY) -m pip install --quiet --require-hashes -r requirements.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt \
+		--editable '.[dev,openai-agents,agent-framework]'
 	touch $@
 
-.venv313/.installed: requirements.txt requirements-openai-agents.txt requirements-agent-framework.txt tests/requirements-worker.txt
+.venv313/.installed: requirements.txt tests/requirements-worker.txt
 	@if [ -n "$(PYTHON313)" ] && "$(PYTHON313)" --version >/dev/null 2>&1; then \
 		"$(PYTHON313)" -m venv .venv313 && \
+		.venv313/bin/python -m pip install --quiet --require-hashes -r requirements.txt && \
 		.venv313/bin/python -m pip install --quiet -r tests/requirements-worker.txt && \
 		touch $@; \
 	else \
@@ -46,10 +52,44 @@ chromium:
 		echo "Installing chromium from the distribution's packages"; \
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null; }
 
-test: $(VENV)/.installed worker-venv infra-tools redis-server chromium
+# The static checks: lint, format, the lock against pyproject.toml (offline), types, import layers.
+check: $(VENV)/.installed
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m agentstream_dev.lock_file check
+	$(PY) -m mypy
+	$(VENV)/bin/lint-imports
+
+# Everything: the static checks and every test, the slow ones included.
+test: $(VENV)/.installed worker-venv infra-tools redis-server chromium check
 	$(PY) -m pytest
+
+# The inner loop: the tests not marked slow (under a minute), timed. `make check` for the rest.
+# Two workers, each taking whole modules (a module's app process starts once).
+FAST := -m "not slow" -n 2 --dist loadfile
+test-fast: $(VENV)/.installed redis-server
+	@start=$$(date +%s); \
+	$(PY) -m pytest -q $(FAST); status=$$?; \
+	echo "make test-fast: $$(( $$(date +%s) - start )) s"; exit $$status
+
+# Regenerate the deploy lock (requirements.txt, hashed) from pyproject.toml's dependencies.
+lock: $(VENV)/.installed
+	$(PY) -m agentstream_dev.lock_file write
+
+# The lowest versions pyproject.toml's ranges allow (Python 3.11), with the fast tests.
+.venv-lowest/.installed: pyproject.toml requirements-dev.txt $(VENV)/.installed
+	rm -rf .venv-lowest
+	$(PYTHON) -m venv .venv-lowest
+	$(PY) -m uv pip compile --quiet pyproject.toml requirements-dev.txt \
+		--extra dev --extra openai-agents --extra agent-framework \
+		--resolution lowest-direct --python-version 3.11 --output-file .venv-lowest/requirements.txt
+	$(PY) -m uv pip install --quiet --compile-bytecode --python .venv-lowest/bin/python \
+		-r .venv-lowest/requirements.txt
+	$(PY) -m uv pip install --quiet --python .venv-lowest/bin/python --no-deps --editable .
+	touch $@
+
+test-lower-bounds: .venv-lowest/.installed redis-server
+	.venv-lowest/bin/python -m pytest -q $(FAST)
 
 # The app under azure-functions-runtime, driven over the host's gRPC protocol (tests/worker_host).
 test-worker: $(VENV)/.installed worker-venv redis-server

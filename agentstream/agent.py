@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import httpx
 import openai
 
-from .failures import RunFailure
+from .failures import MODEL_CREDENTIALS_REJECTED, RunFailure
 from .tools import Toolbox
 
 logger = logging.getLogger(__name__)
@@ -148,7 +148,7 @@ class ChatCompletionsLoop:
             **self._model_settings,
             "model": self._model,
             "messages": [
-                {"role": "system", "content": self._instructions(conversation)},
+                {"role": "system", "content": self._instructions(list(conversation))},
                 *conversation,
             ],
             "stream": True,
@@ -190,6 +190,9 @@ class ChatCompletionsLoop:
                 raise failure("content_filtered") from None
             logger.warning("model rejected the request: HTTP %s", exc.status_code)
             raise failure("model_rejected") from None
+        except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
+            logger.warning("model refused the app's credentials: HTTP %s", exc.status_code)
+            raise RunFailure("model_rejected", MODEL_CREDENTIALS_REJECTED) from None
         except openai.APIStatusError as exc:
             logger.warning("model request failed: HTTP %s", exc.status_code)
             retryable = exc.status_code == 429 or exc.status_code >= 500

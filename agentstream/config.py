@@ -356,6 +356,11 @@ def _pool_settings(reader: _Reader) -> PoolSettings:
     )
 
 
+def _azure_openai_key(reader: _Reader) -> str | None:
+    """``AZURE_OPENAI_API_KEY``, the name the openai SDK reads; else ``AZURE_OPENAI_KEY``."""
+    return reader.text("AZURE_OPENAI_API_KEY", "") or reader.text("AZURE_OPENAI_KEY", "") or None
+
+
 def _model_settings(reader: _Reader) -> ModelSettings | None:
     timeout = reader.number("MODEL_TIMEOUT_SECONDS", 60.0)
     retries = reader.integer("MODEL_MAX_RETRIES", 2, minimum=0)
@@ -375,15 +380,16 @@ def _model_settings(reader: _Reader) -> ModelSettings | None:
             provider="azure",
             model=deployment,
             endpoint=endpoint,
-            api_version=reader.text("AZURE_OPENAI_API_VERSION", "2024-10-21"),
-            api_key=reader.text("AZURE_OPENAI_KEY", "") or None,
+            api_version=reader.text("AZURE_OPENAI_API_VERSION", "")
+            or reader.text("OPENAI_API_VERSION", "2024-10-21"),
+            api_key=_azure_openai_key(reader),
             timeout_seconds=timeout,
             max_retries=retries,
         )
-    if reader.text("AZURE_OPENAI_DEPLOYMENT", "") or reader.text("AZURE_OPENAI_KEY", ""):
+    if reader.text("AZURE_OPENAI_DEPLOYMENT", "") or _azure_openai_key(reader):
         raise ConfigError(
             "AZURE_OPENAI_ENDPOINT is required when AZURE_OPENAI_DEPLOYMENT or "
-            "AZURE_OPENAI_KEY is set"
+            "AZURE_OPENAI_API_KEY is set"
         )
     base_url = reader.text("OPENAI_BASE_URL", "")
     api_key = reader.text("OPENAI_API_KEY", "")

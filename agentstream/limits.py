@@ -135,10 +135,20 @@ async def admit_run(
     conversation_id: str,
     run_id: str,
     run_limits: control.Limits,
+    idempotency_key: str | None = None,
 ) -> RunAdmission:
-    """Count a new run against the caller's limits, or raise :class:`OverLimit`."""
+    """Count a new run against the caller's limits, or raise :class:`OverLimit`.
+
+    A retry with an ``Idempotency-Key`` the conversation already knows starts nothing (it gets
+    the first answer back), so it is not counted, and not refused either.
+    """
+    not_counted = RunAdmission(None, limit_key, "", run_id)
     if not (limits.active_runs or limits.runs_per_minute):
-        return RunAdmission(None, limit_key, "", run_id)
+        return not_counted
+    if idempotency_key and await client.hexists(
+        meta_key(conversation_id), f"idem:{idempotency_key}"
+    ):
+        return not_counted
     member = f"{conversation_id} {run_id}"
     runs, starts, _ = _keys(limit_key)
     args = [limits.active_runs, limits.runs_per_minute, member, run_id, BUSY_RETRY_AFTER_SECONDS]

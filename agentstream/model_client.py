@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import openai
 
 from .config import ModelSettings, Settings, get_settings
-from .failures import RunFailure
+from .failures import MODEL_SIGN_IN_FAILED, RunFailure
+
+logger = logging.getLogger(__name__)
 
 COGNITIVE_SERVICES_SCOPE = "https://cognitiveservices.azure.com/.default"
 
@@ -16,9 +20,9 @@ COGNITIVE_SERVICES_SCOPE = "https://cognitiveservices.azure.com/.default"
 def create_model_client(model: ModelSettings, credential: Any | None = None) -> openai.OpenAI:
     """An ``openai`` client for Azure OpenAI (key or Entra ID) or an OpenAI-compatible server.
 
-    Without ``AZURE_OPENAI_KEY`` the Azure client authenticates with Microsoft Entra ID:
-    ``DefaultAzureCredential`` (managed identity in Azure, the developer's login locally) through a
-    bearer-token provider for the Cognitive Services scope, refreshed by azure-identity.
+    Without a key (``AZURE_OPENAI_API_KEY`` or ``AZURE_OPENAI_KEY``) the Azure client
+    authenticates with Microsoft Entra ID: ``DefaultAzureCredential`` (managed identity in Azure,
+    the developer's login locally) through :func:`entra_token_provider`.
     """
     if model.provider == "azure":
         return openai.AzureOpenAI(**_azure_arguments(model, credential))
@@ -50,29 +54,55 @@ def _azure_arguments(model: ModelSettings, credential: Any | None) -> dict[str, 
     }
     if model.api_key:
         return {**arguments, "api_key": model.api_key}
-    from azure.identity import DefaultAzureCredential, get_bearer_token_provider
+    from azure.identity import DefaultAzureCredential
 
-    token_provider = get_bearer_token_provider(
-        credential or DefaultAzureCredential(), COGNITIVE_SERVICES_SCOPE
-    )
+    token_provider = entra_token_provider(credential or DefaultAzureCredential())
     return {**arguments, "azure_ad_token_provider": token_provider}
+
+
+def entra_token_provider(credential: Any) -> Callable[[], str]:
+    """Bearer tokens for the Cognitive Services scope, refreshed by azure-identity.
+
+    A failed sign-in ends the run as ``model_rejected`` saying what to check, instead of an
+    internal error (azure-identity's own text describes the machine; it is not shown).
+    """
+    from azure.core.exceptions import ClientAuthenticationError
+    from azure.identity import get_bearer_token_provider
+
+    provider = get_bearer_token_provider(credential, COGNITIVE_SERVICES_SCOPE)
+
+    def token() -> str:
+        try:
+            return provider()
+        except ClientAuthenticationError as exc:  # CredentialUnavailableError is one
+            logger.warning("model: Microsoft Entra ID sign-in failed (%s)", type(exc).__name__)
+            raise RunFailure("model_rejected", MODEL_SIGN_IN_FAILED) from None
+
+    return token
 
 
 _lock = threading.Lock()
 _client: openai.OpenAI | None = None
 
 
+NOT_CONFIGURED = (
+    "No model is configured for this app. Set AZURE_OPENAI_ENDPOINT and "
+    "AZURE_OPENAI_DEPLOYMENT, or OPENAI_BASE_URL and OPENAI_MODEL."
+)
+
+
+def configured_model(settings: Settings) -> ModelSettings:
+    """The model settings; a run without them ends as ``run.failed`` ``model_not_configured``."""
+    if settings.model is None:
+        raise RunFailure("model_not_configured", NOT_CONFIGURED)
+    return settings.model
+
+
 def shared_model_client(settings: Settings | None = None) -> tuple[openai.OpenAI, str]:
     """The process-wide client and the model (or deployment) name to call."""
     global _client
-    settings = settings or get_settings()
-    if settings.model is None:
-        raise RunFailure(
-            "model_not_configured",
-            "No model is configured for this app. Set AZURE_OPENAI_ENDPOINT and "
-            "AZURE_OPENAI_DEPLOYMENT, or OPENAI_BASE_URL and OPENAI_MODEL.",
-        )
+    model = configured_model(settings or get_settings())
     with _lock:
         if _client is None:
-            _client = create_model_client(settings.model)
-        return _client, settings.model.model
+            _client = create_model_client(model)
+        return _client, model.model

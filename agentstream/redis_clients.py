@@ -19,38 +19,33 @@ import redis.exceptions
 import redis.retry
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
-from redis.credentials import CredentialProvider
 
 from .backoff import REDIS_COMMAND, REDIS_WRITE, RedisBackoff
 from .config import RedisSettings, Settings, get_settings
+from .redis_auth import EntraTokenProvider
 from .redis_topology import async_cluster_client, sync_cluster_client, uses_cluster
 from .streamlog.capacity import AtCapacity
 from .streamlog.hub import StreamHub
 from .streamlog.keys import SLOT_GROUPS
 from .telemetry import instrument_redis
 
-_REDIS_SCOPE = "https://redis.azure.com/.default"
 # Above the longest XREAD BLOCK a reader issues, so a blocked read is never cut by the socket.
 _SOCKET_TIMEOUT_MARGIN = 30.0
 
+_entra_lock = threading.Lock()
+_entra_providers: dict[str, EntraTokenProvider] = {}
 
-class EntraIdCredentialProvider(CredentialProvider):
-    """Microsoft Entra ID tokens as Redis passwords (Azure Managed Redis / Azure Cache for Redis).
 
-    The token is fetched on every new connection; azure-identity caches it until shortly before
-    it expires, so this costs nothing on the hot path.
+def entra_provider(username: str, credential: Any | None = None) -> EntraTokenProvider:
+    """The process's Entra ID token provider: one token refresher for every client.
+
+    ``credential`` (``DefaultAzureCredential`` when not given) counts on the first call only.
     """
-
-    def __init__(self, username: str, credential: Any | None = None) -> None:
-        if credential is None:
-            from azure.identity import DefaultAzureCredential
-
-            credential = DefaultAzureCredential()
-        self._username = username
-        self._credential = credential
-
-    def get_credentials(self) -> tuple[str, str]:
-        return self._username, self._credential.get_token(_REDIS_SCOPE).token
+    with _entra_lock:
+        provider = _entra_providers.get(username)
+        if provider is None:
+            provider = _entra_providers[username] = EntraTokenProvider(username, credential)
+        return provider
 
 
 def client_kwargs(settings: RedisSettings, socket_timeout: float | None) -> dict[str, Any]:
@@ -63,7 +58,7 @@ def client_kwargs(settings: RedisSettings, socket_timeout: float | None) -> dict
     )
     if settings.use_entra_id:
         kwargs.pop("username", None)
-        kwargs["credential_provider"] = EntraIdCredentialProvider(settings.username or "")
+        kwargs["credential_provider"] = entra_provider(settings.username or "")
     return kwargs
 
 
@@ -104,7 +99,9 @@ class _Clients:
             if self.cluster:
                 return async_cluster_client(kwargs, name=name, size=size, wait_seconds=wait)
             pool = _SizedPool(max_connections=size, timeout=wait, client_name=name, **kwargs)
-            return aioredis.Redis(connection_pool=pool)
+            # Named again here so the client subscribes the pool to token rotation.
+            provider = kwargs.get("credential_provider")
+            return aioredis.Redis(connection_pool=pool, credential_provider=provider)
 
         self.requests = instrument_redis(
             client("agentstream-requests", pools.request_connections, pools.wait_seconds)
@@ -164,7 +161,11 @@ def sync_redis(settings: Settings | None = None) -> redis.Redis:
             # No automatic retries here: the writer retries its own idempotent scripts for a
             # budget (streamlog.retry), which makes a retried append safe.
             _sync_client = instrument_redis(
-                redis.Redis(connection_pool=pool, retry=redis.retry.Retry(NoBackoff(), 0))
+                redis.Redis(
+                    connection_pool=pool,
+                    retry=redis.retry.Retry(NoBackoff(), 0),
+                    credential_provider=kwargs.get("credential_provider"),
+                )
             )
         return _sync_client
 

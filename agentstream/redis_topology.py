@@ -19,11 +19,14 @@ import redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterPipeline
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.exceptions import MaxConnectionsError
 
 from .config import TopologySettings
 from .streamlog.capacity import AtCapacity
 
 _lock = threading.Lock()
+# How often a command that found its node's connections all taken looks again.
+_CONNECTION_BACK_SECONDS = 0.005
 _detected: dict[tuple[str, int], bool] = {}
 
 
@@ -52,33 +55,50 @@ def cluster_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
 
 
 class BoundedAsyncCluster(AsyncRedisCluster):
-    """An asyncio cluster client that never holds more than ``max_connections`` per node.
+    """An asyncio cluster client that holds at most ``max_connections`` per node, waiting for one.
 
     redis-py's cluster node refuses a command at once when its connections are all busy; like the
-    plain pools (``_SizedPool``), a command here waits up to ``wait_seconds`` for one of the
-    client's ``max_connections`` turns and then raises :class:`AtCapacity`. Commands in flight are
-    bounded for the whole client, so no node can hold more connections than that either.
+    plain pools (``_SizedPool``), a command here waits up to ``wait_seconds`` for one of its node's
+    ``max_connections`` turns and then raises :class:`AtCapacity`.
     """
 
     def __init__(self, *args: Any, wait_seconds: float, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._turns = asyncio.Semaphore(kwargs["max_connections"])
+        self._size = kwargs["max_connections"]
+        self._turns: dict[str, asyncio.Semaphore] = {}
         self._wait_seconds = wait_seconds
 
     @contextlib.asynccontextmanager
-    async def turn(self) -> AsyncIterator[None]:
+    async def turn(self, node_name: str) -> AsyncIterator[None]:
+        """One of ``node_name``'s connections, for one command or pipeline."""
+        turns = self._turns.get(node_name)
+        if turns is None:
+            turns = self._turns[node_name] = asyncio.Semaphore(self._size)
         try:
-            await asyncio.wait_for(self._turns.acquire(), self._wait_seconds)
+            # asyncio.timeout, not wait_for: a turn acquired just as the wait ran out is given
+            # back instead of lost.
+            async with asyncio.timeout(self._wait_seconds):
+                await turns.acquire()
         except TimeoutError:
             raise AtCapacity("no Redis connection free in this worker") from None
         try:
             yield
         finally:
-            self._turns.release()
+            turns.release()
 
-    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
-        async with self.turn():
-            return await super().execute_command(*args, **kwargs)
+    async def _execute_command(self, target_node: Any, *args: Any, **kwargs: Any) -> Any:
+        async with self.turn(target_node.name):
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self._wait_seconds
+            while True:
+                try:
+                    return await super()._execute_command(target_node, *args, **kwargs)
+                except MaxConnectionsError:
+                    # Raised before anything was sent (redis-py's slot-map refreshes and
+                    # redirects use the node's connections outside these turns): wait for one.
+                    if loop.time() > deadline:
+                        raise AtCapacity("no Redis connection free in this worker") from None
+                    await asyncio.sleep(_CONNECTION_BACK_SECONDS)
 
     async def _determine_slot(self, command: str, *args: Any) -> int:
         # redis-py asks the server (COMMAND GETKEYS, a round trip of its own) for the keys of a
@@ -99,10 +119,17 @@ class BoundedAsyncCluster(AsyncRedisCluster):
 
 
 class _BoundedPipeline(ClusterPipeline):
+    """The app's pipelines stay in one slot: they take a turn of that slot's node."""
+
     async def execute(self, *args: Any, **kwargs: Any) -> Any:
         client = self.cluster_client
         assert isinstance(client, BoundedAsyncCluster)
-        async with client.turn():
+        queued = self._execution_strategy._command_queue
+        if not queued:
+            return await super().execute(*args, **kwargs)
+        await client.initialize()
+        node = client.get_node_from_key(queued[0].args[1])
+        async with client.turn(node.name):
             return await super().execute(*args, **kwargs)
 
 

@@ -1,4 +1,4 @@
-"""agentstream-chat (python -m agentstream_client): chat with the travel planner.
+"""agentstream-chat (python -m agentstream_client): chat with one of the app's agents (--agent).
 
 Interactive by default: Enter or Ctrl-C while an answer streams pauses it (Enter resumes, /new
 starts a new conversation, /quit exits). With --message it sends one message and streams the
@@ -19,7 +19,7 @@ from typing import Any, TextIO
 
 from agentstream.events import dumps_line
 
-from .http import ApiClient, ApiError, ServerLost, StreamPosition, Unreachable
+from .http import DEFAULT_AGENT, ApiClient, ApiError, ServerLost, StreamPosition, Unreachable
 from .render import RESET, TerminalRenderer
 
 EXIT_COMPLETED, EXIT_FAILED, EXIT_ERROR, EXIT_CANCELLED = 0, 1, 2, 3
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     interactive = args.message is None and args.conversation is None
     if interactive:
         _restore_ctrl_c()
-    client = ApiClient(args.url, args.key, token=args.token)
+    client = ApiClient(args.url, args.key, token=args.token, agent=args.agent)
     try:
         if args.message is not None:
             return one_shot(client, args.message, args.conversation, args.format)
@@ -107,6 +107,12 @@ def _parser() -> argparse.ArgumentParser:
         default=os.environ.get("AGENTSTREAM_TOKEN"),
         help="bearer token, with AUTH_MODE=entra (env AGENTSTREAM_TOKEN)",
     )
+    parser.add_argument(
+        "--agent",
+        default=os.environ.get("AGENTSTREAM_AGENT", DEFAULT_AGENT),
+        help=f"the agent to talk to, as GET /api/agents lists them (default: {DEFAULT_AGENT}; "
+        "env AGENTSTREAM_AGENT)",
+    )
     parser.add_argument("-m", "--message", help="send this message, stream the answer, exit")
     parser.add_argument("-c", "--conversation", help="conversation id to continue or resume")
     parser.add_argument("--cursor", help="with --conversation alone: resume after this id")
@@ -139,11 +145,17 @@ def start_or_restart(
     return client.start(message, None)
 
 
-def resume_hint(conversation: str, cursor: str | None, base_url: str) -> str:
-    hint = f"{PROG} -c {conversation}"
-    if base_url != DEFAULT_URL:
-        hint = f"{PROG} --url {base_url} -c {conversation}"
-    return f"{hint} --cursor {cursor}" if cursor else hint
+def resume_hint(conversation: str, cursor: str | None, client: ApiClient) -> str:
+    """The command that reads the rest: the options that differ from the defaults, the ids."""
+    words = [PROG]
+    if client.base_url != DEFAULT_URL:
+        words += ["--url", client.base_url]
+    if client.agent != DEFAULT_AGENT:
+        words += ["--agent", client.agent]
+    words += ["-c", conversation]
+    if cursor:
+        words += ["--cursor", cursor]
+    return " ".join(words)
 
 
 # --- one-shot modes ---------------------------------------------------------------------------
@@ -173,7 +185,7 @@ def _print_stream(client: ApiClient, conversation: str, cursor: str | None, fmt:
             last_type = event["type"]
     except ServerLost as exc:
         _error_line(f"{exc}. The run may still be going on; resume it with:")
-        _stderr_line(f"  {resume_hint(conversation, position.cursor, client.base_url)}")
+        _stderr_line(f"  {resume_hint(conversation, position.cursor, client)}")
         return EXIT_ERROR
     except ApiError as exc:
         if exc.code == "conversation_not_found":
@@ -297,7 +309,7 @@ class Chat:
             if not command:
                 return RESUME
             if command in QUIT_COMMANDS:
-                hint = resume_hint(self.conversation or "", position.cursor, self.client.base_url)
+                hint = resume_hint(self.conversation or "", position.cursor, self.client)
                 self.renderer.note(f"[the run goes on; read the rest with: {hint}]")
                 return QUIT
             if command == NEW_COMMAND:
@@ -316,7 +328,7 @@ class Chat:
             return
         self.renderer.flush()
         if isinstance(failure, ServerLost):
-            hint = resume_hint(self.conversation or "", position.cursor, self.client.base_url)
+            hint = resume_hint(self.conversation or "", position.cursor, self.client)
             self.renderer.note(
                 f"[{failure}. The run may still be going on; once the app is back, "
                 f"resume it with: {hint}]"

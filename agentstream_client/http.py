@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from httpx_sse import connect_sse
@@ -14,8 +15,7 @@ from httpx_sse import connect_sse
 from agentstream.backoff import RECONNECT, Backoff
 from agentstream.events import STREAM_TRUNCATED, TERMINAL_TYPES
 
-AGENT_PATH = "/api/agents/travelplanner/conversations"
-
+DEFAULT_AGENT = "travelplanner"
 
 STREAM_READ_TIMEOUT = 60.0  # well above the server's keep-alive interval (15 s by default)
 RETRYABLE_STATUSES = {502, 503, 504}
@@ -93,7 +93,10 @@ class ApiClient:
         function_key: str | None = None,
         timeout: float = 30.0,
         token: str | None = None,
+        agent: str = DEFAULT_AGENT,
     ):
+        self.agent = agent
+        self.conversations = f"/api/agents/{quote(agent, safe='')}/conversations"
         headers = {"x-functions-key": function_key} if function_key else {}
         if token:
             headers["Authorization"] = f"Bearer {token}"
@@ -115,7 +118,9 @@ class ApiClient:
             raise Unreachable(self.base_url, describe(exc)) from None
 
     def start(self, message: str, conversation_id: str | None = None) -> dict[str, Any]:
-        path = AGENT_PATH if conversation_id is None else f"{AGENT_PATH}/{conversation_id}/messages"
+        path = self.conversations
+        if conversation_id is not None:
+            path = f"{path}/{conversation_id}/messages"
         try:
             response = self.http.post(path, json={"message": message})
         except httpx.TransportError as exc:
@@ -183,7 +188,7 @@ class ApiClient:
         self, conversation_id: str, position: StreamPosition
     ) -> Iterator[dict[str, Any]]:
         params = {"cursor": position.cursor} if position.cursor else {}
-        path = f"{AGENT_PATH}/{conversation_id}/stream"
+        path = f"{self.conversations}/{conversation_id}/stream"
         with connect_sse(self.http, "GET", path, params=params) as source:
             position.response = source.response
             if source.response.status_code == 204:

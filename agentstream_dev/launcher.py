@@ -35,6 +35,7 @@ import httpx
 import redis
 
 from agentstream.config import ConfigError, ModelSettings, Settings
+from agentstream.model_client import COGNITIVE_SERVICES_SCOPE
 from agentstream.model_probe import model_status
 
 from .local_redis import start_redis_server
@@ -47,11 +48,12 @@ DEFAULT_PORT = 7071
 EXAMPLE_SETTINGS = REPO / "local.settings.json.example"
 
 
-# The whole stop takes at most APP_STOP_SECONDS plus OTHER_STOP_SECONDS per helper.
+# The whole stop takes at most APP_STOP_SECONDS plus OTHER_STOP_SECONDS per helper: under 5 s.
 APP_STOP_SECONDS = 3.5
 OTHER_STOP_SECONDS = 0.3
-STOP_SECONDS = 5
-STOPPING = "Stopping: runs in flight end as cancelled; then the app, its helpers and Redis stop."
+STOPPING = (
+    "Stopping the app (its runs end as cancelled or by their lease), then its helpers and Redis."
+)
 WORKER_PYTHON_SETTING = "languageWorkers__python__defaultExecutablePath"
 
 
@@ -115,7 +117,7 @@ class Children:
     The terminal's Ctrl-C therefore reaches only the launcher, which stops them in the reverse
     order of their start: the app first, while Redis still answers (so the runs in flight can end
     as cancelled), then the stand-ins, then Redis. Each gets a bounded time before it is killed,
-    so the whole stop stays under :data:`STOP_SECONDS`.
+    so the whole stop stays under 5 s.
     """
 
     def __init__(self) -> None:
@@ -339,15 +341,25 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def model_report(model: ModelSettings) -> str:
-    """One line on the configured model: whether it answers, and what to check when not."""
+def model_report(model: ModelSettings, credential: Any | None = None) -> str:
+    """One line on the configured model: whether it answers, and what to check when not.
+
+    With Microsoft Entra ID it also signs in once (``credential``, by default
+    ``DefaultAzureCredential``), since a model that answers is no use without a token.
+    """
     where = f"Azure OpenAI deployment {model.model}" if model.provider == "azure" else model.model
     status = asyncio.run(model_status(model))
     endpoint = "AZURE_OPENAI_ENDPOINT" if model.provider == "azure" else "OPENAI_BASE_URL"
     key = "AZURE_OPENAI_API_KEY" if model.provider == "azure" else "OPENAI_API_KEY"
     if status == "ok":
-        sign_in = " (signs in with Microsoft Entra ID: az login)" if model.uses_entra_id else ""
-        return f"Model: {where} answers{sign_in}"
+        if not model.uses_entra_id:
+            return f"Model: {where} answers"
+        if _signs_in(credential):
+            return f"Model: {where} answers; signed in with Microsoft Entra ID"
+        return (
+            f"Model: {where} answers, but signing in with Microsoft Entra ID failed: "
+            f"run az login (or set {key}); runs fail until it works"
+        )
     if status.startswith("rejected"):
         hint = f"check {key}, and that it belongs to {endpoint}"
     elif status.startswith("unreachable"):
@@ -355,6 +367,17 @@ def model_report(model: ModelSettings) -> str:
     else:
         hint = "the model service is failing; runs may fail until it recovers"
     return f"Model: {where} {status}: {hint}"
+
+
+def _signs_in(credential: Any | None) -> bool:
+    from azure.core.exceptions import ClientAuthenticationError
+    from azure.identity import DefaultAzureCredential
+
+    try:
+        (credential or DefaultAzureCredential()).get_token(COGNITIVE_SERVICES_SCOPE)
+    except ClientAuthenticationError:
+        return False
+    return True
 
 
 def _shown(path: Path) -> Path:

@@ -72,7 +72,13 @@ def write_stream(
 
 def main(argv: list[str]) -> None:
     port, rate, tokens, path, *streams = argv
-    client = redis.Redis(port=int(port), decode_responses=True)
+    # "cluster:PORT": a Redis Cluster reached through one of its nodes (bench.topologies).
+    if port.startswith("cluster:"):
+        client: redis.Redis = redis.RedisCluster(
+            host="127.0.0.1", port=int(port[8:]), decode_responses=True
+        )
+    else:
+        client = redis.Redis(port=int(port), decode_responses=True)
     out: dict[str, Any] = {}
     threads = []
     for stream in streams:

@@ -22,6 +22,13 @@ param principalId string = ''
 ])
 param redisFlavor string = 'managed'
 
+@description('Clustering policy of Azure Managed Redis. OSSCluster: clients talk to each shard directly (lowest latency; the app uses redis-py\'s cluster clients). EnterpriseCluster: one proxy endpoint that looks like a single Redis.')
+@allowed([
+  'OSSCluster'
+  'EnterpriseCluster'
+])
+param redisClusteringPolicy string = 'OSSCluster'
+
 @description('AzureStorage: the durable backend is the storage account. DurableTaskScheduler: a scheduler and task hub, with its dashboard.')
 @allowed([
   'AzureStorage'
@@ -39,6 +46,9 @@ param pythonVersion string = '3.12'
 
 @description('Region of the Azure OpenAI account; empty means the same as location.')
 param openAiLocation string = ''
+
+@description('An existing Azure OpenAI endpoint (https://<name>.openai.azure.com/) to use instead of creating an account; its deployment is openAiDeploymentName, and the app identity needs the Cognitive Services OpenAI User role on it. Empty: create one.')
+param existingOpenAiEndpoint string = ''
 
 @description('Name of the model deployment the agent calls (AZURE_OPENAI_DEPLOYMENT).')
 param openAiDeploymentName string = 'gpt-4o-mini'
@@ -142,6 +152,7 @@ module managedRedis 'modules/redis-managed.bicep' = if (redisFlavor == 'managed'
     tags: tags
     identityPrincipalId: identity.outputs.principalId
     principalId: principalId
+    clusteringPolicy: redisClusteringPolicy
   }
 }
 
@@ -157,7 +168,9 @@ module cacheRedis 'modules/redis-cache.bicep' = if (redisFlavor == 'cache') {
   }
 }
 
-module openAi 'modules/openai.bicep' = {
+var createOpenAi = empty(existingOpenAiEndpoint)
+
+module openAi 'modules/openai.bicep' = if (createOpenAi) {
   name: 'openai'
   scope: rg
   params: {
@@ -210,8 +223,9 @@ module app 'modules/function-app.bicep' = {
     logAnalyticsId: monitoring.outputs.logAnalyticsId
     redisHost: redisFlavor == 'managed' ? managedRedis.outputs.hostName : cacheRedis.outputs.hostName
     redisPort: redisFlavor == 'managed' ? managedRedis.outputs.port : cacheRedis.outputs.port
-    openAiEndpoint: openAi.outputs.endpoint
-    openAiDeploymentName: openAi.outputs.deploymentName
+    redisCluster: redisFlavor == 'managed' && redisClusteringPolicy == 'OSSCluster' ? 'true' : 'false'
+    openAiEndpoint: createOpenAi ? openAi.outputs.endpoint : existingOpenAiEndpoint
+    openAiDeploymentName: createOpenAi ? openAi.outputs.deploymentName : openAiDeploymentName
     schedulerEndpoint: useScheduler ? scheduler.outputs.endpoint : ''
     authMode: authMode
     authTenantId: tenant().tenantId
@@ -225,7 +239,8 @@ output AZURE_TENANT_ID string = tenant().tenantId
 output AZURE_RESOURCE_GROUP string = rg.name
 output AZURE_FUNCTION_APP_NAME string = app.outputs.name
 output AGENTSTREAM_URL string = app.outputs.url
-output AZURE_OPENAI_ENDPOINT string = openAi.outputs.endpoint
-output AZURE_OPENAI_DEPLOYMENT string = openAi.outputs.deploymentName
+output AZURE_OPENAI_ENDPOINT string = createOpenAi ? openAi.outputs.endpoint : existingOpenAiEndpoint
+output AZURE_OPENAI_DEPLOYMENT string = createOpenAi ? openAi.outputs.deploymentName : openAiDeploymentName
+output AZURE_IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId
 output REDIS_HOST string = redisFlavor == 'managed' ? managedRedis.outputs.hostName : cacheRedis.outputs.hostName
 output DURABLE_TASK_SCHEDULER_DASHBOARD string = useScheduler ? scheduler.outputs.dashboardUrl : ''

@@ -68,3 +68,9 @@ class Api:
 
 def text_of(events: list[dict[str, Any]]) -> str:
     return "".join(e["text"] for e in events if e["type"] == "message.delta")
+
+
+def started(response: httpx.Response) -> dict[str, Any]:
+    """The body of a start or send answer, which must be ``202 Accepted``."""
+    assert response.status_code == 202, response.text
+    return response.json()

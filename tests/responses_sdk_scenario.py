@@ -264,6 +264,18 @@ def main(base_url: str, *, stored_ids: list[str], cuts: int, seed: int = 18) -> 
     unknown_ids(sync)
 
 
+def essentials(base_url: str, *, cuts: int, seed: int) -> None:
+    """A shorter run of the same checks, for other hosts and other Redis topologies."""
+    rng = random.Random(seed)
+    client, sent = sync_client(base_url)
+    lisbon = live_cuts_sync(client, rng)
+    random_cuts(client, lisbon, rng, cuts // 2)
+    asyncio.run(async_part(base_url, rng, cuts // 2))
+    poll_and_follow_up(client)
+    cancel_running(client, sent)
+    unknown_ids(client)
+
+
 if __name__ == "__main__":
     arguments = json.loads(sys.argv[1])
     main(**arguments)

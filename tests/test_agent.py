@@ -10,7 +10,9 @@ import httpx
 import pytest
 from azure.core.credentials import AccessToken
 
+from agentstream import model_client
 from agentstream.agent import ChatCompletionsLoop
+from agentstream.agents import Agent
 from agentstream.config import Settings
 from agentstream.failures import RunFailure
 from agentstream.model_client import create_model_client
@@ -326,3 +328,40 @@ def test_scripted_model_is_deterministic(model_url: str) -> None:
     bodies = [httpx.post(f"{model_url}/v1/chat/completions", json=request).text for _ in range(2)]
     assert bodies[0] == bodies[1]
     assert bodies[0].rstrip().endswith("data: [DONE]")
+
+
+def test_an_agents_own_model_settings_and_instructions_reach_the_model(
+    model_url: str, received: list, use_settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = use_settings({"OPENAI_BASE_URL": f"{model_url}/v1", "OPENAI_MODEL": "scripted"})
+    seen: list[list[dict]] = []
+
+    def instructions(conversation: list[dict]) -> str:
+        seen.append(conversation)
+        return f"You have seen {len(conversation)} messages."
+
+    agent = Agent(
+        name="tuned",
+        instructions=instructions,
+        model="other-deployment",
+        model_settings={"temperature": 0.25, "max_tokens": 300},
+    )
+    monkeypatch.setattr(model_client, "_client", None)  # the process-wide one, for these settings
+    runner = agent.runner(settings)
+    try:
+        runner.run(
+            [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}],
+            "Hello",
+            RecordingSink(),
+        )
+    finally:
+        if model_client._client is not None:
+            model_client._client.close()
+    body = received[-1]["body"]
+    assert (body["model"], body["temperature"], body["max_tokens"]) == (
+        "other-deployment",
+        0.25,
+        300,
+    )
+    assert body["messages"][0] == {"role": "system", "content": "You have seen 3 messages."}
+    assert seen[0][-1] == {"role": "user", "content": "Hello"}

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +20,7 @@ from .api_client import Api, text_of
 from .devhost_process import running_devhost
 from .model_gate import HELD, ModelGate
 from .standins import scripted_services
+from .test_browser_page import CHROMIUM, CHROMIUM_FLAGS
 
 APP = "tests.agents_app"
 
@@ -200,5 +203,63 @@ def test_a_conversation_belongs_to_the_agent_that_started_it(base_url: str) -> N
         assert response.status_code == 404
         assert response.json()["error"]["code"] == "conversation_not_found"
     assert planner.http.get(f"{planner.agent}/conversations/{cid}").status_code == 200
+    planner.http.close()
+    packer.http.close()
+
+
+@pytest.mark.parametrize("kind", KINDS[1:], ids=IDS[1:])
+def test_the_console_client_talks_to_the_agent_it_is_given(base_url: str, kind: Kind) -> None:
+    command = [sys.executable, "-m", "agentstream_client", "--url", base_url]
+    ran = subprocess.run(
+        [*command, "--agent", kind.agent, "-m", kind.message],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.startswith("Done: ")  # the scripted answer of an agent other than ours
+    unknown = subprocess.run(
+        [*command, "--agent", "nobody", "-m", "hi"], capture_output=True, text=True, timeout=60
+    )
+    assert unknown.returncode == 2
+    assert "(unknown_agent)" in unknown.stderr
+
+
+@pytest.mark.slow  # Chromium
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (`make test` installs it)")
+def test_the_browser_page_picks_the_agent(base_url: str) -> None:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS
+        )
+        page = browser.new_page()
+        page.goto(f"{base_url}/api/ui")
+        page.wait_for_function("document.querySelectorAll('#agent option').length === 3")
+        options = page.locator("#agent option")
+        assert options.all_inner_texts() == ["travelplanner", "packer", "budget"]
+        assert page.input_value("#agent") == "travelplanner"
+        page.select_option("#agent", "budget")
+        page.wait_for_url("**/api/ui?agent=budget")
+        page.wait_for_function("document.querySelectorAll('#agent option').length === 3")
+        assert page.input_value("#agent") == "budget"
+        page.fill("#message", "My budget for Oslo")
+        page.click("#send")
+        page.wait_for_function("window.agentState.finished && !window.agentState.sending")
+        assert "Done: 100.00 USD is 92.00 EUR" in page.inner_text("#output")
+        browser.close()
+
+
+def test_an_idempotency_key_used_with_another_agent_is_refused(base_url: str) -> None:
+    planner, packer = Api(base_url, "travelplanner"), Api(base_url, "packer")
+    first = planner.start("Plan 2 days in Lisbon", **{"Idempotency-Key": "trip-42"})
+    assert first.status_code == 202
+    again = planner.start("Plan 2 days in Lisbon", **{"Idempotency-Key": "trip-42"})
+    assert again.json()["conversation_id"] == first.json()["conversation_id"]
+    elsewhere = packer.start("Plan 2 days in Lisbon", **{"Idempotency-Key": "trip-42"})
+    assert elsewhere.status_code == 422
+    assert elsewhere.json()["error"]["code"] == "idempotency_key_reused"
+    planner.read_run(first.json()["conversation_id"])
     planner.http.close()
     packer.http.close()

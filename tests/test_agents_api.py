@@ -18,11 +18,9 @@ MESSAGES = "/api/agents/{agent}/conversations/{cid}/messages"
 
 
 @pytest.fixture(scope="module")
-def api(redis_port: int) -> Iterator[Api]:
+def base_url(redis_port: int) -> Iterator[str]:
     with scripted_services(create_model_app(), redis_port) as env, running_devhost(env) as url:
-        client = Api(url)
-        yield client
-        client.http.close()
+        yield url
 
 
 @pytest.fixture(scope="module")

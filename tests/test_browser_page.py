@@ -30,9 +30,12 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
 ]
 
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="needs Debian's chromium (`make test` installs it with apt)"
-)
+pytestmark = [
+    pytest.mark.slow,  # Chromium
+    pytest.mark.skipif(
+        CHROMIUM is None, reason="needs Debian's chromium (`make test` installs it with apt)"
+    ),
+]
 
 
 @pytest.fixture(scope="module")
@@ -270,16 +273,15 @@ def test_tool_calls_are_collapsed_under_their_call(app_url: str, browser: Any) -
 
 
 def test_a_conversation_that_is_gone_is_reported_and_a_new_one_starts(
-    app_url: str, browser: Any, redis_port: int
+    app_url: str, browser: Any, redis_store: redis.Redis
 ) -> None:
     page = browser.new_page()
     page.goto(f"{app_url}/api/ui")
     ask(page, "Plan 1 day in Lisbon")
     old = answered(page)["conversationId"]
-    store = redis.Redis(port=redis_port, decode_responses=True)
-    keys = list(store.scan_iter(match=f"*:{old}"))
+    keys = list(redis_store.scan_iter(match=f"*:{old}"))
     assert keys, "every key of the conversation ends with its id"
-    store.delete(*keys)
+    redis_store.delete(*keys)
     ask(page, "Plan 2 days in Rome")
     state = answered(page)
     assert "This conversation is gone" in page.inner_text("#output")
@@ -290,7 +292,7 @@ def test_a_conversation_that_is_gone_is_reported_and_a_new_one_starts(
 
 
 def test_a_stream_whose_conversation_is_gone_says_so_and_the_next_message_starts_anew(
-    app_url: str, browser: Any, redis_port: int
+    app_url: str, browser: Any, redis_store: redis.Redis
 ) -> None:
     page = browser.new_page()
     page.goto(f"{app_url}/api/ui")
@@ -299,8 +301,7 @@ def test_a_stream_whose_conversation_is_gone_says_so_and_the_next_message_starts
     old = page.evaluate("window.agentState.conversationId")
     page.click("#toggle")
     assert page.inner_text("#status") == "disconnected"
-    store = redis.Redis(port=redis_port, decode_responses=True)
-    store.delete(*store.scan_iter(match=f"*:{old}"))
+    redis_store.delete(*redis_store.scan_iter(match=f"*:{old}"))
     page.click("#toggle")  # the stream now answers 404 and EventSource gives up
     page.wait_for_function("document.getElementById('status').textContent === 'gone'")
     assert "This conversation is gone" in page.inner_text("#output")

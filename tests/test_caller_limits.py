@@ -21,6 +21,8 @@ from .devhost_process import running_devhost
 from .model_gate import HELD, ModelGate
 from .standins import scripted_services
 
+pytestmark = pytest.mark.slow  # two development-host processes on one Redis
+
 HELD_PLAN = f"{HELD} Plan 2 days in Lisbon"
 
 
@@ -61,11 +63,14 @@ class Caller:
         own = uuid.uuid4().hex
         self.headers = {"X-Forwarded-For": f"203.0.113.9, 2001:db8::{own[:4]}:{own[4:8]}"}
 
-    def start(self, host: int, message: str = "Plan 2 days in Lisbon") -> httpx.Response:
+    def start(
+        self, host: int, message: str = "Plan 2 days in Lisbon", key: str | None = None
+    ) -> httpx.Response:
+        headers = {**self.headers, **({"Idempotency-Key": key} if key else {})}
         return httpx.post(
             f"{self.hosts[host]}{AGENT}/conversations",
             json={"message": message},
-            headers=self.headers,
+            headers=headers,
             timeout=30,
         )
 
@@ -99,9 +104,11 @@ def test_active_runs_are_counted_across_workers(
 ) -> None:
     alice, bob = Caller(hosts), Caller(hosts)
     first = started(alice.start(0, HELD_PLAN))
-    second = started(alice.start(1, HELD_PLAN))
+    second = started(alice.start(1, HELD_PLAN, key="alice-retry-1"))
     assert_over(alice.start(0, HELD_PLAN), "active_runs")
     assert_over(alice.start(1, HELD_PLAN), "active_runs")
+    # A retry of a request that did start gets its answer back, at the limit too.
+    assert started(alice.start(0, HELD_PLAN, key="alice-retry-1")) == second
     started(bob.start(1, HELD_PLAN))  # another caller is not affected
     assert closed_gate.wait_held(3) >= 3
     closed_gate.open()

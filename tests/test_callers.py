@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -299,3 +300,33 @@ def test_the_console_client_and_eventsource_urls_carry_the_token(
         timeout=30,
     )
     assert posted.status_code == 401
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (`make test` installs it)")
+def test_the_browser_page_sends_the_token_from_its_fragment(
+    base_url: str, alice: httpx.Client, bob: httpx.Client, issuer: LocalIssuer
+) -> None:
+    from playwright.sync_api import sync_playwright
+
+    token = issuer.token("alice-oid")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"]
+        )
+        try:
+            page = browser.new_page()
+            page.goto(f"{base_url}/api/ui#access_token={token}")
+            page.fill("#message", "Plan 2 days in Lisbon")
+            page.click("#send")
+            page.wait_for_function("window.agentState.finished && !window.agentState.sending")
+            state = page.evaluate("window.agentState")
+        finally:
+            browser.close()
+    assert state["runText"].startswith("Here is your 2-day plan for Lisbon")
+    # The page's POST and its EventSource carried Alice's token: the conversation is hers.
+    mine = alice.get(f"{AGENT}/conversations/{state['conversationId']}")
+    assert mine.status_code == 200
+    assert bob.get(f"{AGENT}/conversations/{state['conversationId']}").status_code == 404

@@ -15,6 +15,8 @@ import httpx
 import pexpect
 import pytest
 
+from agentstream_client.__main__ import resume_hint
+from agentstream_client.http import ApiClient
 from agentstream_dev.scripted_model.server import create_app as create_model_app
 
 from .api_client import Api, text_of
@@ -22,6 +24,8 @@ from .devhost_process import REPO, devhost_process, running_devhost
 from .flaky_proxy import ProxyStats, flaky_proxy
 from .redis_server import free_port
 from .standins import scripted_services
+
+pytestmark = pytest.mark.slow  # the console client in a terminal (pexpect), apps killed
 
 
 @pytest.fixture(scope="module")
@@ -411,3 +415,16 @@ def test_a_url_without_a_scheme_means_http_and_help_is_plain_text(app_url: str) 
         check=True,
     ).stdout
     assert "`" not in help_text and "/new" in help_text
+
+
+def test_the_resume_command_names_what_differs_from_the_defaults() -> None:
+    default = ApiClient("http://localhost:7071")
+    other = ApiClient("http://127.0.0.1:7072", agent="packer")
+    try:
+        assert resume_hint("c1", None, default) == "agentstream-chat -c c1"
+        assert resume_hint("c1", "5-0", other) == (
+            "agentstream-chat --url http://127.0.0.1:7072 --agent packer -c c1 --cursor 5-0"
+        )
+    finally:
+        default.close()
+        other.close()

@@ -16,7 +16,7 @@ from agentstream.streamlog.keys import meta_key, stream_key
 from agentstream.streamlog.runlog import RunLog
 from agentstream_dev.scripted_model.server import create_app as create_model_app
 
-from .api_client import AGENT, Api, text_of
+from .api_client import AGENT, Api, started, text_of
 from .devhost_process import running_devhost
 from .func_host import running_app
 from .standins import scripted_services
@@ -47,20 +47,8 @@ def base_url(app_env: dict[str, str]) -> Iterator[str]:
 
 
 @pytest.fixture
-def api(base_url: str) -> Iterator[Api]:
-    client = Api(base_url)
-    yield client
-    client.http.close()
-
-
-@pytest.fixture
 def model_requests(model_app: Any) -> list[dict[str, Any]]:
     return model_app.state.scripted.requests
-
-
-def started(response: httpx.Response) -> dict[str, Any]:
-    assert response.status_code == 202, response.text
-    return response.json()
 
 
 PLAN_TYPES = ["run.queued", "run.started", "tool.call", "tool.result", "tool.call", "tool.result"]
@@ -172,7 +160,7 @@ def test_a_message_during_an_active_run_is_409_and_cancel_ends_the_run(api: Api)
 
 
 def test_a_repeated_idempotency_key_starts_no_second_run(
-    api: Api, model_requests: list, redis_port: int
+    api: Api, model_requests: list, redis_store: redis.Redis
 ) -> None:
     first = started(api.start("Plan 1 day in Lisbon", **{"Idempotency-Key": "new-conv-1"}))
     again = started(api.start("Plan 1 day in Lisbon", **{"Idempotency-Key": "new-conv-1"}))
@@ -183,7 +171,7 @@ def test_a_repeated_idempotency_key_starts_no_second_run(
     repeated = started(api.send(cid, "Plan 2 days in Rome", **{"Idempotency-Key": "msg-1"}))
     assert repeated == follow_up
     api.read_run(cid)
-    stream = redis.Redis(port=redis_port, decode_responses=True).xrange(stream_key(cid))
+    stream = redis_store.xrange(stream_key(cid))
     queued = [f["run"] for _, f in stream if f["type"] == "run.queued"]
     assert queued == [first["run_id"], follow_up["run_id"]]
 
@@ -206,19 +194,20 @@ def test_a_model_failure_ends_the_run_and_every_reader_finishes(api: Api) -> Non
 
 
 def test_redelivery_after_a_crash_restarts_once_and_after_the_end_writes_nothing(
-    api: Api, base_url: str, redis_port: int
+    api: Api, base_url: str, redis_store: redis.Redis
 ) -> None:
-    sync = redis.Redis(port=redis_port, decode_responses=True)
     first = started(api.start("Plan 1 day in Lisbon"))
     cid = first["conversation_id"]
     api.read_run(cid)
 
     # A run that a worker began and then lost (it crashed): queued, attempt 1 started, some text.
     run_id = "c" * 32
-    crashed = RunLog(sync, cid, run_id, ttl_seconds=600, maxlen=10_000)
-    sync.hset(meta_key(cid), mapping={"active_run": run_id, "status:" + run_id: "queued"})
+    crashed = RunLog(redis_store, cid, run_id, ttl_seconds=600, maxlen=10_000)
+    redis_store.hset(meta_key(cid), mapping={"active_run": run_id, "status:" + run_id: "queued"})
     crashed.append("run.queued", {"message": "Plan 2 days in Rome"})
-    sync.hset(meta_key(cid), "latest_start", sync.xrevrange(stream_key(cid), count=1)[0][0])
+    redis_store.hset(
+        meta_key(cid), "latest_start", redis_store.xrevrange(stream_key(cid), count=1)[0][0]
+    )
     crashed.begin("the-delivery-whose-worker-died")
     crashed.append("run.started", {"attempt": 1})
     crashed.append("message.delta", {"text": "Half a pla"})
@@ -245,16 +234,18 @@ def test_redelivery_after_a_crash_restarts_once_and_after_the_end_writes_nothing
     assert events[3]["attempt"] == 2 and events[4]["attempt"] == 2
     assert types.count("run.completed") == 1 and types[-1] == "run.completed"
     assert [e["seq"] for e in events] == list(range(len(events)))
-    entries_after_completion = sync.xlen(stream_key(cid))
+    entries_after_completion = redis_store.xlen(stream_key(cid))
 
     deliver()  # after the run finished: must write nothing
     later = started(api.send(cid, "Plan 1 day in Lisbon"))  # queued behind the duplicate
     api.read_run(cid)
-    runs_after = [f["run"] for _, f in sync.xrange(stream_key(cid))][entries_after_completion:]
+    runs_after = [f["run"] for _, f in redis_store.xrange(stream_key(cid))][
+        entries_after_completion:
+    ]
     assert set(runs_after) == {later["run_id"]}
 
 
-def test_every_error_status_has_its_json_body(api: Api, redis_port: int) -> None:
+def test_every_error_status_has_its_json_body(api: Api, redis_store: redis.Redis) -> None:
     body = started(api.start("Plan 1 day in Lisbon"))
     cid = body["conversation_id"]
     events = api.read_run(cid)
@@ -329,15 +320,14 @@ def test_every_error_status_has_its_json_body(api: Api, redis_port: int) -> None
     done = api.http.get(api.stream_path(cid), params={"cursor": events[-1]["id"]})
     assert done.status_code == 204 and done.content == b""
 
-    sync = redis.Redis(port=redis_port, decode_responses=True)
-    sync.config_set("stream-node-max-entries", 4)
+    redis_store.config_set("stream-node-max-entries", 4)
     try:
-        log = RunLog(sync, cid, "t" * 32, ttl_seconds=600, maxlen=8)
+        log = RunLog(redis_store, cid, "t" * 32, ttl_seconds=600, maxlen=8)
         log.append("run.queued", {"message": "trim the stream"})
         for _ in range(40):
             log.append("message.delta", {"text": "x"})
     finally:
-        sync.config_set("stream-node-max-entries", 100)
+        redis_store.config_set("stream-node-max-entries", 100)
     expect(
         api.http.get(api.stream_path(cid), params={"cursor": events[0]["id"]}),
         410,
@@ -346,7 +336,7 @@ def test_every_error_status_has_its_json_body(api: Api, redis_port: int) -> None
 
 
 def test_durable_backend_down_is_503_and_releases_the_lock(
-    app_env: dict[str, str], redis_port: int
+    app_env: dict[str, str], redis_store: redis.Redis
 ) -> None:
     with running_devhost(app_env, "--durable-unavailable") as url:
         api = Api(url)
@@ -355,15 +345,15 @@ def test_durable_backend_down_is_503_and_releases_the_lock(
         assert first.json()["error"]["code"] == "durable_unavailable"
         retry = api.start("Plan 1 day in Lisbon", **{"Idempotency-Key": "k-503"})
         assert retry.status_code == 503  # a retry starts afresh rather than replaying the 503
-    sync = redis.Redis(port=redis_port, decode_responses=True)
-    claim = sync.get("agent-idem:k-503")
+    claim = redis_store.get("agent-idem:k-503")
     assert claim is not None
     cid = claim.split()[0]
-    assert sync.hget(meta_key(cid), "active_run") is None
-    types = [f["type"] for _, f in sync.xrange(stream_key(cid))]
+    assert redis_store.hget(meta_key(cid), "active_run") is None
+    types = [f["type"] for _, f in redis_store.xrange(stream_key(cid))]
     assert types == ["run.queued", "run.failed", "run.queued", "run.failed"]
 
 
+@pytest.mark.slow  # waits out connection attempts to a Redis that is not there
 def test_redis_down_is_503(app_env: dict[str, str]) -> None:
     from .redis_server import free_port
 

@@ -4,24 +4,20 @@ lost, readers resume by cursor and see exactly what ``XRANGE`` holds afterwards.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import random
-import threading
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import httpx
 import pytest
 import redis
-from httpx_sse import connect_sse
 from redis.crc import key_slot
 
 from agentstream.streamlog.keys import stream_key
 from agentstream_dev.scripted_model.server import create_app as create_model_app
 
 from .api_client import AGENT, TERMINAL
+from .cursor_reader import CursorReader
 from .devhost_process import running_devhost
 from .redis_cluster import ClusterNode, RedisClusterUnderTest, running_cluster
 from .standins import scripted_services
@@ -49,42 +45,6 @@ def base_url(cluster: RedisClusterUnderTest) -> Iterator[str]:
             yield url
 
 
-class Reader(threading.Thread):
-    """A careful client: resumes from its last id after any cut, and notes every status."""
-
-    def __init__(self, base_url: str, cid: str, cursor: str) -> None:
-        super().__init__(daemon=True)
-        self.base_url, self.cid, self.cursor = base_url, cid, cursor
-        self.events: list[dict[str, Any]] = []
-        self.statuses: list[int] = []
-        self.started_text = threading.Event()
-
-    def run(self) -> None:
-        deadline = time.monotonic() + 120
-        with httpx.Client(base_url=self.base_url, timeout=httpx.Timeout(30, connect=2)) as http:
-            while time.monotonic() < deadline:
-                # The worker's response was cut: resume from the last id.
-                with contextlib.suppress(httpx.HTTPError):
-                    self._read_once(http)
-                if self.events and self.events[-1]["type"] in TERMINAL:
-                    return
-                time.sleep(0.1)  # the client's own backoff between attempts
-
-    def _read_once(self, http: httpx.Client) -> None:
-        cursor = self.events[-1]["id"] if self.events else self.cursor
-        path = f"{AGENT}/conversations/{self.cid}/stream"
-        with connect_sse(http, "GET", path, params={"cursor": cursor}) as source:
-            self.statuses.append(source.response.status_code)
-            if source.response.status_code != 200:
-                source.response.read()
-                return
-            for sse in source.iter_sse():
-                if sse.data:
-                    self.events.append(json.loads(sse.data))
-                    if self.events[-1]["type"] == "message.delta":
-                        self.started_text.set()
-
-
 def restart(cluster: RedisClusterUnderTest, node: ClusterNode) -> None:
     """The killed node comes back as a replica of the primary that took its place."""
     node.start()
@@ -97,7 +57,7 @@ def restart(cluster: RedisClusterUnderTest, node: ClusterNode) -> None:
     cluster.wait_until(cluster.healthy, "cluster_state:ok everywhere")
 
 
-def check_run(cluster: RedisClusterUnderTest, cid: str, readers: list[Reader]) -> None:
+def check_run(cluster: RedisClusterUnderTest, cid: str, readers: list[CursorReader]) -> None:
     store = redis.RedisCluster(host="127.0.0.1", port=cluster.port, decode_responses=True)
     try:
         stored = [{"id": i, **f} for i, f in store.xrange(stream_key(cid))]
@@ -114,19 +74,21 @@ def check_run(cluster: RedisClusterUnderTest, cid: str, readers: list[Reader]) -
     assert sum(1 for e in stored if e["type"] in TERMINAL) == 1
 
 
-def live_run(base_url: str, message: str) -> tuple[str, list[Reader]]:
+def live_run(base_url: str, message: str) -> tuple[str, list[CursorReader]]:
     with httpx.Client(base_url=base_url, timeout=30) as http:
         posted = http.post(f"{AGENT}/conversations", json={"message": message})
     assert posted.status_code == 202, posted.text
     body = posted.json()
-    readers = [Reader(base_url, body["conversation_id"], body["cursor"]) for _ in range(READERS)]
+    readers = [
+        CursorReader([base_url], body["conversation_id"], body["cursor"]) for _ in range(READERS)
+    ]
     for reader in readers:
         reader.start()
     assert readers[0].started_text.wait(30), "the run never streamed text"
     return body["conversation_id"], readers
 
 
-def finish(readers: list[Reader]) -> None:
+def finish(readers: list[CursorReader]) -> None:
     for reader in readers:
         reader.join(timeout=120)
         assert not reader.is_alive(), "a reader never got its terminal event"
@@ -217,5 +179,37 @@ def test_a_graceful_cluster_failover_mid_run_loses_nothing(
     )
     finish(readers)
     cluster.wait_until(cluster.healthy, "cluster_state:ok everywhere")
+    check_run(cluster, cid, readers)
+    next_message_is_accepted(base_url, cid)
+
+
+def migrate_slot(cluster: RedisClusterUnderTest, slot: int, source: ClusterNode) -> ClusterNode:
+    """Move ``slot`` and its keys from ``source`` to another primary, as resharding does."""
+    target = next(
+        node
+        for node in cluster.live_nodes()
+        if node is not source and node.client().info("replication")["role"] == "master"
+    )
+    with source.client() as src, target.client() as dst:
+        source_id, target_id = (c.execute_command("CLUSTER MYID") for c in (src, dst))
+        dst.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", source_id)
+        src.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", target_id)
+        while keys := src.execute_command("CLUSTER GETKEYSINSLOT", slot, 100):
+            src.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys)
+        for client in (dst, src):
+            client.execute_command("CLUSTER SETSLOT", slot, "NODE", target_id)
+    return target
+
+
+@pytest.mark.slow
+def test_migrating_the_slot_of_a_live_conversation_loses_nothing(
+    cluster: RedisClusterUnderTest, base_url: str
+) -> None:
+    cid, readers = live_run(base_url, "Plan 3 days in Madrid [[slow]]")
+    slot = key_slot(stream_key(cid).encode())
+    source = cluster.primary_of_slot(slot)
+    target = migrate_slot(cluster, slot, source)
+    cluster.wait_until(lambda: cluster.primary_of_slot(slot) is target, "the slot moved")
+    finish(readers)
     check_run(cluster, cid, readers)
     next_message_is_accepted(base_url, cid)

@@ -23,8 +23,11 @@ from .redis_server import free_port, restartable_redis
 from .resilient_reader import ResilientReader
 from .standins import scripted_services
 
+pytestmark = pytest.mark.slow  # processes killed, outages waited out
+
 CITIES = ["Lisbon", "Rome", "Paris", "Oslo", "Vienna", "Prague"]
 WAIT = 60.0  # upper bound for events a test awaits; never a timing assertion
+OUTAGE_SECONDS = random.Random(20261206).uniform(1.0, 3.0)  # seeded: a failure reruns alike
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +92,7 @@ def test_redis_killed_and_restarted_mid_run_loses_and_repeats_nothing(
             readers = readers_for(host.base_url, cids, per_conversation=2)
 
             server.kill()
-            time.sleep(random.uniform(1.0, 3.0))  # the outage itself
+            time.sleep(OUTAGE_SECONDS)  # the outage itself
             server.start()
 
             finish(readers)
@@ -133,21 +136,20 @@ def test_an_outage_longer_than_the_retry_budget_still_ends_every_run(
 
 
 def test_a_worker_killed_mid_run_is_reported_as_lost_and_frees_the_conversation(
-    services: dict[str, str], redis_port: int
+    services: dict[str, str], redis_port: int, redis_store: redis.Redis
 ) -> None:
     env = {
         **services,
         "REDIS_CONNECTION_STRING": f"127.0.0.1:{redis_port}",
         "RUN_LEASE_SECONDS": "2",
     }
-    sync = redis.Redis(port=redis_port, decode_responses=True)
     with devhost_process(env, free_port()) as host:
         api = Api(host.base_url)
         cids = start_runs(api, 4)
         read, unread = cids[:3], cids[3]
         readers = readers_for(host.base_url, read, per_conversation=1)
-        _wait_until(lambda: _has_text(sync, unread), "the unread run must be streaming")
-        run_id = sync.hget(meta_key(unread), "active_run")
+        _wait_until(lambda: _has_text(redis_store, unread), "the unread run must be streaming")
+        run_id = redis_store.hget(meta_key(unread), "active_run")
 
         host.kill()
         host.start()  # same port; the development host does not redeliver (Durable would)
@@ -159,8 +161,8 @@ def test_a_worker_killed_mid_run_is_reported_as_lost_and_frees_the_conversation(
             assert reader.events[-1]["code"] == "worker_lost"
 
         # Cancelling a run whose worker is gone ends it at once (no request met it before).
-        lease_end = int(sync.hget(meta_key(unread), f"lease:{run_id}"))
-        _wait_until(lambda: _redis_ms(sync) > lease_end, "Redis's clock must pass the lease")
+        lease_end = int(redis_store.hget(meta_key(unread), f"lease:{run_id}"))
+        _wait_until(lambda: _redis_ms(redis_store) > lease_end, "Redis's clock must pass the lease")
         cancelled = api.http.post(f"{AGENT}/conversations/{unread}/runs/{run_id}/cancel")
         assert cancelled.status_code == 202 and cancelled.json()["status"] == "cancelled"
         assert api.read_sse(unread, cursor="0")[-1]["type"] == "run.cancelled"
@@ -170,11 +172,11 @@ def test_a_worker_killed_mid_run_is_reported_as_lost_and_frees_the_conversation(
 
 
 def _lease_ends(port: int, cids: list[str]) -> list[int]:
-    sync = redis.Redis(port=port, decode_responses=True)
     ends = []
-    for cid in cids:
-        run_id = sync.hget(meta_key(cid), "active_run")
-        ends.append(int(sync.hget(meta_key(cid), f"lease:{run_id}")))
+    with redis.Redis(port=port, decode_responses=True) as sync:
+        for cid in cids:
+            run_id = sync.hget(meta_key(cid), "active_run")
+            ends.append(int(sync.hget(meta_key(cid), f"lease:{run_id}")))
     return ends
 
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # a Python process per indexing, and the real worker library
+
 REPO = Path(__file__).resolve().parent.parent
 PYTHON_313 = REPO / ".venv313" / "bin" / "python"
 

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pexpect
+import pytest
 import redis
 
 from agentstream_dev.scripted_model.server import create_app as create_model_app
@@ -20,6 +21,8 @@ from .devhost_process import REPO
 from .redis_server import free_port
 from .servers import serve_in_thread
 from .standins import external_apis, tool_env
+
+pytestmark = pytest.mark.slow  # `make run` in a terminal (pexpect), several at once
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 ID = re.compile(r"\b[0-9a-f]{32}\b")
@@ -70,7 +73,8 @@ def wait_until_ready(child: pexpect.spawn, port: int, *along_the_way: str) -> in
 
 def answers(port: int) -> bool:
     try:
-        return bool(redis.Redis(port=port, socket_connect_timeout=0.5).ping())
+        with redis.Redis(port=port, socket_connect_timeout=0.5) as client:
+            return bool(client.ping())
     except redis.ConnectionError:
         return False
 

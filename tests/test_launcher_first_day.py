@@ -12,13 +12,20 @@ import httpx
 import pexpect
 import pytest
 import redis
+from azure.identity import AzureCliCredential
 
-from agentstream_dev.launcher import STOPPING
+from agentstream.config import Settings
+from agentstream.streamlog.keys import stream_key
+from agentstream_dev.launcher import STOPPING, model_report
+from agentstream_dev.scripted_model.server import create_app as create_model_app
 
 from .api_client import Api
 from .devhost_process import REPO
 from .redis_server import free_port
+from .servers import serve_in_thread
 from .test_launcher import launcher
+
+pytestmark = pytest.mark.slow  # `make run`'s launcher and its processes
 
 VENV_PYTHON = Path(sys.executable)
 
@@ -109,7 +116,6 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-@pytest.mark.slow
 def test_ctrl_c_during_a_run_stops_everything_promptly_quietly_and_ends_the_run(
     redis_port: int,
 ) -> None:
@@ -127,21 +133,24 @@ def test_ctrl_c_during_a_run_stops_everything_promptly_quietly_and_ends_the_run(
         api.http.close()
         started_processes = _descendants(child.pid)
         assert len(started_processes) >= 3  # the app and the scripted model and tool stand-ins
+        printed_before = len(child.logfile_read.getvalue())
         child.sendintr()
         child.sendintr()  # a second Ctrl-C while stopping changes nothing
         child.expect(pexpect.EOF, timeout=5)
-        after_ctrl_c = child.before
+        after_ctrl_c = child.logfile_read.getvalue()[printed_before:]
         child.close()
     assert child.exitstatus == 130
-    # One line, whatever the terminal echoes for the two Ctrl-C.
+    # One line, whatever the terminal echoes for the two Ctrl-C; besides it only the app's
+    # INFO log (requests answered, the run ended as cancelled), no warning and no error.
     printed = [line for line in after_ctrl_c.replace("^C", "").splitlines() if line.strip()]
-    assert printed == [STOPPING]
+    assert [line for line in printed if not line.startswith("INFO ")] == [STOPPING], printed
     assert "Traceback" not in child.logfile_read.getvalue()
     assert not [pid for pid in started_processes if _alive(pid)]
 
     # The run ended as cancelled, in the stream every reader follows.
-    stream = f"agent-stream:{{{started['conversation_id']}}}"
-    last = redis.Redis(port=redis_port, decode_responses=True).xrevrange(stream, count=1)
+    stream = stream_key(started["conversation_id"])
+    with redis.Redis(port=redis_port, decode_responses=True) as client:
+        last = client.xrevrange(stream, count=1)
     assert last[0][1]["type"] == "run.cancelled"
 
 
@@ -178,3 +187,17 @@ def test_an_unreachable_model_is_reported_at_start_with_what_to_check() -> None:
         )
         child.expect_exact("Press Ctrl-C to stop.")
         assert f"127.0.0.1:{nothing_there}" not in child.logfile_read.getvalue()
+
+
+def test_a_failed_entra_id_sign_in_is_reported_at_start_with_what_to_check() -> None:
+    with serve_in_thread(create_model_app()) as model_url:
+        settings = Settings.from_env(
+            {"AZURE_OPENAI_ENDPOINT": model_url, "AZURE_OPENAI_DEPLOYMENT": "planner"}
+        )
+        assert settings.model is not None and settings.model.uses_entra_id
+        # A real azure-identity credential that cannot sign in here (no Azure CLI login).
+        line = model_report(settings.model, credential=AzureCliCredential(process_timeout=5))
+    assert line == (
+        "Model: Azure OpenAI deployment planner answers, but signing in with Microsoft Entra "
+        "ID failed: run az login (or set AZURE_OPENAI_API_KEY); runs fail until it works"
+    )

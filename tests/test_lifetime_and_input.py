@@ -18,7 +18,7 @@ import redis
 from agentstream.streamlog.keys import conversation_key, meta_key, stream_key
 from agentstream_dev.scripted_model.server import create_app as create_model_app
 
-from .api_client import AGENT, Api, text_of
+from .api_client import AGENT, Api, started, text_of
 from .devhost_process import running_devhost
 from .standins import scripted_services
 
@@ -37,25 +37,6 @@ def base_url(redis_port: int, model_app: Any) -> Iterator[str]:
         yield url
 
 
-@pytest.fixture
-def api(base_url: str) -> Iterator[Api]:
-    client = Api(base_url)
-    yield client
-    client.http.close()
-
-
-@pytest.fixture
-def sync(redis_port: int) -> Iterator[redis.Redis]:
-    client = redis.Redis(port=redis_port, decode_responses=True)
-    yield client
-    client.close()
-
-
-def started(response: httpx.Response) -> dict[str, Any]:
-    assert response.status_code == 202, response.text
-    return response.json()
-
-
 def expect_error(response: httpx.Response, status: int, code: str) -> None:
     assert response.status_code == status, response.text
     assert response.json()["error"]["code"] == code
@@ -70,17 +51,17 @@ def wait_until(condition: Any, what: str) -> None:
 
 
 def test_a_follow_up_after_the_stream_expired_continues_the_conversation(
-    api: Api, sync: redis.Redis, model_app: Any
+    api: Api, redis_store: redis.Redis, model_app: Any
 ) -> None:
     cid = started(api.start("Plan 2 days in Lisbon"))["conversation_id"]
     first = api.read_run(cid)
     assert first[-1]["type"] == "run.completed"
 
     # The stream and its meta hash expire by TTL; the conversation record lives on.
-    sync.pexpire(stream_key(cid), 1)
-    sync.pexpire(meta_key(cid), 1)
-    wait_until(lambda: sync.exists(stream_key(cid), meta_key(cid)) == 0, "keys must expire")
-    assert sync.exists(conversation_key(cid)) == 1
+    redis_store.pexpire(stream_key(cid), 1)
+    redis_store.pexpire(meta_key(cid), 1)
+    wait_until(lambda: redis_store.exists(stream_key(cid), meta_key(cid)) == 0, "keys must expire")
+    assert redis_store.exists(conversation_key(cid)) == 1
 
     status = api.http.get(f"{AGENT}/conversations/{cid}")
     assert status.status_code == 200
@@ -98,7 +79,7 @@ def test_a_follow_up_after_the_stream_expired_continues_the_conversation(
 
 
 def test_delete_removes_everything_and_every_route_answers_404(
-    api: Api, sync: redis.Redis, base_url: str
+    api: Api, redis_store: redis.Redis, base_url: str
 ) -> None:
     body = started(api.start("Plan 2 days in Lisbon"))
     cid = body["conversation_id"]
@@ -123,7 +104,7 @@ def test_delete_removes_everything_and_every_route_answers_404(
     expect_error(api.send(cid, "hello again"), 404, "conversation_not_found")
     expect_error(api.http.post(f"{base}/runs/{second['run_id']}/cancel"), 404, "run_not_found")
     expect_error(api.http.delete(base), 404, "conversation_not_found")
-    assert sync.exists(stream_key(cid), meta_key(cid), conversation_key(cid)) == 0
+    assert redis_store.exists(stream_key(cid), meta_key(cid), conversation_key(cid)) == 0
     wait_until(lambda: httpx.get(entity_url).status_code == 404, "the entity must be deleted")
 
 
@@ -238,6 +219,7 @@ def _malformed_request(rng: random.Random, cid: str) -> dict[str, Any]:
     }
 
 
+@pytest.mark.slow
 def test_ten_thousand_malformed_requests_get_no_5xx(api: Api, base_url: str) -> None:
     cid = started(api.start("Plan 1 day in Lisbon"))["conversation_id"]
     api.read_run(cid)

@@ -26,7 +26,9 @@ from .api_client import AGENT, Api
 from .devhost_process import running_devhost
 from .redis_cluster import RedisClusterUnderTest, running_cluster
 from .standins import scripted_services
-from .test_many_readers import read_lines, write_runs
+from .test_many_readers import attached_readers, read_lines, write_runs
+
+pytestmark = pytest.mark.slow  # six cluster nodes and the app on them
 
 HUB_NAMES = ("agentstream-hub",)
 READER_NAMES = ("agentstream-readers", "agentstream-blocking-readers")
@@ -106,16 +108,14 @@ def test_a_conversation_runs_and_every_key_of_it_shares_its_groups_slot(
         store.close()
 
 
-READERS = 300
-STREAMS = 10
-
-
+# Many readers of a few conversations, and as many conversations as readers.
+@pytest.mark.parametrize(("readers", "streams"), [(300, 10), (200, 200)])
 async def test_many_readers_on_streams_of_every_shard_hold_a_bounded_number_of_connections(
-    cluster: RedisClusterUnderTest, app_env: dict[str, str]
+    cluster: RedisClusterUnderTest, app_env: dict[str, str], readers: int, streams: int
 ) -> None:
     aclient = aiocluster.RedisCluster(host="127.0.0.1", port=cluster.port, decode_responses=True)
     runs: list[tuple[str, str]] = []
-    for _ in range(STREAMS):
+    for _ in range(streams):
         cid, run_id = uuid.uuid4().hex, uuid.uuid4().hex
         started = await start_run(
             aclient,
@@ -135,20 +135,13 @@ async def test_many_readers_on_streams_of_every_shard_hold_a_bounded_number_of_c
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=0)
     with running_devhost(app_env) as url:
         async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as http:
-            attached: asyncio.Queue[None] = asyncio.Queue()
-            readers = [
-                asyncio.create_task(read_lines(http, runs[i % STREAMS][0], attached))
-                for i in range(READERS)
-            ]
-            async with asyncio.timeout(120):
-                for _ in range(READERS):
-                    await attached.get()  # every reader has its first event (run.queued)
+            reading = await attached_readers(http, runs, readers, 120)
             hub = connections(cluster, HUB_NAMES)
             catch_up = connections(cluster, READER_NAMES)
             writer = threading.Thread(target=write_runs, args=(writer_client, runs, 20))
             writer.start()
             async with asyncio.timeout(120):
-                results = await asyncio.gather(*readers)
+                results = await asyncio.gather(*reading)
             await asyncio.to_thread(writer.join)
             reference = {cid: await read_lines(http, cid) for cid, _ in runs}
     writer_client.close()
@@ -162,7 +155,7 @@ async def test_many_readers_on_streams_of_every_shard_hold_a_bounded_number_of_c
     assert all(count <= 2 + 1 for count in catch_up.values()), catch_up
     assert len(groups) <= SLOT_GROUPS
     for i, lines in enumerate(results):
-        expected = reference[runs[i % STREAMS][0]]
+        expected = reference[runs[i % streams][0]]
         assert len(expected) == 1 + 1 + 20 + 1
         assert lines == expected
         assert [json.loads(line)["seq"] for line in lines] == list(range(len(lines)))

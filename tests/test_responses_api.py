@@ -23,8 +23,9 @@ from agentstream_dev.scripted_model.server import create_app as create_model_app
 
 from . import responses_sdk_scenario as scenario
 from .api_client import Api
-from .devhost_process import running_devhost
+from .devhost_process import DevHostProcess, devhost_process
 from .model_gate import HELD, ModelGate
+from .redis_server import free_port
 from .standins import scripted_services
 from .test_openapi import DOCUMENT, Conformance
 
@@ -48,10 +49,15 @@ def app_env(redis_port: int, gate: ModelGate) -> Iterator[dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def base_url(app_env: dict[str, str], gate: ModelGate) -> Iterator[str]:
-    with running_devhost(app_env) as url:
-        yield url
+def devhost(app_env: dict[str, str], gate: ModelGate) -> Iterator[DevHostProcess]:
+    with devhost_process(app_env, free_port()) as process:
+        yield process
         gate.open()  # let held model calls go before the host stops
+
+
+@pytest.fixture(scope="module")
+def base_url(devhost: DevHostProcess) -> str:
+    return devhost.base_url
 
 
 @pytest.fixture
@@ -60,13 +66,6 @@ def client(base_url: str) -> Iterator[openai.OpenAI]:
         base_url=base_url + V1, api_key="sk-test", _strict_response_validation=True
     ) as sdk:
         yield sdk
-
-
-@pytest.fixture
-def sync_redis(redis_port: int) -> Iterator[redis.Redis]:
-    connection = redis.Redis(port=redis_port, decode_responses=True)
-    yield connection
-    connection.close()
 
 
 def restarted_response(base_url: str, client: openai.OpenAI, sync: redis.Redis) -> str:
@@ -106,9 +105,9 @@ def restarted_response(base_url: str, client: openai.OpenAI, sync: redis.Redis) 
 
 
 def test_the_sdk_scenario_with_the_newest_sdk(
-    base_url: str, client: openai.OpenAI, sync_redis: redis.Redis
+    base_url: str, client: openai.OpenAI, redis_store: redis.Redis
 ) -> None:
-    restarted = restarted_response(base_url, client, sync_redis)
+    restarted = restarted_response(base_url, client, redis_store)
     events = [e.model_dump() for e in client.responses.retrieve(restarted, stream=True)]
     done = [e["item"]["status"] for e in events if e["type"] == "response.output_item.done"]
     # The crashed attempt: its first text closed by its tool call, then its open text and call.
@@ -237,7 +236,7 @@ def test_a_conversation_continues_by_its_id(client: openai.OpenAI) -> None:
 
 
 def test_after_the_stream_expired_the_kept_response_is_served_but_not_streamed(
-    base_url: str, client: openai.OpenAI, sync_redis: redis.Redis
+    base_url: str, client: openai.OpenAI, redis_store: redis.Redis
 ) -> None:
     kept = client.responses.create(model="travelplanner", input="Plan 1 day in Bath")
     assert kept.status == "completed"  # a plain create waits for the end, and keeps the result
@@ -248,9 +247,9 @@ def test_after_the_stream_expired_the_kept_response_is_served_but_not_streamed(
     other = unread.model_dump()["conversation"]["id"].removeprefix("conv_")
     Api(base_url).read_run(other)  # the run ends while no Responses reader looks
     for conversation in (cid, other):
-        sync_redis.pexpire(stream_key(conversation), 1)
-        sync_redis.pexpire(meta_key(conversation), 1)
-    while sync_redis.exists(stream_key(cid), stream_key(other)):
+        redis_store.pexpire(stream_key(conversation), 1)
+        redis_store.pexpire(meta_key(conversation), 1)
+    while redis_store.exists(stream_key(cid), stream_key(other)):
         pass  # the keys expire on Redis's clock; EXISTS sees it the moment they do
     again = client.responses.retrieve(kept.id)
     assert again.model_dump() == kept.model_dump()
@@ -260,6 +259,19 @@ def test_after_the_stream_expired_the_kept_response_is_served_but_not_streamed(
     with pytest.raises(openai.NotFoundError) as lost:
         client.responses.retrieve(unread.id)
     assert lost.value.code == "response_expired"
+    # The conversation goes on in a new stream, which does not hold the old response's run.
+    after = client.responses.create(
+        model="travelplanner", input="Plan 1 day in Leeds", conversation=f"conv_{other}"
+    )
+    assert after.status == "completed"
+    for read in (
+        lambda: client.responses.retrieve(unread.id),
+        lambda: list(client.responses.retrieve(unread.id, stream=True)),
+        lambda: client.responses.cancel(unread.id),
+    ):
+        with pytest.raises(openai.NotFoundError) as still_lost:
+            read()
+        assert still_lost.value.code == "response_expired"
 
 
 def test_a_deleted_conversation_takes_its_responses_with_it(
@@ -300,3 +312,13 @@ def test_the_answers_match_the_openapi_document(base_url: str) -> None:
     ]:
         assert answer.status_code >= 400
         check.response(method, route, answer)
+
+
+def test_the_sdks_bearer_token_never_reaches_a_log_line(
+    client: openai.OpenAI, devhost: DevHostProcess
+) -> None:
+    response = client.responses.create(model="travelplanner", input="Plan 1 day in Lyon")
+    client.responses.retrieve(response.id)
+    log = devhost.log_text()
+    assert "route=/api/v1/responses/{response_id} status=200" in log  # requests are logged
+    assert "sk-test" not in log and "sk-ignored-by-the-app" not in log

@@ -1,6 +1,6 @@
 """The Responses-compatible surface with the oldest ``openai`` the project supports.
 
-The lower bound of the ``openai`` range in the project's dependency list is installed into a venv
+The lower bound of the ``openai`` range in ``pyproject.toml`` is installed into a venv
 of its own (``.venv-openai-<version>``, made once and kept), and the same scenario the newest SDK
 runs (``responses_sdk_scenario.py``) runs there, against the development host.
 """
@@ -31,12 +31,10 @@ _LOWER_BOUND = re.compile(r"""^\s*"?openai(?:\[[^\]]*\])?\s*>=\s*([0-9][0-9.]*)"
 
 
 def oldest_supported_openai() -> str:
-    """The ``openai>=X`` lower bound, wherever the project declares its runtime ranges."""
-    for name in ("pyproject.toml", "requirements.txt"):
-        found = _LOWER_BOUND.search((REPO / name).read_text(encoding="utf-8"))
-        if found:
-            return found.group(1)
-    raise AssertionError("no openai>=… range in pyproject.toml or requirements.txt")
+    """The lower bound of the runtime ``openai>=X`` range in ``pyproject.toml``."""
+    found = _LOWER_BOUND.search((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    assert found, "no openai>=… range in pyproject.toml"
+    return found.group(1)
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,6 @@ through the worker harness, with the real ``openai`` package."""
 
 from __future__ import annotations
 
-import asyncio
-import random
 from collections.abc import Iterator
 
 import pytest
@@ -34,11 +32,4 @@ def base_url(redis_port: int) -> Iterator[str]:
 
 
 def test_the_sdk_resumes_polls_continues_and_cancels_under_the_real_worker(base_url: str) -> None:
-    rng = random.Random(18)
-    client, sent = scenario.sync_client(base_url)
-    lisbon = scenario.live_cuts_sync(client, rng)
-    scenario.random_cuts(client, lisbon, rng, 20)
-    asyncio.run(scenario.async_part(base_url, rng, 10))
-    scenario.poll_and_follow_up(client)
-    scenario.cancel_running(client, sent)
-    scenario.unknown_ids(client)
+    scenario.essentials(base_url, cuts=30, seed=18)

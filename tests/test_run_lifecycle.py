@@ -128,13 +128,14 @@ def test_an_older_attempt_cannot_write_once_a_newer_one_began(redis_client: redi
     ]
 
 
+@pytest.mark.slow  # waits out the retry budget
 def test_a_writer_whose_redis_is_gone_gives_up_after_its_budget(redis_client: redis.Redis) -> None:
     from .redis_server import free_port
 
-    nowhere = redis.Redis(port=free_port(), socket_connect_timeout=0.2)
-    log = log_for(nowhere, new_conversation_id(), "r" * 32, retry_seconds=0.3)
-    with pytest.raises(StoreUnavailable):
-        log.begin("delivery")
+    with redis.Redis(port=free_port(), socket_connect_timeout=0.2) as nowhere:
+        log = log_for(nowhere, new_conversation_id(), "r" * 32, retry_seconds=0.3)
+        with pytest.raises(StoreUnavailable):
+            log.begin("delivery")
 
 
 def test_a_stale_running_run_is_ended_by_the_next_request_and_its_late_writes_are_refused(

@@ -49,13 +49,6 @@ from .redis_server import free_port, running_redis_server
 from .streamlog_helpers import new_conversation_id, run_log
 
 
-@pytest_asyncio.fixture
-async def aclient(redis_port: int, redis_client: redis.Redis) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis(port=redis_port, decode_responses=True)
-    yield client
-    await client.aclose()
-
-
 def make_hub(
     port: int, lanes: int = 2, queue_limit: int = 500, cluster: str = "auto"
 ) -> tuple[StreamHub, _Clients]:
@@ -289,10 +282,10 @@ async def test_a_reader_that_goes_away_leaves_the_hub_at_once(
     await until(lambda: redis_client.info("clients")["blocked_clients"] == 0)
 
 
+@pytest.mark.slow  # an outage
 async def test_readers_end_cleanly_when_the_hub_loses_redis() -> None:
-    with running_redis_server() as port:
+    with running_redis_server() as port, redis.Redis(port=port, decode_responses=True) as client:
         hub, clients = make_hub(port, lanes=1)
-        client = redis.Redis(port=port, decode_responses=True)
         cid = new_conversation_id()
         start = run_log(client, cid, "run").append(RUN_QUEUED, {"message": "go"}).id
         opened = await hub_reader(clients.readers, hub, cid, start)
@@ -315,11 +308,10 @@ def single_node_cluster() -> Iterator[int]:
     cluster = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
     process = start_redis_server(port, workdir, cluster)
     try:
-        client = redis.Redis(port=port, decode_responses=True)
-        client.execute_command("CLUSTER", "ADDSLOTS", *range(16384))
-        while client.cluster("info")["cluster_state"] != "ok":
-            time.sleep(0.02)  # the server signals the slots' state only when asked
-        client.close()
+        with redis.Redis(port=port, decode_responses=True) as client:
+            client.execute_command("CLUSTER", "ADDSLOTS", *range(16384))
+            while client.cluster("info")["cluster_state"] != "ok":
+                time.sleep(0.02)  # the server signals the slots' state only when asked
         yield port
     finally:
         process.terminate()
@@ -327,13 +319,13 @@ def single_node_cluster() -> Iterator[int]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+@pytest.mark.slow  # a cluster-mode redis-server of its own
 async def test_a_plain_client_on_a_clustered_redis_turns_the_hub_to_one_lane_per_slot_group() -> (
     None
 ):
     """A proxy-clustered Redis answers a plain client but refuses multi-slot reads."""
-    with single_node_cluster() as port:
+    with single_node_cluster() as port, redis.Redis(port=port, decode_responses=True) as client:
         hub, clients = make_hub(port, lanes=1, cluster="false")
-        client = redis.Redis(port=port, decode_responses=True)
         cid = new_conversation_id()
         log = run_log(client, cid, "run")
         start = log.append(RUN_QUEUED, {"message": "go"}).id
@@ -377,7 +369,6 @@ async def test_a_plain_client_on_a_clustered_redis_turns_the_hub_to_one_lane_per
         async with asyncio.timeout(60):
             assert await live == expected_after(client, cid2, start2)
         assert not hub.unsupported
-        client.close()
         await close_hub(hub, clients)
 
 

@@ -38,13 +38,6 @@ FORMAT = stream_format(SSE, 1000)
 
 
 @pytest_asyncio.fixture
-async def aclient(redis_port: int, redis_client: redis.Redis) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis(port=redis_port, decode_responses=True)
-    yield client
-    await client.aclose()
-
-
-@pytest_asyncio.fixture
 async def hub(redis_port: int) -> AsyncIterator[StreamHub]:
     made, clients = make_hub(redis_port, lanes=1)
     yield made

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
 import pytest
-import pytest_asyncio
 import redis
 import redis.asyncio as aioredis
 
@@ -39,13 +37,6 @@ from .streamlog_helpers import (
     run_log,
     stream_writer,
 )
-
-
-@pytest_asyncio.fixture
-async def aclient(redis_port: int, redis_client: redis.Redis) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis(port=redis_port, decode_responses=True)
-    yield client
-    await client.aclose()
 
 
 def write_finished_run(

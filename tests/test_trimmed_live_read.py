@@ -7,16 +7,20 @@ hole: what a reader too slow for a fast writer and a small cap meets.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 import redis
+import redis.asyncio as aioredis
 from httpx_sse import connect_sse
 from jsonschema import Draft202012Validator
 
+from agentstream.api.streaming import EventStreamResponse
 from agentstream.events import (
     MESSAGE_DELTA,
     NDJSON,
@@ -24,11 +28,14 @@ from agentstream.events import (
     STREAM_TRUNCATED,
     TEXT,
     Event,
+    stream_format,
     truncation_notice,
 )
 from agentstream.streamlog import scripts
 from agentstream.streamlog.continuity import SeqContinuity
+from agentstream.streamlog.cursor import Cursor
 from agentstream.streamlog.keys import conversation_keys, stream_id_before, stream_key
+from agentstream.streamlog.reader import open_stream
 from agentstream_client.http import ApiClient, ApiError, StreamPosition
 from agentstream_dev.scripted_model.server import create_app as create_model_app
 
@@ -36,6 +43,7 @@ from .api_client import AGENT
 from .devhost_process import REPO, running_devhost
 from .model_gate import HELD, ModelGate
 from .standins import scripted_services
+from .streamlog_helpers import new_conversation_id, queued_run_log
 
 
 def write_past_the_reader_and_trim(client: redis.Redis, cid: str, run_id: str) -> str:
@@ -75,6 +83,39 @@ def test_ndjson_and_text_name_the_hole_too() -> None:
         "9-2",
     )
     assert truncation_notice(TEXT, "5-1", "9-2").decode().startswith("\n[stream truncated: ")
+
+
+async def test_a_hole_between_opening_and_the_first_read_is_named_too(
+    redis_client: redis.Redis, redis_port: int
+) -> None:
+    cid, run_id = new_conversation_id(), uuid.uuid4().hex
+    started = queued_run_log(redis_client, cid, run_id).append(RUN_STARTED, {"attempt": 1})
+    sent: list[dict[str, Any]] = []
+    never = asyncio.Event()
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def receive() -> dict[str, Any]:
+        await never.wait()  # the client stays
+        return {"type": "http.disconnect"}
+
+    async def on_idle() -> bool:
+        return True
+
+    async with aioredis.Redis(port=redis_port, decode_responses=True) as client:
+        opened = await open_stream(
+            client, cid, Cursor(started.id), keepalive_seconds=1, max_seconds=3
+        )
+        survivor = write_past_the_reader_and_trim(redis_client, cid, run_id)
+        response = EventStreamResponse(opened, stream_format(NDJSON, 3000), on_idle)
+        await response({"type": "http"}, receive, send)
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    lines = [json.loads(line) for line in body.splitlines() if line.strip()]
+    assert [(line["type"], line.get("last_id")) for line in lines] == [
+        (STREAM_TRUNCATED, started.id)
+    ]
+    assert lines[0]["resume_cursor"] == stream_id_before(survivor)
 
 
 @pytest.fixture(scope="module")

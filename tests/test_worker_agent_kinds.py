@@ -15,11 +15,14 @@ from .standins import scripted_services
 from .test_agent_kinds import IDS, KINDS, Kind
 from .worker_host.harness import PYTHON_313, REPO, Harness, running_worker, worker_log
 
-pytestmark = pytest.mark.skipif(
-    not PYTHON_313.exists(),
-    reason="needs .venv313 (Python 3.13 with azure-functions-runtime and grpcio); `make test` "
-    "creates it when pyenv or the system provides python3.13",
-)
+pytestmark = [
+    pytest.mark.slow,  # the worker harness
+    pytest.mark.skipif(
+        not PYTHON_313.exists(),
+        reason="needs .venv313 (Python 3.13 with azure-functions-runtime and grpcio); `make test` "
+        "creates it when pyenv or the system provides python3.13",
+    ),
+]
 
 
 @pytest.fixture(scope="module")

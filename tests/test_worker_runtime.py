@@ -21,17 +21,20 @@ from httpx_sse import connect_sse
 from agentstream.streamlog.keys import stream_key
 from agentstream_dev.scripted_model.server import create_app as create_model_app
 
-from .api_client import TERMINAL, Api, text_of
+from .api_client import TERMINAL, Api, started, text_of
 from .model_gate import HELD, ModelGate
 from .standins import scripted_services
 from .worker_host.harness import PYTHON_313, Harness, running_worker, worker_log
 from .worker_host.host import WorkerInitFailed
 
-pytestmark = pytest.mark.skipif(
-    not PYTHON_313.exists(),
-    reason="needs .venv313 (Python 3.13 with azure-functions-runtime and grpcio); `make test` "
-    "creates it when pyenv or the system provides python3.13",
-)
+pytestmark = [
+    pytest.mark.slow,  # the worker harness
+    pytest.mark.skipif(
+        not PYTHON_313.exists(),
+        reason="needs .venv313 (Python 3.13 with azure-functions-runtime and grpcio); `make test` "
+        "creates it when pyenv or the system provides python3.13",
+    ),
+]
 
 WORKER_THREADS = 2
 DISCONNECT_BOUND_SECONDS = 5.0  # the bounded wait; the drop is expected well within a second
@@ -69,25 +72,16 @@ def harness(app_env: dict[str, str]) -> Iterator[Harness]:
         yield harness
 
 
-@pytest.fixture
-def api(harness: Harness, gate: ModelGate) -> Iterator[Api]:
+@pytest.fixture(scope="module")
+def base_url(harness: Harness) -> str:
+    return harness.base_url
+
+
+@pytest.fixture(autouse=True)
+def model_held_until_the_test_opens_the_gate(gate: ModelGate) -> Iterator[None]:
     gate.close()
-    client = Api(harness.base_url)
-    yield client
+    yield
     gate.open()
-    client.http.close()
-
-
-@pytest.fixture
-def redis_admin(redis_port: int) -> Iterator[redis.Redis]:
-    client = redis.Redis(port=redis_port, decode_responses=True)
-    yield client
-    client.close()
-
-
-def started(response: httpx.Response) -> dict[str, Any]:
-    assert response.status_code == 202, response.text
-    return response.json()
 
 
 def read_until(events: Iterator[dict[str, Any]], event_type: str) -> list[dict[str, Any]]:
@@ -211,7 +205,7 @@ def test_cancel_through_the_worker(api: Api, gate: ModelGate) -> None:
 
 
 def test_more_conversations_than_worker_threads_all_complete(
-    api: Api, gate: ModelGate, redis_admin: redis.Redis
+    api: Api, gate: ModelGate, redis_store: redis.Redis
 ) -> None:
     count = WORKER_THREADS + 2
     cids = [
@@ -220,10 +214,10 @@ def test_more_conversations_than_worker_threads_all_complete(
     ]
     # Each running agent holds a worker thread while the model is held; the rest must wait.
     assert gate.wait_held(WORKER_THREADS) == WORKER_THREADS
-    running = [cid for cid in cids if "run.started" in types_in_stream(redis_admin, cid)]
+    running = [cid for cid in cids if "run.started" in types_in_stream(redis_store, cid)]
     assert len(running) == WORKER_THREADS
     waiting = [cid for cid in cids if cid not in running]
-    assert all(types_in_stream(redis_admin, cid) == ["run.queued"] for cid in waiting)
+    assert all(types_in_stream(redis_store, cid) == ["run.queued"] for cid in waiting)
     gate.open()
     for cid in cids:
         events = api.read_run(cid)
@@ -232,20 +226,20 @@ def test_more_conversations_than_worker_threads_all_complete(
 
 
 def test_a_client_that_disconnects_stops_the_workers_redis_reads(
-    api: Api, gate: ModelGate, redis_admin: redis.Redis
+    api: Api, gate: ModelGate, redis_store: redis.Redis
 ) -> None:
-    assert wait_for(lambda: blocked_stream_reads(redis_admin) == 0, DISCONNECT_BOUND_SECONDS)
+    assert wait_for(lambda: blocked_stream_reads(redis_store) == 0, DISCONNECT_BOUND_SECONDS)
     cid = started(api.start(f"Plan 2 days in Prague {HELD}"))["conversation_id"]
     with connect_sse(api.http, "GET", api.stream_path(cid)) as source:
         # Keep the iterator referenced: dropping it mid-stream closes the connection.
         events = sse_events(source)
         read_until(events, "run.started")
         # The run is held, so the worker's reader is waiting on Redis for the next event.
-        blocked = wait_for(lambda: blocked_stream_reads(redis_admin) > 0, 30)
-        assert blocked, [(c["cmd"], c["flags"]) for c in redis_admin.client_list()]
+        blocked = wait_for(lambda: blocked_stream_reads(redis_store) > 0, 30)
+        assert blocked, [(c["cmd"], c["flags"]) for c in redis_store.client_list()]
         events.close()
     disconnected = time.monotonic()
-    dropped = wait_for(lambda: blocked_stream_reads(redis_admin) == 0, DISCONNECT_BOUND_SECONDS)
+    dropped = wait_for(lambda: blocked_stream_reads(redis_store) == 0, DISCONNECT_BOUND_SECONDS)
     took = time.monotonic() - disconnected
     print(f"blocked XREAD gone {took:.3f} s after the client disconnected")
     assert dropped, "the worker kept reading Redis for a client that had gone"

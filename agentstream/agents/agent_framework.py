@@ -20,21 +20,23 @@ from agent_framework import Content
 from agent_framework import Message as FrameworkMessage
 
 from ..agent import AgentSink, Message
-from ..config import Settings
-from ..model_client import create_async_model_client, shared_model_client
+from ..config import ConfigError, Settings
+from ..model_client import NOT_CONFIGURED, create_async_model_client
 from .base import AgentInfo
 from .bridge import AgentEvent, Completed, Text, ToolCall, ToolResult, drive, model_failure
 
 
 def configured_chat_client(settings: Settings, model: str | None = None) -> Any:
     """A chat-completions client (``agent-framework-openai``) for the endpoint, model and
-    credentials the app settings configure, as the travel planner uses them."""
+    credentials the app settings configure, as the travel planner uses them. Without a model
+    configured the app does not start (:class:`ConfigError` names the settings)."""
     from agent_framework.openai import OpenAIChatCompletionClient
 
-    _, configured_model = shared_model_client(settings)  # model_not_configured when unset
-    assert settings.model is not None
+    if settings.model is None:
+        raise ConfigError(NOT_CONFIGURED)
     return OpenAIChatCompletionClient(
-        model=model or configured_model, async_client=create_async_model_client(settings.model)
+        model=model or settings.model.model,
+        async_client=create_async_model_client(settings.model),
     )
 
 
@@ -148,7 +150,7 @@ def _framework_messages(history: list[Message]) -> list[FrameworkMessage]:
                 )
             )
         if contents:
-            messages.append(FrameworkMessage(role, contents))
+            messages.append(FrameworkMessage(str(role), contents))
     return messages
 
 

@@ -19,18 +19,19 @@ from agents import (
 )
 from agents import (
     MaxTurnsExceeded,
-    ModelSettings,
     OpenAIChatCompletionsModel,
     RawResponsesStreamEvent,
     RunConfig,
     RunItemStreamEvent,
     Runner,
 )
+from agents import ModelSettings as SdkModelSettings
 from agents.models.chatcmpl_converter import Converter
+from openai.types.responses import ResponseTextDeltaEvent
 
 from ..agent import AgentSink, Message, failure
-from ..config import Settings
-from ..model_client import create_async_model_client, shared_model_client
+from ..config import ModelSettings, Settings
+from ..model_client import configured_model, create_async_model_client
 from .base import AgentInfo
 from .bridge import AgentEvent, Completed, Text, ToolCall, ToolResult, drive, model_failure
 
@@ -62,34 +63,35 @@ class OpenAIAgentsAgent:
         return AgentInfo(self.name or self.agent.name, description, "openai-agents")
 
     def runner(self, settings: Settings) -> _Run:
-        _, configured_model = shared_model_client(settings)  # model_not_configured when unset
-        assert settings.model is not None
-        return _Run(self, settings, self.model or configured_model)
+        model = configured_model(settings)
+        return _Run(self, model, self.model or model.model, settings.max_tool_rounds)
 
 
 @dataclass(frozen=True)
 class _Run:
     definition: OpenAIAgentsAgent
-    settings: Settings
+    endpoint: ModelSettings
     model: str
+    max_tool_rounds: int
 
     def run(self, history: list[Message], user_message: str, sink: AgentSink) -> list[Message]:
         return [*history, *drive(lambda: self._events(history, user_message), sink)]
 
     async def _events(self, history: list[Message], user_message: str) -> AsyncIterator[AgentEvent]:
-        assert self.settings.model is not None
-        client = create_async_model_client(self.settings.model)
+        client = create_async_model_client(self.endpoint)
         user = {"role": "user", "content": user_message}
-        max_turns = self.definition.max_turns or self.settings.max_tool_rounds + 1
+        max_turns = self.definition.max_turns or self.max_tool_rounds + 1
         config = RunConfig(
             model=OpenAIChatCompletionsModel(model=self.model, openai_client=client),
-            model_settings=ModelSettings(include_usage=True),
+            model_settings=SdkModelSettings(include_usage=True),
             tracing_disabled=True,
         )
         names: dict[str, str] = {}
+        # Plain dicts in the SDK's input shape (its TypedDicts are not checked at run time).
+        items: list[Any] = [*_input_items(history), user]
         result = Runner.run_streamed(
             self.definition.agent,
-            [*_input_items(history), user],
+            items,
             max_turns=max_turns,
             run_config=config,
         )
@@ -113,7 +115,7 @@ class _Run:
 def _event(event: Any, names: dict[str, str]) -> AgentEvent:
     if isinstance(event, RawResponsesStreamEvent):
         data = event.data
-        if getattr(data, "type", "") == "response.output_text.delta" and data.delta:
+        if isinstance(data, ResponseTextDeltaEvent) and data.delta:
             return Text(data.delta)
         return None
     if not isinstance(event, RunItemStreamEvent):

@@ -28,7 +28,7 @@ def authenticated(
     with ``WWW-Authenticate`` (RFC 6750) and the JSON error, and nothing else."""
 
     @functools.wraps(handler)
-    async def wrapper(request: Request, *args: P.args, **kwargs: P.kwargs) -> Response:
+    async def wrapper(request: Request, /, *args: P.args, **kwargs: P.kwargs) -> Response:
         try:
             request.state.caller = await identify(request, get_settings().auth)
         except Unauthenticated as exc:
@@ -57,7 +57,11 @@ _LIMIT_MESSAGES = {
 
 
 async def admit_run(
-    request: Request, redis: aioredis.Redis, conversation_id: str, run_id: str
+    request: Request,
+    redis: aioredis.Redis,
+    conversation_id: str,
+    run_id: str,
+    idempotency_key: str | None,
 ) -> limits.RunAdmission:
     """Count a new run against the caller's limits; ``429`` with ``Retry-After`` when over one."""
     settings = get_settings()
@@ -69,6 +73,7 @@ async def admit_run(
             conversation_id,
             run_id,
             control.Limits.from_settings(settings),
+            idempotency_key,
         )
     except limits.OverLimit as exc:
         raise _over_limit(exc) from None

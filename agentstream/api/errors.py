@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 
 from ..config import ConfigError
 from ..logs import log_internal_error
-from ..redis_clients import AtCapacity
+from ..streamlog.capacity import AtCapacity
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def json_errors(
             return error_response(
                 503,
                 "at_capacity",
-                "This worker is busy; please retry shortly.",
+                "This worker is busy. Please try again shortly.",
                 retry_after=exc.retry_after_seconds,
             )
         except ConfigError as exc:
@@ -77,9 +77,15 @@ def json_errors(
             return error_response(503, "misconfigured", str(exc))
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
             logger.error("redis unavailable: %s", type(exc).__name__)
-            return error_response(503, "redis_unavailable", "The stream store is unreachable.")
+            return error_response(
+                503,
+                "redis_unavailable",
+                "The stream store is unreachable. Please try again shortly.",
+            )
         except Exception:  # noqa: BLE001 - the last line of defence
             log_internal_error(logger, "%s failed", handler.__name__)
-            return error_response(500, "internal_error", "Something went wrong on our side.")
+            return error_response(
+                500, "internal_error", "Something went wrong on our side. Please try again."
+            )
 
     return wrapper

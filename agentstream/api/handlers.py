@@ -26,7 +26,6 @@ from ..entity_protocol import DELETE_OPERATION, RUN_OPERATION
 from ..events import stream_format
 from ..model_probe import model_status
 from ..redis_clients import (
-    AtCapacity,
     async_redis,
     blocking_reader_redis,
     reader_redis,
@@ -34,6 +33,7 @@ from ..redis_clients import (
 )
 from ..streamlog import control, owners
 from ..streamlog.agent_binding import belongs_to, bind_agent
+from ..streamlog.capacity import AtCapacity
 from ..streamlog.cursor import MalformedCursor, parse_cursor
 from ..streamlog.reader import (
     ConversationNotFound,
@@ -65,11 +65,17 @@ def _conversation_path(agent: str, conversation_id: str) -> str:
 
 
 def _conversation_not_found() -> ApiError:
-    return ApiError(404, "conversation_not_found", "No such conversation, or it expired.")
+    return ApiError(
+        404,
+        "conversation_not_found",
+        "No such conversation: it expired, was deleted or never existed. Start a new one.",
+    )
 
 
 def _run_not_found() -> ApiError:
-    return ApiError(404, "run_not_found", "No such run in this conversation, or it expired.")
+    return ApiError(
+        404, "run_not_found", "No such run in this conversation: it expired or never existed."
+    )
 
 
 async def _require_owner(
@@ -122,13 +128,15 @@ async def start_conversation(req: Request, client: df.DurableOrchestrationClient
     key = validation.idempotency_key(req)
     message = await validation.message(req, settings.max_message_chars)
     owner = caller_of(req).owner
-    conversation_id: str | None = uuid.uuid4().hex
+    conversation_id = uuid.uuid4().hex
     if key is not None:
-        conversation_id = await control.claim_new_conversation(
+        claimed = await control.claim_new_conversation(
             async_redis(settings), key, message, conversation_id, settings.stream_ttl_seconds, owner
         )
-        if conversation_id is None:
+        # The same key and message sent to another agent is another request.
+        if claimed is None or not await belongs_to(async_redis(settings), claimed, agent):
             raise _idempotency_key_reused()
+        conversation_id = claimed
     return await _start(settings, client, req, agent, conversation_id, message, key, new=True)
 
 
@@ -198,7 +206,7 @@ async def begin_run(
     redis = async_redis(settings)
     owner = caller_of(req).owner
     run_id = uuid.uuid4().hex
-    admission = await callers.admit_run(req, redis, conversation_id, run_id)
+    admission = await callers.admit_run(req, redis, conversation_id, run_id, key)
     started = await control.start_run(
         redis,
         conversation_id,
@@ -267,8 +275,16 @@ async def stream(req: Request) -> Response:
         )
     try:
         cursor = parse_cursor(req.query_params.get("cursor"), req.headers.get("last-event-id"))
-    except MalformedCursor as exc:
-        raise ApiError(400, "invalid_cursor", str(exc)) from None
+    except MalformedCursor:
+        if req.headers.get("last-event-id"):
+            raise ApiError(
+                400,
+                "invalid_cursor",
+                "Last-Event-ID must be 0 or an event id, such as 1795602704818-0.",
+            ) from None
+        raise ApiError(
+            400, "invalid_cursor", "The cursor must be 0 or an event id, such as 1795602704818-0."
+        ) from None
     redis = async_redis(settings)
     limits = _limits(settings)
     await _require_owner(req, redis, conversation_id)
@@ -302,7 +318,9 @@ async def stream(req: Request) -> Response:
         ) from None
     except CursorBeyondEnd:
         raise ApiError(
-            400, "cursor_beyond_end", "The cursor is later than the newest event of this stream."
+            400,
+            "cursor_beyond_end",
+            "The cursor is later than the newest event of this stream; use an event id it sent.",
         ) from None
     except NothingToDeliver:
         return Response(status_code=204, headers=STREAM_HEADERS)

@@ -53,7 +53,7 @@ def observed(
     """The request's span and its one log line. Stack it above ``json_errors``."""
 
     @functools.wraps(handler)
-    async def wrapper(request: Request, *args: P.args, **kwargs: P.kwargs) -> Response:
+    async def wrapper(request: Request, /, *args: P.args, **kwargs: P.kwargs) -> Response:
         route = route_template(request)
         started = time.perf_counter()
         parent = None
@@ -93,7 +93,7 @@ def _ids(request: Request, response: Response) -> dict[str, str]:
         # A started run: its ids are in the (small) body.
         body = json.loads(bytes(response.body))
         for field, key in (("conversation_id", _IDS["cid"]), ("run_id", _RUN_ID)):
-            if isinstance(body.get(field), str):
+            if isinstance(body, dict) and isinstance(body.get(field), str):
                 ids[key] = body[field]
     return ids
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import redis.exceptions
@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
-Message = dict[str, Any]
+Message = MutableMapping[str, Any]  # ASGI's, as Starlette spells it
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
@@ -95,7 +95,7 @@ class EventStreamResponse(Response):
         if self._format.preamble:
             await send(_body(self._format.preamble.encode()))
         keepalive = self._format.keepalive.encode()
-        continuity = SeqContinuity()
+        continuity = SeqContinuity(self._opened.cursor_event)
         try:
             # aclosing: a response that ends early (stream gone) leaves the hub at once.
             async with contextlib.aclosing(self._opened.batches()) as batches:
@@ -135,7 +135,7 @@ class EventStreamResponse(Response):
         The ``200`` is sent already, so the response ends with an explicit frame rather than an
         error status, and never reads on past the hole as if nothing was missing.
         """
-        assert continuity.last is not None  # the first event of a response always follows
+        assert continuity.last is not None  # nothing to follow: the first event always does
         logger.warning("stream truncated under a live reader: the MAXLEN cap overtook it")
         media_type = self._format.media_type
         delivered = b"".join([event.frame(media_type) for event in batch[:following]])

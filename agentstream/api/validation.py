@@ -7,19 +7,23 @@ import re
 
 from fastapi import Request
 
-from ..agents.registry import find_agent
+from ..agents.registry import find_agent, registered_agents
 from ..streamlog.keys import is_conversation_id
 from .errors import ApiError
 
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,200}")
 _RUN_ID = re.compile(r"[0-9a-f]{32}")
+_JSON_SHAPE = '{"message": "..."}'
 
 
 def agent_name(request: Request) -> str:
     name = request.path_params.get("agent", "")
     agent = find_agent(name)
     if agent is None:
-        raise ApiError(404, "unknown_agent", f"There is no agent called {name[:64]!r}.")
+        known = ", ".join(info.name for info in registered_agents())
+        raise ApiError(
+            404, "unknown_agent", f"There is no agent called {name[:64]!r}. Agents: {known}."
+        )
     return agent.info.name
 
 
@@ -59,18 +63,24 @@ async def message(request: Request, max_chars: int) -> str:
     body = await read_body(request, limit=max_chars * 4 + 1024)
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type in ("", "application/json") or media_type.endswith("+json"):
+        if not body.strip():
+            raise ApiError(400, "missing_message", f"The body is empty; send {_JSON_SHAPE}.")
         try:
             parsed = json.loads(body)
         except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
-            raise ApiError(400, "invalid_json", "The body is not valid JSON.") from None
+            raise ApiError(
+                400, "invalid_json", f"The body is not valid JSON; send {_JSON_SHAPE}."
+            ) from None
         if not isinstance(parsed, dict) or "message" not in parsed:
-            raise ApiError(400, "missing_message", 'The body must be {"message": "..."}.')
+            raise ApiError(400, "missing_message", f"The body must be {_JSON_SHAPE}.")
         text = parsed["message"]
         if not isinstance(text, str):
-            raise ApiError(400, "invalid_message", "'message' must be a string.")
+            raise ApiError(400, "invalid_message", "The message must be a string.")
         if not is_encodable(text):
             raise ApiError(
-                400, "invalid_message", "'message' must be valid Unicode text (no lone surrogates)."
+                400,
+                "invalid_message",
+                "The message must be valid Unicode text (no lone surrogates).",
             )
     elif media_type == "text/plain":
         try:
@@ -115,7 +125,9 @@ def page_limit(request: Request, default: int = 20, maximum: int = 100) -> int:
     if raw is None:
         return default
     if not raw.isdigit() or not 1 <= int(raw) <= maximum:
-        raise ApiError(400, "invalid_limit", f"limit must be a whole number from 1 to {maximum}.")
+        raise ApiError(
+            400, "invalid_limit", f"The limit must be a whole number from 1 to {maximum}."
+        )
     return int(raw)
 
 

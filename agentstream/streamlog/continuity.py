@@ -17,8 +17,8 @@ class SeqContinuity:
 
     __slots__ = ("last",)
 
-    def __init__(self) -> None:
-        self.last: Event | None = None
+    def __init__(self, last: Event | None = None) -> None:
+        self.last = last  # None: the first event is taken as it comes
 
     def follow(self, events: list[Event]) -> int:
         """How many of ``events`` follow on, in order; ``last`` becomes the last of those.

@@ -238,7 +238,9 @@ class _Lane:
             self._end_all("closed")
             raise
 
-    def _deliver(self, key: str, stream: _Stream, entries: list) -> None:
+    def _deliver(
+        self, key: str, stream: _Stream, entries: list[tuple[str, dict[str, str]]]
+    ) -> None:
         for entry_id, fields in entries:
             event = Event.from_entry(entry_id, fields)
             stream.last_id = event.id
@@ -332,9 +334,9 @@ class StreamHub:
                 return lane
         if self.grouped:
             tag = hash_tag(key)
-            lane = self._group_lanes.get(tag)
-            if lane is None:
+            group_lane = self._group_lanes.get(tag)
+            if group_lane is None:
                 wake_key = f"agentstream-hub-wake:{{{tag}}}:{self._id}"
-                lane = self._group_lanes[tag] = _Lane(self, wake_key, single_slot=True)
-            return lane
+                group_lane = self._group_lanes[tag] = _Lane(self, wake_key, single_slot=True)
+            return group_lane
         return min(self._lanes, key=lambda lane: len(lane.streams))

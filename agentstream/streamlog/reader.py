@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
@@ -104,8 +104,11 @@ class _Reading:
     max_seconds: float
     clock: Callable[[], float] = field(default=time.monotonic, kw_only=True)
     release: Callable[[], None] = field(default=_no_slot, repr=False, kw_only=True)
+    # The entry at the cursor when the stream was opened (when the cursor names one still kept):
+    # the first event read must follow it, or entries in between were trimmed away meanwhile.
+    cursor_event: Event | None = field(default=None, kw_only=True)
 
-    def batches(self) -> AsyncIterator[list[Event] | None]:
+    def batches(self) -> AsyncGenerator[list[Event] | None, None]:
         """Lists of events after the cursor, with ``KEEPALIVE`` (None) ticks while idle.
 
         The generator itself, with no relaying layer: this runs once per event per live reader.
@@ -125,7 +128,7 @@ class _Reading:
         finally:
             await batches.aclose()
 
-    def _batches(self) -> AsyncIterator[list[Event] | None]:
+    def _batches(self) -> AsyncGenerator[list[Event] | None, None]:
         """The reading; gives the slot back (``release``) in its ``finally``."""
         raise NotImplementedError
 
@@ -147,7 +150,7 @@ def _through_terminal(events: list[Event]) -> tuple[list[Event], bool]:
 class OpenStream(_Reading):
     """A reader with a blocking read of its own (``STREAM_HUB=false``)."""
 
-    async def _batches(self) -> AsyncIterator[list[Event] | None]:
+    async def _batches(self) -> AsyncGenerator[list[Event] | None, None]:
         try:
             deadline = self.clock() + self.max_seconds
             last_id = self.after_id
@@ -187,7 +190,7 @@ class HubStream(_Reading):
     # Where to go on with a blocking read of its own if Redis cannot serve the hub.
     fallback: aioredis.Redis | None = field(default=None, kw_only=True)
 
-    async def _batches(self) -> AsyncIterator[list[Event] | None]:
+    async def _batches(self) -> AsyncGenerator[list[Event] | None, None]:
         try:
             assert self.hub is not None
             deadline = self.clock() + self.max_seconds
@@ -287,36 +290,39 @@ async def open_stream(
     """
     release = slots.acquire() if slots is not None else _no_slot
     try:
-        key, after_id = await _start_position(client, conversation_id, cursor)
+        key, after_id, cursor_event = await _start_position(client, conversation_id, cursor)
     except BaseException:
         release()
         raise
-    common = {
-        "key": key,
-        "after_id": after_id,
-        "batch_size": batch_size,
-        "keepalive_seconds": keepalive_seconds,
-        "max_seconds": max_seconds,
-        "release": release,
-    }
+    common = (key, after_id, batch_size, keepalive_seconds, max_seconds)
     opened: OpenStream | HubStream
     if hub is not None and not hub.unsupported:
-        opened = HubStream(client=client, hub=hub, fallback=fallback, **common)
+        opened = HubStream(
+            client,
+            *common,
+            release=release,
+            cursor_event=cursor_event,
+            hub=hub,
+            fallback=fallback,
+        )
     else:
-        opened = OpenStream(client=fallback or client, **common)
+        opened = OpenStream(fallback or client, *common, release=release, cursor_event=cursor_event)
     weakref.finalize(opened, release)
     return opened
 
 
 async def _start_position(
     client: aioredis.Redis, conversation_id: str, cursor: Cursor
-) -> tuple[str, str]:
+) -> tuple[str, str, Event | None]:
     skey, mkey = stream_key(conversation_id), meta_key(conversation_id)
+    named = cursor.value not in (None, "0-0")  # a cursor that may name an entry
     async with client.pipeline(transaction=True) as pipe:
         pipe.xrange(skey, count=1)
         pipe.xrevrange(skey, count=1)
         pipe.hmget(mkey, "latest_start", "first_id", "active_run")
-        first, last, (latest_start, first_id, active_run) = await pipe.execute()
+        if named:
+            pipe.xrange(skey, min=cursor.value, max=cursor.value)
+        first, last, (latest_start, first_id, active_run), *at_cursor = await pipe.execute()
     if not first:
         raise ConversationNotFound(conversation_id)
     first_entry_id = first[0][0]
@@ -338,7 +344,8 @@ async def _start_position(
         raise CursorBeyondEnd(conversation_id)
     if not _before(after_id, last_event.id) and last_event.type in TERMINAL_TYPES:
         raise NothingToDeliver(conversation_id)
-    return skey, after_id
+    cursor_event = Event.from_entry(*at_cursor[0][0]) if at_cursor and at_cursor[0] else None
+    return skey, after_id, cursor_event
 
 
 def _parse(stream_id: str) -> tuple[int, int]:

@@ -123,9 +123,9 @@ async def _node_pipeline(
     client: AsyncRedisCluster, key: str, *commands: tuple[Any, ...]
 ) -> list[Any]:
     """Commands in one round trip on the connection of the node that owns ``key``."""
-    turn = getattr(client, "turn", contextlib.nullcontext)
-    async with turn():
-        node = await _owner(client, key)
+    node = await _owner(client, key)
+    turn = getattr(client, "turn", None)
+    async with turn(node.name) if turn else contextlib.nullcontext():
         pipeline = [PipelineCommand(i, *command) for i, command in enumerate(commands)]
         await node.execute_pipeline(pipeline)
     results = [command.result for command in pipeline]

@@ -19,6 +19,7 @@ and the ``MAXLEN`` cap. Fields of the meta hash (same TTL as the stream):
 - ``first_id``        the first stream id ever written (to detect trimming)
 - ``idem:<key>``      ``<run> <cursor> <digest>`` for an ``Idempotency-Key`` already used
 - ``key:<run>``       the ``Idempotency-Key`` that started the run
+- ``trace:<run>``     the span context of the request that queued the run (when telemetry is on)
 - ``runs``            the ids of the runs whose fields are kept, oldest first: ``START`` deletes the
                       fields (and the ``Idempotency-Key``) of runs beyond the newest
                       :data:`RUN_RECORDS_KEPT`, so the hash does not grow with every run
@@ -382,7 +383,7 @@ while #kept > tonumber(ARGV[12]) do
   end
   redis.call('HDEL', meta, 'status:' .. old, 'seq:' .. old, 'created:' .. old,
     'attempts:' .. old, 'token:' .. old, 'last:' .. old, 'lease:' .. old, 'deadline:' .. old,
-    'cancel:' .. old, 'turn:' .. old, 'key:' .. old)
+    'cancel:' .. old, 'turn:' .. old, 'key:' .. old, 'trace:' .. old)
 end
 redis.call('HSET', meta, 'runs', table.concat(kept, ' '))
 touch()

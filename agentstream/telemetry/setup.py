@@ -65,6 +65,9 @@ def configure_telemetry(env: Mapping[str, str] | None = None) -> str:
     else:
         _configured = "off"
         return _configured
+    # The request and run lines are INFO: exported even where the host logs at WARNING.
+    if logging.getLogger(LOGGER_NAME).getEffectiveLevel() > logging.INFO:
+        logging.getLogger(LOGGER_NAME).setLevel(logging.INFO)
     instrument_libraries()
     return _configured
 
@@ -117,7 +120,7 @@ def instrument_libraries() -> None:
     from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
     from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
 
-    global _redis_instrumented
+    global _exporting
     if not OpenAIInstrumentor().is_instrumented_by_opentelemetry:
         OpenAIInstrumentor().instrument()
     if not HTTPXClientInstrumentor().is_instrumented_by_opentelemetry:
@@ -125,10 +128,11 @@ def instrument_libraries() -> None:
         HTTPXClientInstrumentor().instrument(
             request_hook=_without_query, async_request_hook=_without_query_async
         )
-    _redis_instrumented = True
+    _exporting = True
 
 
-_redis_instrumented = False
+# Set once telemetry goes somewhere (the libraries are then instrumented).
+_exporting = False
 
 _URL_ATTRIBUTES = ("url.full", "http.url")
 
@@ -154,7 +158,7 @@ async def _without_query_async(span: Any, request: Any) -> None:
 
 def instrument_redis(client: Any) -> Any:
     """``client`` with the redis instrumentation, when telemetry is on; returns it."""
-    if _redis_instrumented:
+    if _exporting:
         from opentelemetry.instrumentation.redis import RedisInstrumentor
 
         RedisInstrumentor.instrument_client(client)
@@ -162,8 +166,5 @@ def instrument_redis(client: Any) -> Any:
 
 
 def enabled() -> bool:
-    """Whether spans go anywhere (so work done only for telemetry can be skipped otherwise)."""
-    return trace.get_tracer_provider().__class__.__name__ not in {
-        "ProxyTracerProvider",
-        "NoOpTracerProvider",
-    }
+    """Whether telemetry goes anywhere (so work done only for it can be skipped otherwise)."""
+    return _exporting

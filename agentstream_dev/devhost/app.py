@@ -16,7 +16,7 @@ import azure.functions as func
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Match, Route
 
 from .entities import EntityHost, Operation, thread_count
 
@@ -123,9 +123,8 @@ def _http_route(function: Any) -> Route:
             return await _call(user_function, kwargs)
         except Exception as exc:  # noqa: BLE001 - the host answers 500, as the real one does
             logger.error("%s raised %s", function.get_function_name(), type(exc).__name__)
-            return JSONResponse(
-                {"error": {"code": "internal_error", "message": "The function failed."}},
-                status_code=500,
+            return _error(
+                500, "internal_error", "Something went wrong on our side. Please try again."
             )
 
     return Route(path, endpoint, methods=methods, name=function.get_function_name())
@@ -150,7 +149,14 @@ async def _not_found(request: Request, exc: Exception) -> Response:
 
 
 async def _method_not_allowed(request: Request, exc: Exception) -> Response:
-    allowed = (getattr(exc, "headers", None) or {}).get("Allow", "")
+    # Each HTTP function is a route of its own, so the methods of every route on this path.
+    methods = {
+        method
+        for route in request.app.router.routes
+        if isinstance(route, Route) and route.matches(request.scope)[0] != Match.NONE
+        for method in route.methods or ()
+    }
+    allowed = ", ".join(sorted(methods - {"HEAD"}))
     return _error(
         405,
         "method_not_allowed",

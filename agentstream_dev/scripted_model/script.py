@@ -14,6 +14,7 @@ MARKERS = (
     "fail-once:429",
     "fail-once:500",
     "fail-always:500",
+    "fail-always:401",
     "error-midstream",
     "drop-midstream",
     "stall",

@@ -66,8 +66,9 @@ def create_app(delay_seconds: float = 0.0, stall_seconds: float = 30.0) -> Starl
             if f"fail-once:{status}" in reply.markers and key not in state.failed_once:
                 state.failed_once.add(key)
                 return _error(status, "server_error", f"scripted failure {status}")
-        if "fail-always:500" in reply.markers:
-            return _error(500, "server_error", "scripted failure 500")
+        for status in (401, 500):
+            if f"fail-always:{status}" in reply.markers:
+                return _error(status, "server_error", f"scripted failure {status}")
         model = str(body.get("model") or request.path_params.get("deployment") or "scripted")
         usage = _usage(body, reply)
         if not body.get("stream"):

@@ -17,6 +17,12 @@ param appInsightsConnectionString string
 param logAnalyticsId string
 param redisHost string
 param redisPort int
+@description('REDIS_CLUSTER: true for a Redis Cluster (Azure Managed Redis with the OSS clustering policy), else false.')
+@allowed([
+  'true'
+  'false'
+])
+param redisCluster string
 param openAiEndpoint string
 param openAiDeploymentName string
 @description('Durable Task Scheduler endpoint; empty keeps the Azure Storage backend of host.json.')
@@ -41,6 +47,7 @@ var appSettings = {
   REDIS_RETRY_SECONDS: '20'
   REDIS_MAX_CONNECTIONS: '16'
   REDIS_POOL_TIMEOUT_SECONDS: '2'
+  REDIS_CLUSTER: redisCluster
   AZURE_OPENAI_ENDPOINT: openAiEndpoint
   AZURE_OPENAI_DEPLOYMENT: openAiDeploymentName
   AZURE_OPENAI_API_VERSION: '2024-10-21'

@@ -6,6 +6,13 @@ param identityPrincipalId string
 @description('Object id of the deploying user (data access for debugging); empty for none.')
 param principalId string
 
+@description('OSSCluster: each shard reached directly by a cluster-aware client. EnterpriseCluster: one proxy endpoint.')
+@allowed([
+  'OSSCluster'
+  'EnterpriseCluster'
+])
+param clusteringPolicy string
+
 @description('Balanced_B0 is the smallest size; raise it for production traffic.')
 param skuName string = 'Balanced_B0'
 
@@ -30,9 +37,9 @@ resource database 'Microsoft.Cache/redisEnterprise/databases@2025-07-01' = {
     clientProtocol: 'Encrypted'
     port: 10000
     accessKeysAuthentication: 'Disabled'
-    // One endpoint that behaves like a single Redis: the app's redis-py client is not a cluster
-    // client. A conversation's keys share a hash tag, so its scripts stay on one shard anyway.
-    clusteringPolicy: 'EnterpriseCluster'
+    // Either policy works: every script and every stream hub read stays in one slot (slot
+    // groups), and REDIS_CLUSTER tells the app which client to use (README, "Deploy to Azure").
+    clusteringPolicy: clusteringPolicy
     // Streams carry their own TTL; under memory pressure evict only keys that have one.
     evictionPolicy: 'VolatileLRU'
   }

@@ -15,7 +15,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, ParamSpec
 
 import azure.durable_functions as df
@@ -28,7 +28,6 @@ from ...agents.registry import registered_agents as declared_agents
 from ...config import Settings, get_settings
 from ...events import Event, dumps_line, sse_keepalive
 from ...redis_clients import (
-    AtCapacity,
     async_redis,
     blocking_reader_redis,
     reader_redis,
@@ -36,6 +35,7 @@ from ...redis_clients import (
 )
 from ...streamlog import control, owners
 from ...streamlog.agent_binding import belongs_to
+from ...streamlog.capacity import AtCapacity
 from ...streamlog.cursor import Cursor
 from ...streamlog.keys import stream_id_before, stream_key
 from ...streamlog.reader import (
@@ -49,6 +49,7 @@ from .. import callers, validation
 from ..callers import authenticated, caller_of
 from ..errors import ApiError, json_errors
 from ..handlers import begin_run
+from ..observed import observed
 from ..streaming import STREAM_HEADERS
 from . import records
 from .requests import (
@@ -118,6 +119,7 @@ def _error_type(status: int) -> str:
     )
 
 
+@observed
 @openai_errors
 @authenticated
 async def list_models(req: Request) -> Response:
@@ -133,6 +135,7 @@ async def list_models(req: Request) -> Response:
     )
 
 
+@observed
 @openai_errors
 @authenticated
 async def create(req: Request, client: df.DurableOrchestrationClient) -> Response:
@@ -222,6 +225,7 @@ async def _accessible(redis: aioredis.Redis, conversation_id: str, owner: str, a
     return await belongs_to(redis, conversation_id, agent)
 
 
+@observed
 @openai_errors
 @authenticated
 async def retrieve(req: Request) -> Response:
@@ -234,6 +238,7 @@ async def retrieve(req: Request) -> Response:
     return JSONResponse(await _current(settings, record))
 
 
+@observed
 @openai_errors
 @authenticated
 async def cancel(req: Request) -> Response:
@@ -350,7 +355,7 @@ async def _awaited(
 
 async def _live_events(
     settings: Settings, req: Request, record: records.ResponseRecord, max_seconds: float
-) -> AsyncIterator[list[Event]]:
+) -> AsyncGenerator[list[Event], None]:
     """The run's events from its first, live until its end (an empty list on each idle tick).
 
     Reading holds one of the caller's open-stream slots (``429`` when none is free).
@@ -377,7 +382,13 @@ async def _live_events(
         raise _expired(record) from None
     try:
         async with contextlib.aclosing(opened.batches()) as batches:
+            started = False
             async for batch in batches:
+                if batch and not started:
+                    # The stream expired and a new one began: the run's first event is gone.
+                    if batch[0].id != record.start_id:
+                        raise _expired(record)
+                    started = True
                 if batch is None:
                     # An idle tick ends a run whose worker is gone, as on the native stream.
                     if not await control.end_stale_run(redis, meta.conversation_id, limits):
@@ -410,7 +421,7 @@ async def _sse(
     settings: Settings,
     meta: ResponseMeta,
     first: list[Event],
-    batches: AsyncIterator[list[Event]],
+    batches: AsyncGenerator[list[Event], None],
     after: int,
 ) -> AsyncIterator[bytes]:
     """SSE frames with ``event:`` and ``data:`` only: the SDK's decoder takes no ``id:`` or
@@ -425,22 +436,27 @@ async def _sse(
                     out.append(f"event: {emitted['type']}\ndata: {dumps_line(emitted)}\n\n")
         return "".join(out).encode()
 
-    try:
-        if chunk := frames(first):
-            yield chunk
-        async with contextlib.aclosing(batches):
-            async for events in batches:
-                chunk = frames(events) if events else KEEPALIVE
-                if chunk:
-                    yield chunk
-                if translator.finished:
-                    break
-        if translator.finished:
-            await _kept_if_finished(async_redis(settings), translator)
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, AtCapacity) as exc:
-        # The response has started; end it cleanly: the client resumes with starting_after.
-        logger.warning("responses stream ended early: %s", type(exc).__name__)
-    except BrokenRun:
-        # The cap trimmed events this reader had not read: end rather than number wrongly; a
-        # resumed read then says the events expired.
-        logger.warning("responses stream ended: the stream's MAXLEN cap overtook the run")
+    async with contextlib.aclosing(batches):  # however the response ends, the slot goes back
+        try:
+            if chunk := frames(first):
+                yield chunk
+            if not translator.finished:
+                async for events in batches:
+                    chunk = frames(events) if events else KEEPALIVE
+                    if chunk:
+                        yield chunk
+                    if translator.finished:
+                        break
+            if translator.finished:
+                await _kept_if_finished(async_redis(settings), translator)
+        except (
+            redis.exceptions.ConnectionError,
+            redis.exceptions.TimeoutError,
+            AtCapacity,
+        ) as exc:
+            # The response has started; end it cleanly: the client resumes with starting_after.
+            logger.warning("responses stream ended early: %s", type(exc).__name__)
+        except BrokenRun:
+            # The cap trimmed events this reader had not read: end rather than number wrongly;
+            # a resumed read then says the events expired.
+            logger.warning("responses stream ended: the stream's MAXLEN cap overtook the run")

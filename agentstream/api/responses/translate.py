@@ -247,7 +247,7 @@ class Translator:
         return next(i for i, known in enumerate(self._output) if known is item)
 
     def _open_message(self, seq: int) -> list[dict[str, Any]]:
-        message = {
+        message: dict[str, Any] = {
             "id": f"msg_{self.meta.run_id}_{seq}",
             "type": "message",
             "role": "assistant",

@@ -1,0 +1,1 @@
+"""Development tools, not deployed: development host, scripted model, tool stand-ins, launcher."""

@@ -1,0 +1,149 @@
+"""The stream hub on a single Redis and on a 3-shard Redis Cluster: ``python -m bench.topologies``.
+
+1,000 SSE clients on 10 streams through one development-host process, with a writer in another
+process (``bench.writer_process``) streaming four-character tokens at 50 per second per stream
+(as ``bench.latency``). For each topology the hub (``STREAM_HUB=true``) and one blocking read per
+reader (``STREAM_HUB=false``) side by side: token → client p50 / p99 and the Redis connections the
+worker holds for its readers with every client attached (``CLIENT LIST`` on every node: in all,
+and on the busiest node).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import redis
+
+from agentstream.events import RUN_QUEUED
+from agentstream.streamlog.runlog import RunLog
+from tests.redis_cluster import running_cluster
+
+from .common import REPO, print_table, running_devhost, running_redis_server, summary, write_results
+from .latency import RATE, READER_POOL_NAMES, SECONDS, Received, sse_client
+
+CLIENTS, STREAMS = 1000, 10
+WAVE = 100  # clients that open their stream together
+MODES = ["hub", "blocking"]
+
+
+@contextmanager
+def topology(name: str) -> Iterator[tuple[str, list[int], redis.Redis]]:
+    """(writer address, every node's port, a client for the test's own writes)."""
+    if name == "single":
+        with running_redis_server() as port:
+            yield str(port), [port], redis.Redis(port=port, decode_responses=True)
+    else:
+        with running_cluster(3, 1) as cluster:
+            ports = [node.port for node in cluster.nodes]
+            client = redis.RedisCluster(host="127.0.0.1", port=cluster.port, decode_responses=True)
+            yield f"cluster:{cluster.port}", ports, client
+
+
+def reader_connections(ports: list[int]) -> tuple[int, int]:
+    """The worker's reader connections: in all, and on the node that holds the most."""
+    counts = []
+    for port in ports:
+        with redis.Redis(port=port, decode_responses=True) as node:
+            counts.append(sum(1 for c in node.client_list() if c["name"] in READER_POOL_NAMES))
+    return sum(counts), max(counts)
+
+
+async def run(
+    writer_address: str, ports: list[int], client: redis.Redis, host: str, port: int
+) -> dict[str, Any]:
+    runs = [(uuid.uuid4().hex, uuid.uuid4().hex) for _ in range(STREAMS)]
+    for cid, run_id in runs:
+        RunLog(client, cid, run_id, ttl_seconds=600, maxlen=100_000).append(
+            RUN_QUEUED, {"message": "bench"}
+        )
+    received = [Received(runs[i % STREAMS][0]) for i in range(CLIENTS)]
+    tasks = []
+    # In waves: one worker meeting a thousand stream opens at once answers part of them with
+    # 503 at_capacity on a cluster (docs/architecture.md); what is measured here is streaming.
+    for wave in range(0, CLIENTS, WAVE):
+        batch = received[wave : wave + WAVE]
+        tasks += [asyncio.create_task(sse_client(host, port, r)) for r in batch]
+        attached = asyncio.gather(*(r.first.wait() for r in batch))
+        deadline = time.monotonic() + 300
+        while not attached.done():
+            failed = [t.exception() for t in tasks if t.done() and t.exception()]
+            if failed or time.monotonic() > deadline:
+                raise RuntimeError(f"{len(failed)} clients failed to attach: {failed[:1]}")
+            await asyncio.wait([attached], timeout=0.2)  # checking for failed clients meanwhile
+    total, busiest = reader_connections(ports)
+    tokens = int(RATE * SECONDS)
+    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+        args = [writer_address, str(RATE), str(tokens), out.name]
+        writer = subprocess.Popen(
+            [sys.executable, "-m", "bench.writer_process", *args, *(f"{c}:{r}" for c, r in runs)],
+            cwd=REPO,
+        )
+        await asyncio.wait_for(asyncio.gather(*tasks), SECONDS + 300)
+        if await asyncio.to_thread(writer.wait) != 0:
+            raise RuntimeError("the writer process failed")
+        with open(out.name) as file:
+            written = json.load(file)
+    latency: list[float] = []
+    incomplete = 0
+    for r in received:
+        produced = written[r.cid]["token_produced"]
+        incomplete += len(r.tokens) != len(produced)
+        latency.extend(got - made for got, made in zip(r.tokens, produced, strict=False))
+    return {
+        "errors": incomplete,
+        "token_to_client": summary(latency),
+        "reader_connections": total,
+        "reader_connections_busiest_node": busiest,
+    }
+
+
+def main() -> None:
+    results = []
+    for name in ("single", "cluster-3-shards"):
+        for mode in MODES:
+            print(f"{name}, {mode}: {CLIENTS} clients on {STREAMS} streams ...", flush=True)
+            with topology(name) as (writer_address, ports, client):
+                env = {
+                    "REDIS_CONNECTION_STRING": f"127.0.0.1:{ports[0]}",
+                    "STREAM_HUB": "false" if mode == "blocking" else "true",
+                }
+                started = time.monotonic()
+                with running_devhost(env) as (host, port, _pid):
+                    result = asyncio.run(run(writer_address, ports, client, host, port))
+                client.close()
+            results.append({"topology": name, "mode": mode, **result})
+            print(f"  done in {time.monotonic() - started:.0f} s", flush=True)
+    print()
+    print_table(
+        ["topology", "reader", "errors", "token→client p50", "p99", "conns", "busiest node"],
+        [
+            [
+                r["topology"],
+                r["mode"],
+                r["errors"],
+                r["token_to_client"]["p50_ms"],
+                r["token_to_client"]["p99_ms"],
+                r["reader_connections"],
+                r["reader_connections_busiest_node"],
+            ]
+            for r in results
+        ],
+    )
+    print("(milliseconds; the worker's reader connections with all clients attached)")
+    write_results(
+        "topologies",
+        {"clients": CLIENTS, "streams": STREAMS, "rate": RATE, "results": results},
+    )
+
+
+if __name__ == "__main__":
+    main()
