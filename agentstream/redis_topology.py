@@ -19,11 +19,14 @@ import redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterPipeline
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.exceptions import MaxConnectionsError
 
 from .config import TopologySettings
 from .streamlog.capacity import AtCapacity
 
 _lock = threading.Lock()
+# How often a command that found its node's connections all taken looks again.
+_CONNECTION_BACK_SECONDS = 0.005
 _detected: dict[tuple[str, int], bool] = {}
 
 
@@ -85,7 +88,17 @@ class BoundedAsyncCluster(AsyncRedisCluster):
 
     async def _execute_command(self, target_node: Any, *args: Any, **kwargs: Any) -> Any:
         async with self.turn(target_node.name):
-            return await super()._execute_command(target_node, *args, **kwargs)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self._wait_seconds
+            while True:
+                try:
+                    return await super()._execute_command(target_node, *args, **kwargs)
+                except MaxConnectionsError:
+                    # Raised before anything was sent (redis-py's slot-map refreshes and
+                    # redirects use the node's connections outside these turns): wait for one.
+                    if loop.time() > deadline:
+                        raise AtCapacity("no Redis connection free in this worker") from None
+                    await asyncio.sleep(_CONNECTION_BACK_SECONDS)
 
     async def _determine_slot(self, command: str, *args: Any) -> int:
         # redis-py asks the server (COMMAND GETKEYS, a round trip of its own) for the keys of a

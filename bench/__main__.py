@@ -5,11 +5,17 @@ They print tables and write JSON to ``bench/results/``; they assert nothing. See
 
 from __future__ import annotations
 
-from . import latency, replay, writer
+from . import append_cost, hotpath, latency, replay, writer
 
 
 def main() -> None:
-    for name, module in (("writer", writer), ("replay", replay), ("latency", latency)):
+    for name, module in (
+        ("writer", writer),
+        ("append_cost", append_cost),
+        ("replay", replay),
+        ("hotpath", hotpath),
+        ("latency", latency),
+    ):
         print(f"\n=== bench.{name} ===", flush=True)
         module.main()
 

@@ -40,9 +40,6 @@ from typing import Any
 
 import redis
 
-from agentstream.events import RUN_QUEUED
-from agentstream.streamlog.runlog import RunLog
-
 from .common import (
     REPO,
     cpu_seconds,
@@ -53,6 +50,10 @@ from .common import (
     write_results,
 )
 from .latency import RATE, Received, sse_client
+from .worker_host import WorkerApp, running_worker_app
+
+# uvicorn runs inside the worker's own asyncio loop: an app picks the HTTP parser, not the loop.
+WORKER_STACKS = ("h11", "httptools")
 
 # (name, patterns): a frame (``function (file:line)``, py-spy shortens some paths to the file's
 # name) belongs to the first layer one of whose patterns its text holds; a sample counts for the
@@ -88,7 +89,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("event loop", ("asyncio/", "uvloop/", "uvicorn/")),
 ]
 LAYER_NAMES = [name for name, _ in LAYERS] + ["other"]
-_BLOCKED = ("httptools", "uvloop")
+# The server stacks compared, by the packages hidden from uvicorn's ``auto`` choice.
+STACKS = {"h11": ("httptools", "uvloop"), "httptools": ("uvloop",), "httptools+uvloop": ()}
 
 
 def classify(stack: list[str]) -> str:
@@ -118,19 +120,22 @@ def layer_shares(raw_profile: Path) -> dict[str, float]:
 
 
 def stack_env(stack: str, stubs: Path) -> dict[str, str]:
-    """The environment that makes uvicorn's ``auto`` choose h11 + asyncio (``plain``)."""
-    if stack == "plain":
-        return {"PYTHONPATH": str(stubs)}
-    return {}
+    """The environment that hides what ``stack`` does without from uvicorn's ``auto`` choice."""
+    hidden = STACKS[stack]
+    return {"PYTHONPATH": str(stubs / "-".join(hidden))} if hidden else {}
 
 
 def write_stubs(directory: Path) -> None:
-    """Packages that fail to import, so that uvicorn falls back to h11 and asyncio."""
-    for name in _BLOCKED:
-        (directory / name).mkdir()
-        (directory / name / "__init__.py").write_text(
-            f"raise ImportError('{name} is hidden for this benchmark variant')\n"
-        )
+    """Per stack, a directory of packages that fail to import (uvicorn then falls back)."""
+    for hidden in STACKS.values():
+        if not hidden:
+            continue
+        for name in hidden:
+            package = directory / "-".join(hidden) / name
+            package.mkdir(parents=True)
+            (package / "__init__.py").write_text(
+                f"raise ImportError('{name} is hidden for this benchmark variant')\n"
+            )
 
 
 async def stream_once(
@@ -142,15 +147,19 @@ async def stream_once(
     clients: int,
     streams: int,
     seconds: float,
+    worker: WorkerApp | None,
+    code: Path,
 ) -> dict[str, Any]:
     sync = redis.Redis(port=redis_port, decode_responses=True)
     runs = [(uuid.uuid4().hex, uuid.uuid4().hex) for _ in range(streams)]
-    for cid, run_id in runs:
-        RunLog(sync, cid, run_id, ttl_seconds=600, maxlen=100_000).append(
-            RUN_QUEUED, {"message": "bench"}
-        )
+    # The checkout being measured writes the streams (its keys, its append script).
+    subprocess.run(
+        [sys.executable, "-c", _QUEUE_RUNS, str(redis_port), *(f"{c}:{r}" for c, r in runs)],
+        cwd=code,
+        check=True,
+    )
     received = [Received(runs[i % streams][0]) for i in range(clients)]
-    tasks = [asyncio.create_task(sse_client(host, port, r)) for r in received]
+    tasks = [asyncio.create_task(sse_client(host, port, r, worker)) for r in received]
     await asyncio.wait_for(asyncio.gather(*(r.first.wait() for r in received)), 300)
     tokens = int(RATE * seconds)
     with tempfile.NamedTemporaryFile(suffix=".json") as out, profiling(server_pid, profile):
@@ -167,7 +176,7 @@ async def stream_once(
                 out.name,
                 *(f"{cid}:{run}" for cid, run in runs),
             ],
-            cwd=REPO,
+            cwd=code,
         )
         await asyncio.wait_for(asyncio.gather(*tasks), seconds + 300)
         user, system = (
@@ -195,6 +204,17 @@ async def stream_once(
     }
 
 
+_QUEUE_RUNS = """
+import sys, redis
+from agentstream.events import RUN_QUEUED
+from agentstream.streamlog.runlog import RunLog
+client = redis.Redis(port=int(sys.argv[1]), decode_responses=True)
+for pair in sys.argv[2:]:
+    cid, run = pair.split(":")
+    RunLog(client, cid, run, ttl_seconds=600, maxlen=100_000).append(RUN_QUEUED, {"message": "b"})
+"""
+
+
 def _xreads(client: redis.Redis) -> int:
     """``XREAD`` calls Redis has served so far (only the worker's readers issue them)."""
     return int(client.info("commandstats").get("cmdstat_xread", {}).get("calls", 0))
@@ -218,23 +238,43 @@ def profiling(pid: int, output: Path) -> Iterator[None]:
 
 
 def run_variant(
-    code: Path, stack: str, stubs: Path, redis_port: int, args: argparse.Namespace
+    host_name: str, code: Path, stack: str, stubs: Path, redis_port: int, args: argparse.Namespace
 ) -> dict[str, Any]:
     env = {"REDIS_CONNECTION_STRING": f"127.0.0.1:{redis_port}", **stack_env(stack, stubs)}
     with tempfile.TemporaryDirectory(prefix="bench-hotpath-") as tmp:
         profile = Path(tmp) / "profile.txt"
-        with running_devhost(env, code=code) as (host, port, pid):
+        with serving(host_name, env, code) as (host, port, pid, worker):
             load = os.getloadavg()[0]
             result = asyncio.run(
                 stream_once(
-                    redis_port, host, port, pid, profile, args.clients, args.streams, args.seconds
+                    redis_port,
+                    host,
+                    port,
+                    pid,
+                    profile,
+                    args.clients,
+                    args.streams,
+                    args.seconds,
+                    worker,
+                    code,
                 )
             )
         result["layers"] = layer_shares(profile) if profile.exists() else {}
-        if os.environ.get("BENCH_KEEP_PROFILE"):
-            shutil.copy(profile, f"{os.environ['BENCH_KEEP_PROFILE']}-{code.name}-{stack}.txt")
     result["load_average_1m"] = round(load, 2)
     return result
+
+
+@contextmanager
+def serving(
+    host_name: str, env: dict[str, str], code: Path
+) -> Iterator[tuple[str, int, int, WorkerApp | None]]:
+    if host_name == "worker":
+        assert code == REPO, "the worker harness serves this checkout only"
+        with running_worker_app(env) as worker:
+            yield worker.host, worker.port, worker.pid, worker
+    else:
+        with running_devhost(env, code=code) as (host, port, pid):
+            yield host, port, pid, None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -244,23 +284,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--streams", type=int, default=10)
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument(
-        "--stacks", default="plain,fast", help="plain = h11 + asyncio, fast = httptools + uvloop"
-    )
+    parser.add_argument("--stacks", default=",".join(STACKS), help=", ".join(STACKS))
+    parser.add_argument("--hosts", default="devhost,worker", help="devhost, worker or both")
     args = parser.parse_args(argv)
     codes = [("after", REPO)] + ([("before", args.before.resolve())] if args.before else [])
-    variants = [(c, s) for c in codes for s in args.stacks.split(",")]
+    variants = [
+        (host, code_name, code, stack)
+        for host in args.hosts.split(",")
+        for code_name, code in codes
+        for stack in args.stacks.split(",")
+        if host == "devhost" or (code == REPO and stack in WORKER_STACKS)
+    ]
     runs: dict[str, list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-stubs-") as stubs_dir:
         stubs = Path(stubs_dir)
         write_stubs(stubs)
         with running_redis_server() as redis_port:
             for repeat in range(args.repeats):
-                for (code_name, code), stack in variants:
-                    name = f"{code_name}/{stack}"
+                for host, code_name, code, stack in variants:
+                    name = f"{host} {code_name} {stack}"
                     print(f"{name} (run {repeat + 1}) ...", flush=True)
                     runs.setdefault(name, []).append(
-                        run_variant(code, stack, stubs, redis_port, args)
+                        run_variant(host, code, stack, stubs, redis_port, args)
                     )
     rows = []
     results = []

@@ -18,13 +18,17 @@ readers, and the worker's RSS, with 1,000 readers attached.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +41,7 @@ from agentstream.streamlog.runlog import RunLog
 
 from .common import (
     REPO,
+    cpu_seconds,
     print_table,
     rss_mib,
     running_devhost,
@@ -44,7 +49,9 @@ from .common import (
     summary,
     write_results,
 )
+from .worker_host import WorkerApp, new_invocation_id, running_worker_app, worker_available
 
+AGENT = "travelplanner"
 RATE = 50.0  # tokens per second per stream
 SECONDS = 8.0
 CONFIGS = [(1, 1), (100, 10), (1000, 10)]
@@ -75,15 +82,23 @@ class Received:
             self.done = True
 
 
-async def sse_client(host: str, port: int, received: Received) -> None:
+async def sse_client(
+    host: str, port: int, received: Received, worker: WorkerApp | None = None
+) -> None:
     """A lean SSE client, so that the client is not the bottleneck.
 
     HTTP/1.0 (no chunked framing; the server closes the connection after the terminal event).
-    While streaming it only notes each read's arrival time; parsing happens afterwards.
+    While streaming it only notes each read's arrival time; parsing happens afterwards. With a
+    ``worker``, it talks to the worker's own server as the Functions host does.
     """
     reader, writer = await asyncio.open_connection(host, port)
-    path = f"/api/agents/travelplanner/conversations/{received.cid}/stream?cursor=0"
-    writer.write(f"GET {path} HTTP/1.0\r\nAccept: text/event-stream\r\n\r\n".encode())
+    path = f"/api/agents/{AGENT}/conversations/{received.cid}/stream?cursor=0"
+    invocation_id = new_invocation_id()
+    extra = worker.header(invocation_id) if worker else ""
+    writer.write(f"GET {path} HTTP/1.0\r\nAccept: text/event-stream\r\n{extra}\r\n".encode())
+    if worker is not None:
+        await writer.drain()
+        await worker.invoke_stream(invocation_id, {"agent": AGENT, "cid": received.cid})
     reads: list[tuple[float, bytes]] = []
     try:
         while data := await reader.read(65536):
@@ -132,6 +147,7 @@ async def run_config(
     host: str,
     port: int,
     pid: int | None,
+    worker: WorkerApp | None = None,
 ) -> dict[str, Any]:
     sync = redis.Redis(port=redis_port, decode_responses=True)
     runs = [(uuid.uuid4().hex, uuid.uuid4().hex) for _ in range(streams)]
@@ -147,7 +163,7 @@ async def run_config(
     if mode == "poll-1s":
         tasks = [asyncio.create_task(polling_client(poll_client, r)) for r in received]
     else:
-        tasks = [asyncio.create_task(sse_client(host, port, r)) for r in received]
+        tasks = [asyncio.create_task(sse_client(host, port, r, worker)) for r in received]
     attach_started = time.monotonic()
     await asyncio.wait_for(asyncio.gather(*(r.first.wait() for r in received)), 300)
     attach_seconds = time.monotonic() - attach_started
@@ -155,6 +171,7 @@ async def run_config(
     rss = rss_mib(pid) if pid is not None else float("nan")
 
     tokens = int(RATE * SECONDS)
+    cpu_before = sum(cpu_seconds(pid)) if pid is not None else 0.0
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
         writer = subprocess.Popen(
             [
@@ -170,6 +187,7 @@ async def run_config(
             cwd=REPO,
         )
         await asyncio.wait_for(asyncio.gather(*tasks), SECONDS + 300)
+        cpu = sum(cpu_seconds(pid)) - cpu_before if pid is not None else float("nan")
         if await asyncio.to_thread(writer.wait) != 0:
             raise RuntimeError("the writer process failed")
         with open(out.name) as file:
@@ -186,13 +204,19 @@ async def run_config(
             incomplete += 1
         token_latency.extend(got - made for got, made in zip(r.tokens, produced, strict=False))
         write_latency.extend(at - appended[str(seq)] for seq, at in r.entries.items())
+    deliveries = sum(len(r.entries) for r in received)
+    token_summary = summary(token_latency)
     return {
+        "host": "worker" if worker else "devhost",
         "mode": mode,
         "clients": clients,
         "streams": streams,
         "tokens_per_stream": tokens,
         "errors": incomplete,
-        "token_to_client": summary(token_latency),
+        "token_to_client": token_summary,
+        "max_over_p99": round(token_summary["max_ms"] / token_summary["p99_ms"], 2),
+        "server_cpu_us_per_delivery": round(cpu / max(deliveries, 1) * 1e6, 2),
+        "load_average_1m": round(os.getloadavg()[0], 2),
         "write_to_client": summary(write_latency),
         "reader_redis_connections": reader_connections if mode != "poll-1s" else None,
         "worker_rss_mib": round(rss, 1) if rss == rss else None,
@@ -200,57 +224,72 @@ async def run_config(
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hosts", default="devhost,worker", help="devhost, worker or both")
+    parser.add_argument("--modes", default=",".join(MODES), help="readers (the worker: hub)")
+    args = parser.parse_args(argv)
     results: list[dict[str, Any]] = []
     with running_redis_server() as redis_port:
-        for mode in MODES:
-            env = {
-                "REDIS_CONNECTION_STRING": f"127.0.0.1:{redis_port}",
-                "STREAM_HUB": "false" if mode == "blocking" else "true",
-            }
-            with running_devhost(env) as (host, port, pid):
-                for clients, streams in CONFIGS:
-                    print(f"{mode}: {clients} clients on {streams} streams ...", flush=True)
-                    result = asyncio.run(
-                        run_config(
-                            mode,
-                            clients,
-                            streams,
-                            redis_port,
-                            host,
-                            port,
-                            None if mode == "poll-1s" else pid,
+        for host_name in args.hosts.split(","):
+            if host_name == "worker" and not worker_available():
+                print("worker: skipped, no Python 3.13 environment (make worker-venv)")
+                continue
+            for mode in args.modes.split(","):
+                if host_name == "worker" and mode != "hub":
+                    continue
+                env = {
+                    "REDIS_CONNECTION_STRING": f"127.0.0.1:{redis_port}",
+                    "STREAM_HUB": "false" if mode == "blocking" else "true",
+                }
+                with serving(host_name, env) as (host, port, pid, worker):
+                    for clients, streams in CONFIGS:
+                        print(f"{host_name} {mode}: {clients} clients on {streams} streams ...")
+                        result = asyncio.run(
+                            run_config(
+                                mode,
+                                clients,
+                                streams,
+                                redis_port,
+                                host,
+                                port,
+                                None if mode == "poll-1s" else pid,
+                                worker,
+                            )
                         )
-                    )
-                    results.append(result)
+                        results.append(result)
     print()
     print_table(
         [
+            "host",
             "reader",
             "clients/streams",
             "errors",
             "token→client p50",
             "p99",
             "max",
-            "write→client p50",
-            "p99",
-            "max",
+            "max/p99",
+            "write→client p99",
+            "CPU µs/delivery",
             "reader conns",
             "RSS MiB",
+            "load",
         ],
         [
             [
+                r["host"],
                 r["mode"],
                 f"{r['clients']}/{r['streams']}",
                 r["errors"],
                 r["token_to_client"]["p50_ms"],
                 r["token_to_client"]["p99_ms"],
                 r["token_to_client"]["max_ms"],
-                r["write_to_client"]["p50_ms"],
+                r["max_over_p99"],
                 r["write_to_client"]["p99_ms"],
-                r["write_to_client"]["max_ms"],
+                r["server_cpu_us_per_delivery"],
                 "-" if r["reader_redis_connections"] is None else r["reader_redis_connections"],
                 "-" if r["worker_rss_mib"] is None else r["worker_rss_mib"],
+                r["load_average_1m"],
             ]
             for r in results
         ],
@@ -260,6 +299,19 @@ def main() -> None:
         "latency",
         {"rate_tokens_per_second": RATE, "seconds": SECONDS, "results": results},
     )
+
+
+@contextmanager
+def serving(
+    host_name: str, env: dict[str, str]
+) -> Iterator[tuple[str, int, int, WorkerApp | None]]:
+    """The development host, or the app under the real worker: (host, port, pid, worker)."""
+    if host_name == "worker":
+        with running_worker_app(env) as worker:
+            yield worker.host, worker.port, worker.pid, worker
+    else:
+        with running_devhost(env) as (host, port, pid):
+            yield host, port, pid, None
 
 
 if __name__ == "__main__":

@@ -59,6 +59,21 @@ async def read_lines(
     return lines
 
 
+async def attached_readers(
+    http: httpx.AsyncClient, runs: list[tuple[str, str]], readers: int, timeout: float
+) -> list[asyncio.Task[list[str]]]:
+    """``readers`` NDJSON readers spread over ``runs``, once every one has its first event."""
+    attached: asyncio.Queue[None] = asyncio.Queue()
+    tasks = [
+        asyncio.create_task(read_lines(http, runs[i % len(runs)][0], attached))
+        for i in range(readers)
+    ]
+    async with asyncio.timeout(timeout):
+        for _ in range(readers):
+            await attached.get()  # every reader has its first event (run.queued)
+    return tasks
+
+
 def write_runs(client: redis.Redis, runs: list[tuple[str, str]], deltas: int) -> None:
     """The agents' side: every run streams its deltas, interleaved, then completes."""
     logs = [RunLog(client, cid, run_id, ttl_seconds=600, maxlen=10_000) for cid, run_id in runs]
@@ -96,14 +111,7 @@ async def test_a_thousand_readers_share_a_few_connections_while_every_route_answ
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=0)
     with running_devhost(base_env) as url:
         async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as http:
-            attached: asyncio.Queue[None] = asyncio.Queue()
-            readers = [
-                asyncio.create_task(read_lines(http, runs[i % STREAMS][0], attached))
-                for i in range(READERS)
-            ]
-            async with asyncio.timeout(300):
-                for _ in range(READERS):
-                    await attached.get()  # every reader has its first event (run.queued)
+            readers = await attached_readers(http, runs, READERS, 300)
             assert reader_connections(redis_client) <= 4
 
             writer = threading.Thread(target=write_runs, args=(redis_client, runs, 20))

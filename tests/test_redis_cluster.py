@@ -26,7 +26,7 @@ from .api_client import AGENT, Api
 from .devhost_process import running_devhost
 from .redis_cluster import RedisClusterUnderTest, running_cluster
 from .standins import scripted_services
-from .test_many_readers import read_lines, write_runs
+from .test_many_readers import attached_readers, read_lines, write_runs
 
 pytestmark = pytest.mark.slow  # six cluster nodes and the app on them
 
@@ -135,14 +135,7 @@ async def test_many_readers_on_streams_of_every_shard_hold_a_bounded_number_of_c
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=0)
     with running_devhost(app_env) as url:
         async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as http:
-            attached: asyncio.Queue[None] = asyncio.Queue()
-            reading = [
-                asyncio.create_task(read_lines(http, runs[i % streams][0], attached))
-                for i in range(readers)
-            ]
-            async with asyncio.timeout(120):
-                for _ in range(readers):
-                    await attached.get()  # every reader has its first event (run.queued)
+            reading = await attached_readers(http, runs, readers, 120)
             hub = connections(cluster, HUB_NAMES)
             catch_up = connections(cluster, READER_NAMES)
             writer = threading.Thread(target=write_runs, args=(writer_client, runs, 20))

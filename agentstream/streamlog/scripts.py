@@ -126,8 +126,9 @@ local function is_finished(status)
 end
 
 -- wanted: an id the writer chose (kept across its retries), used when it is above the stream's
--- newest; otherwise (and when absent) Redis picks one.
-local function add(run, etype, data, ts, wanted)
+-- newest; otherwise (and when absent) Redis picks one. first_noted: the meta hash already holds
+-- first_id (any run with a status was queued after it was noted), so it is not set again.
+local function add(run, etype, data, ts, wanted, first_noted)
   local seq = redis.call('HINCRBY', meta, 'seq:' .. run, 1) - 1
   local id
   if wanted and wanted ~= '*' then
@@ -141,7 +142,9 @@ local function add(run, etype, data, ts, wanted)
     id = redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*',
       'type', etype, 'run', run, 'seq', seq, 'ts', ts, 'data', data)
   end
-  redis.call('HSETNX', meta, 'first_id', id)
+  if not first_noted then
+    redis.call('HSETNX', meta, 'first_id', id)
+  end
   return id, seq
 end
 
@@ -222,51 +225,64 @@ def _script(body: str) -> str:
 # again with the same id, so readers who saw it on the old primary see the same entry.
 APPEND = _script("""
 local run, attempt, write = ARGV[3], ARGV[4], ARGV[5]
-if attempt ~= '' then
-  local last = redis.call('HGET', meta, 'last:' .. run)
-  if last then
-    local a, w, id, seq = string.match(last, '^(%S+) (%S+) (%S+) (%S+)$')
-    if a == attempt and w == write then
-      return {id, tonumber(seq), redis.call('HEXISTS', meta, 'cancel:' .. run)}
-    end
+-- Every field the checks need, in one read; a cancel request cannot change while this runs.
+local found = redis.call('HMGET', meta, 'last:' .. run, 'status:' .. run, 'attempts:' .. run,
+  'cancel:' .. run)
+local last, status, newest = found[1], found[2], tonumber(found[3] or '0')
+local cancel = found[4] and 1 or 0
+if attempt ~= '' and last then
+  local a, w, id, seq = string.match(last, '^(%S+) (%S+) (%S+) (%S+)$')
+  if a == attempt and w == write then
+    return {id, tonumber(seq), cancel}
   end
 end
 if ARGV[13] == '1' and tonumber(write) > 1 then
-  local held = redis.call('HGET', meta, 'last:' .. run) or '0 0'
+  local held = last or '0 0'
   local la, lw = string.match(held, '^(%S+) (%S+)')
   la, lw = tonumber(la), tonumber(lw)
   if la < tonumber(attempt) or (la == tonumber(attempt) and lw < tonumber(write) - 1) then
     return {false, 'lost', la == tonumber(attempt) and lw or 0}
   end
 end
-local status = redis.call('HGET', meta, 'status:' .. run)
 if not status and ARGV[6] ~= 'run.queued' then
   return {false, 'unknown'}
 end
 if is_finished(status) then
   return {false, 'finished'}
 end
-local newest = tonumber(redis.call('HGET', meta, 'attempts:' .. run) or '0')
 if attempt ~= '' and tonumber(attempt) < newest then
   return {false, 'fenced'}
 end
-local id, seq = add(run, ARGV[6], ARGV[7], ARGV[8], ARGV[14])
+local id, seq = add(run, ARGV[6], ARGV[7], ARGV[8], ARGV[14], status ~= false)
+-- The meta fields this append changes, in one write.
+local fields = {}
 if attempt ~= '' then
-  redis.call('HSET', meta, 'last:' .. run, attempt .. ' ' .. write .. ' ' .. id .. ' ' .. seq)
+  fields[#fields + 1] = 'last:' .. run
+  fields[#fields + 1] = attempt .. ' ' .. write .. ' ' .. id .. ' ' .. seq
 end
-if ARGV[9] ~= '' then
-  redis.call('HSET', meta, 'status:' .. run, ARGV[9])
+if ARGV[10] == '1' then
+  if ARGV[12] ~= '' then
+    fields[#fields + 1] = 'turn:' .. run
+    fields[#fields + 1] = ARGV[12]
+  end
+else
+  if ARGV[9] ~= '' then
+    fields[#fields + 1] = 'status:' .. run
+    fields[#fields + 1] = ARGV[9]
+  end
+  if tonumber(ARGV[11]) > 0 then
+    fields[#fields + 1] = 'lease:' .. run
+    fields[#fields + 1] = now_ms() + tonumber(ARGV[11])
+  end
+end
+if #fields > 0 then
+  redis.call('HSET', meta, unpack(fields))
 end
 if ARGV[10] == '1' then
   finish(run, ARGV[9])
-  if ARGV[12] ~= '' then
-    redis.call('HSET', meta, 'turn:' .. run, ARGV[12])
-  end
-elseif tonumber(ARGV[11]) > 0 then
-  redis.call('HSET', meta, 'lease:' .. run, now_ms() + tonumber(ARGV[11]))
 end
 touch()
-return {id, seq, redis.call('HEXISTS', meta, 'cancel:' .. run)}
+return {id, seq, cancel}
 """)
 
 # The entity begins (or re-begins, after a crash) a run: counts the attempt, takes the lease.
