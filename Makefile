@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PYTHON313 ?= $(shell p=$$(pyenv prefix 3.13 2>/dev/null) && echo $$p/bin/python3.13 || command -v python3.13)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test test-fast test-lower-bounds check lock test-worker lint bench redis-server \
+.PHONY: help run test test-fast test-lower-bounds check lock test-worker lint bench redis-server \
 	chromium worker-venv infra-tools
 
 # pip checks hashes all or nothing per call: the hashed lock (what deploys) in one call, then the
@@ -104,3 +104,14 @@ bench: $(VENV)/.installed redis-server
 lint: $(VENV)/.installed
 	$(PY) -m ruff check --fix .
 	$(PY) -m ruff format .
+
+help:
+	@echo "make run                the app on http://localhost:7071 (offline demo without a model)"
+	@echo "make test               the static checks and every test (what CI runs)"
+	@echo "make test-fast          the tests not marked slow, on two workers; prints its time"
+	@echo "make check              ruff, the lock check, mypy over agentstream/, the import contracts"
+	@echo "make lock               requirements.txt (the hashed deploy lock) from pyproject.toml"
+	@echo "make test-lower-bounds  the fast tests on the lowest versions the ranges allow"
+	@echo "make test-worker        the app under the real Python worker (worker harness)"
+	@echo "make bench              the benchmarks"
+	@echo "make lint               ruff's fixes and formatting"

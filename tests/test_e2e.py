@@ -335,6 +335,7 @@ def test_every_error_status_has_its_json_body(api: Api, redis_store: redis.Redis
     )
 
 
+@pytest.mark.slow  # an app process of its own
 def test_durable_backend_down_is_503_and_releases_the_lock(
     app_env: dict[str, str], redis_store: redis.Redis
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 
 from agentstream.config import Settings
 from agentstream.model_probe import CACHE_SECONDS, model_status
@@ -20,6 +21,7 @@ def _health(env: dict[str, str]) -> httpx.Response:
         return httpx.get(f"{url}/api/health", timeout=30)
 
 
+@pytest.mark.slow  # an app process of its own
 def test_health_says_a_reachable_model_is_ok(redis_port: int) -> None:
     with serve_in_thread(create_model_app()) as model_url:
         response = _health(
@@ -35,6 +37,7 @@ def test_health_says_a_reachable_model_is_ok(redis_port: int) -> None:
     assert (body["status"], body["redis"], body["model"]) == ("ok", "ok", "ok")
 
 
+@pytest.mark.slow  # an app process of its own, and the probe's timeout
 def test_an_unreachable_model_is_reported_without_secrets_and_without_a_503(
     redis_port: int,
 ) -> None:

@@ -6,6 +6,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from agentstream_dev.scripted_model.server import create_app as create_model_app
 
 from .devhost_process import REPO, running_devhost
@@ -14,6 +16,7 @@ from .standins import scripted_services
 _PYTHON_BLOCK = re.compile(r"^```python\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
 
+@pytest.mark.slow  # an app process of its own and a Python running the example
 def test_the_readme_sdk_example_runs_as_it_is(redis_port: int) -> None:
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     blocks = [b for b in _PYTHON_BLOCK.findall(readme) if "from openai import OpenAI" in b]
