@@ -44,8 +44,9 @@ def oldest_sdk_python() -> Path:
     python = venv / "bin" / "python"
     if not python.exists():
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        # httpx for the scenario's own requests: openai 3 sends through httpx2, without httpx.
         subprocess.run(
-            [str(python), "-m", "pip", "install", "-q", f"openai=={version}"],
+            [str(python), "-m", "pip", "install", "-q", f"openai=={version}", "httpx"],
             check=True,
             timeout=300,
         )
