@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import redis
@@ -27,25 +28,51 @@ from .streamlog.capacity import AtCapacity
 _lock = threading.Lock()
 # How often a command that found its node's connections all taken looks again.
 _CONNECTION_BACK_SECONDS = 0.005
+# The probe may run on an event loop thread (the first client of a loop is built there): it gets
+# short timeouts and no retries, and a failed probe is remembered for a few seconds, so a Redis
+# that is down costs each request a fast ConnectionError instead of blocking the loop again.
+PROBE_TIMEOUT_SECONDS = 1.0
+PROBE_FAILURE_SECONDS = 5.0
 _detected: dict[tuple[str, int], bool] = {}
+_failed_until: dict[tuple[str, int], float] = {}
 
 
-def uses_cluster(topology: TopologySettings, probe_kwargs: dict[str, Any]) -> bool:
+def uses_cluster(
+    topology: TopologySettings,
+    probe_kwargs: dict[str, Any],
+    clock: Callable[[], float] = time.monotonic,
+) -> bool:
     """True when the app should use the cluster clients (``REDIS_CLUSTER``, or ask the server).
 
     The answer to ``auto`` is remembered for the process; the one probe is a single short
-    command on a connection of its own, made the first time a client is needed.
+    command on a connection of its own, made the first time a client is needed. While a failed
+    probe is remembered (``PROBE_FAILURE_SECONDS``) this raises ``redis.ConnectionError`` at once.
     """
     if topology.cluster != "auto":
         return topology.cluster == "true"
     address = (probe_kwargs["host"], probe_kwargs["port"])
     with _lock:
-        if address not in _detected:
-            probe = redis.Redis(**probe_kwargs)
-            try:
-                _detected[address] = bool(int(probe.info("cluster").get("cluster_enabled", 0)))
-            finally:
-                probe.close()
+        if address in _detected:
+            return _detected[address]
+        if clock() < _failed_until.get(address, 0.0):
+            raise redis.ConnectionError("Redis did not answer the topology probe")
+        probe = redis.Redis(
+            **{
+                **probe_kwargs,
+                "socket_timeout": PROBE_TIMEOUT_SECONDS,
+                "socket_connect_timeout": PROBE_TIMEOUT_SECONDS,
+                "retry": None,
+            }
+        )
+        try:
+            info = probe.info("cluster")
+        except (redis.ConnectionError, redis.TimeoutError):
+            _failed_until[address] = clock() + PROBE_FAILURE_SECONDS
+            raise
+        finally:
+            probe.close()
+        _failed_until.pop(address, None)
+        _detected[address] = bool(int(info.get("cluster_enabled", 0)))
         return _detected[address]
 
 
