@@ -6,7 +6,10 @@ import json
 from collections.abc import Iterator
 
 import pytest
+import redis
 
+from agentstream.streamlog.keys import meta_key
+from agentstream.streamlog.runlog import RunLog
 from agentstream_dev.scripted_model.server import create_app as create_model_app
 
 from .api_client import AGENT, Api
@@ -87,3 +90,27 @@ def test_unknown_agents_conversations_and_bad_parameters(api: Api, check: Confor
         response = api.http.get(url)
         check.response("GET", MESSAGES, response)
         assert (response.status_code, response.json()["error"]["code"]) == (status, code), url
+
+
+def test_a_completed_turn_is_listed_before_the_entity_commits_it(
+    api: Api, redis_store: redis.Redis
+) -> None:
+    """The terminal event (with the run's turn) is written before the entity's state is saved: a
+    client that read ``run.completed`` and asks for the messages at once still gets that turn."""
+    cid = _turn(api, None, "Plan 2 days in Lisbon")
+    # A second run that completed in the stream log while its entity commit has not landed yet.
+    run_id = "d" * 32
+    meta = meta_key(cid)
+    redis_store.hset(meta, mapping={f"status:{run_id}": "queued"})
+    redis_store.hset(meta, "runs", f"{redis_store.hget(meta, 'runs') or ''} {run_id}".strip())
+    log = RunLog(redis_store, cid, run_id, ttl_seconds=600, maxlen=10_000)
+    log.append("run.queued", {"message": "Make it cheaper"})
+    turn = [
+        {"role": "user", "content": "Make it cheaper"},
+        {"role": "assistant", "content": "Here is a cheaper plan."},
+    ]
+    log.append("run.completed", {"finish_reason": "stop", "usage": None}, turn=turn)
+
+    turns = api.http.get(f"{AGENT}/conversations/{cid}/messages").json()["turns"]
+    assert [t["user"] for t in turns] == ["Plan 2 days in Lisbon", "Make it cheaper"]
+    assert turns[1]["assistant"] == "Here is a cheaper plan."

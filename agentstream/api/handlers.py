@@ -50,7 +50,7 @@ from .errors import ApiError, json_errors
 from .negotiation import negotiate
 from .observed import observe_stream, observed, remember_run_trace
 from .streaming import STREAM_HEADERS, EventStreamResponse
-from .turns import history_of, turns_of
+from .turns import history_of, runs_in_state, turns_of
 
 logger = logging.getLogger(__name__)
 
@@ -539,8 +539,12 @@ async def conversation_messages(req: Request, client: df.DurableOrchestrationCli
     except Exception as exc:  # noqa: BLE001 - any failure to read is a 503
         logger.error("reading the entity's state failed: %s", type(exc).__name__)
         raise _durable_unavailable("The conversation's messages could not be read.") from None
-    state = found.entity_state if found.entity_exists else None
-    turns = turns_of(history_of(json.loads(state) if isinstance(state, str) else state))
+    raw = found.entity_state if found.entity_exists else None
+    state = json.loads(raw) if isinstance(raw, str) else raw
+    # A run's turn reaches the entity's state after its terminal event: add what is not there yet.
+    committed = runs_in_state(state, FINISHED_STATUSES)
+    pending = await control.turns_not_in_state(redis, conversation_id, committed)
+    turns = turns_of([*history_of(state), *pending])
     end = len(turns) if before is None else min(before, len(turns))
     start = max(0, end - limit)
     return JSONResponse(

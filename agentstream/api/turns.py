@@ -14,6 +14,18 @@ def history_of(entity_state: Any) -> list[Message]:
     return []
 
 
+def runs_in_state(entity_state: Any, finished: frozenset[str]) -> set[str]:
+    """The runs whose turns an entity's state already holds (its finished run records)."""
+    runs = entity_state.get("runs") if isinstance(entity_state, dict) else None
+    if not isinstance(runs, dict):
+        return set()
+    return {
+        run
+        for run, record in runs.items()
+        if isinstance(record, dict) and record.get("status") in finished
+    }
+
+
 def turns_of(history: list[Message]) -> list[dict[str, Any]]:
     """One entry per user message: its text, the assistant's text, and the tool calls of the
     turn with their results, in order. Numbered from the oldest turn the history keeps."""

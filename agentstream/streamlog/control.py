@@ -7,6 +7,7 @@ decision is one atomic script.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
 import uuid
@@ -261,6 +262,30 @@ async def delete_conversation(client: aioredis.Redis, conversation_id: str, limi
 
 async def conversation_exists(client: aioredis.Redis, conversation_id: str) -> bool:
     return bool(await client.exists(conversation_key(conversation_id), meta_key(conversation_id)))
+
+
+async def turns_not_in_state(
+    client: aioredis.Redis, conversation_id: str, runs_in_state: set[str]
+) -> list[dict[str, Any]]:
+    """The history messages of completed runs the entity's state does not hold yet.
+
+    The terminal event (with the run's turn) is written before the entity commits its state, so a
+    client that read ``run.completed`` can ask for the history before the commit lands. The meta
+    hash keeps each completed run's turn until the entity confirms it (``turn:<run>``); these
+    turns, in the order the runs were queued, complete the state's history.
+    """
+    mkey = meta_key(conversation_id)
+    queued = (await client.hget(mkey, "runs") or "").split()
+    missing = [run for run in queued if run not in runs_in_state]
+    if not missing:
+        return []
+    fields = [field for run in missing for field in (f"status:{run}", f"turn:{run}")]
+    values = await client.hmget(mkey, fields)
+    messages: list[dict[str, Any]] = []
+    for status, turn in zip(values[::2], values[1::2], strict=True):
+        if status == "completed" and turn:
+            messages.extend(m for m in json.loads(turn) if isinstance(m, dict))
+    return messages
 
 
 async def conversation_status(
