@@ -20,6 +20,7 @@ import redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterPipeline
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import MaxConnectionsError
 
 from .config import TopologySettings
@@ -186,3 +187,46 @@ def sync_cluster_client(kwargs: dict[str, Any], *, size: int, wait_seconds: floa
         **cluster_kwargs(kwargs),
     )
     return client
+
+
+class ClusterHubShards:
+    """The stream hub's subscriptions on a Redis Cluster: each channel at its slot's primary."""
+
+    def __init__(self, cluster: aioredis.Redis, kwargs: dict[str, Any]) -> None:
+        self._cluster: Any = cluster
+        self._kwargs = cluster_kwargs(kwargs)
+
+    async def owner(self, channel: str, *, refresh: bool = False) -> str:
+        await self._cluster.initialize()
+        if refresh:
+            await self._cluster.nodes_manager.initialize()
+        return str(self._cluster.get_node_from_key(channel).name)
+
+    async def connect(self, node: str) -> AbstractConnection:
+        host, port = node.rsplit(":", 1)
+        return await connect_once({**self._kwargs, "host": host, "port": int(port)})
+
+
+class SingleHubShards:
+    """The stream hub's subscriptions on one server (or a proxy-clustered Redis): one node."""
+
+    def __init__(self, kwargs: dict[str, Any]) -> None:
+        self._kwargs = kwargs
+
+    async def owner(self, channel: str, *, refresh: bool = False) -> str:
+        return f"{self._kwargs['host']}:{self._kwargs['port']}"
+
+    async def connect(self, node: str) -> AbstractConnection:
+        return await connect_once(self._kwargs)
+
+
+async def connect_once(kwargs: dict[str, Any]) -> AbstractConnection:
+    """One connection of its own (authenticated and named like the pools' ones), not pooled.
+
+    No health checks (they would read the replies the subscriber's loop is waiting for) and no
+    automatic retries: the hub reconnects and subscribes again itself.
+    """
+    client = aioredis.Redis(**{**kwargs, "health_check_interval": 0, "retry": None})
+    connection = client.connection_pool.make_connection()
+    await connection.connect()
+    return connection

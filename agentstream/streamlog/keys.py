@@ -105,3 +105,10 @@ def stream_id_before(value: str) -> str:
     if ms > 0:
         return f"{ms - 1}-{_MAX_SEQ}"
     return "0-0"
+
+
+def notice_channel(tag: str) -> str:
+    """The slot group's sharded pub/sub channel: every script that appends to a stream of the
+    group publishes the stream's key there (``notify`` in :mod:`.scripts`); same slot as its keys.
+    """
+    return f"agentstream-notify:{{{tag}}}"

@@ -125,6 +125,15 @@ local function is_finished(status)
   return status == 'completed' or status == 'failed' or status == 'cancelled'
 end
 
+-- Tells the stream hubs that the stream has new entries: a sharded pub/sub message on its slot
+-- group's channel (same hash tag, so same slot), carrying the stream's key. Redis 6 has neither
+-- SPUBLISH nor redis.REDIS_VERSION_NUM: nothing is sent there (the hub is off on Redis 6).
+local function notify()
+  if redis.REDIS_VERSION_NUM then
+    redis.call('SPUBLISH', 'agentstream-notify:' .. string.match(stream, '{[^}]*}'), stream)
+  end
+end
+
 -- wanted: an id the writer chose (kept across its retries), used when it is above the stream's
 -- newest; otherwise (and when absent) Redis picks one. first_noted: the meta hash already holds
 -- first_id (any run with a status was queued after it was noted), so it is not set again.
@@ -145,6 +154,7 @@ local function add(run, etype, data, ts, wanted, first_noted)
   if not first_noted then
     redis.call('HSETNX', meta, 'first_id', id)
   end
+  notify()
   return id, seq
 end
 
@@ -363,6 +373,7 @@ redis.call('HSET', meta, 'seq:' .. run, 1)
 local id = redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*',
   'type', 'run.queued', 'run', run, 'seq', 0, 'ts', ARGV[7], 'data', ARGV[6])
 redis.call('HSETNX', meta, 'first_id', id)
+notify()
 redis.call('HSET', meta, 'active_run', run, 'latest_run', run, 'latest_start', id,
   'status:' .. run, 'queued', 'created:' .. run, ARGV[7],
   'deadline:' .. run, now + tonumber(ARGV[10]))
@@ -486,6 +497,7 @@ for _, w in ipairs(cjson.decode(ARGV[7])) do
   if la < attempt or tonumber(w[1]) > lw then
     redis.call('XADD', stream, 'MAXLEN', '~', maxlen, w[2],
       'type', w[4], 'run', run, 'seq', w[3], 'ts', w[6], 'data', w[5])
+    notify()
     redis.call('HSETNX', meta, 'first_id', w[2])
     redis.call('HSET', meta, 'seq:' .. run, tonumber(w[3]) + 1,
       'last:' .. run, attempt .. ' ' .. w[1] .. ' ' .. w[2] .. ' ' .. w[3])
