@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import threading
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -189,12 +190,51 @@ def sync_cluster_client(kwargs: dict[str, Any], *, size: int, wait_seconds: floa
     return client
 
 
-class ClusterHubShards:
+class _HubSubscriberConnections:
+    """The stream hub's subscriber connections: each made on its own, re-authenticated with every
+    new token (a subscribed connection is not in a pool, so a pool's re-authentication misses it).
+    """
+
+    def __init__(self, kwargs: dict[str, Any]) -> None:
+        self._kwargs = kwargs
+        self._open: weakref.WeakSet[AbstractConnection] = weakref.WeakSet()
+        self._provider = kwargs.get("credential_provider")
+        self._listening = False
+
+    async def _connect(self, host: str, port: int) -> AbstractConnection:
+        """A connection of its own, authenticated and named like the pools' ones.
+
+        No health checks (they would read the replies the subscriber's loop waits for) and no
+        automatic retries: the hub reconnects and subscribes again itself.
+        """
+        if self._provider is not None and not self._listening:
+            self._listening = True
+            self._provider.on_next(self._authenticate_again)
+        options = {**self._kwargs, "host": host, "port": port}
+        # RESP3: replies and pushes are told apart, and AUTH is allowed while subscribed.
+        client = aioredis.Redis(
+            **{**options, "health_check_interval": 0, "retry": None, "protocol": 3}
+        )
+        connection = client.connection_pool.make_connection()
+        await connection.connect()
+        self._open.add(connection)
+        return connection
+
+    async def _authenticate_again(self, _token: Any) -> None:
+        # RESP3 allows AUTH on a subscribed connection; its reply reaches the subscriber's loop.
+        assert self._provider is not None
+        username, password = await self._provider.get_credentials_async()
+        for connection in tuple(self._open):
+            if connection.is_connected:
+                await connection.send_command("AUTH", username, password, check_health=False)
+
+
+class ClusterHubShards(_HubSubscriberConnections):
     """The stream hub's subscriptions on a Redis Cluster: each channel at its slot's primary."""
 
     def __init__(self, cluster: aioredis.Redis, kwargs: dict[str, Any]) -> None:
+        super().__init__(cluster_kwargs(kwargs))
         self._cluster: Any = cluster
-        self._kwargs = cluster_kwargs(kwargs)
 
     async def owner(self, channel: str, *, refresh: bool = False) -> str:
         await self._cluster.initialize()
@@ -204,29 +244,14 @@ class ClusterHubShards:
 
     async def connect(self, node: str) -> AbstractConnection:
         host, port = node.rsplit(":", 1)
-        return await connect_once({**self._kwargs, "host": host, "port": int(port)})
+        return await self._connect(host, int(port))
 
 
-class SingleHubShards:
+class SingleHubShards(_HubSubscriberConnections):
     """The stream hub's subscriptions on one server (or a proxy-clustered Redis): one node."""
-
-    def __init__(self, kwargs: dict[str, Any]) -> None:
-        self._kwargs = kwargs
 
     async def owner(self, channel: str, *, refresh: bool = False) -> str:
         return f"{self._kwargs['host']}:{self._kwargs['port']}"
 
     async def connect(self, node: str) -> AbstractConnection:
-        return await connect_once(self._kwargs)
-
-
-async def connect_once(kwargs: dict[str, Any]) -> AbstractConnection:
-    """One connection of its own (authenticated and named like the pools' ones), not pooled.
-
-    No health checks (they would read the replies the subscriber's loop is waiting for) and no
-    automatic retries: the hub reconnects and subscribes again itself.
-    """
-    client = aioredis.Redis(**{**kwargs, "health_check_interval": 0, "retry": None})
-    connection = client.connection_pool.make_connection()
-    await connection.connect()
-    return connection
+        return await self._connect(self._kwargs["host"], self._kwargs["port"])

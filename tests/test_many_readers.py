@@ -28,6 +28,9 @@ pytestmark = pytest.mark.slow  # a thousand readers
 READERS = 1000
 STREAMS = 10
 NDJSON = {"Accept": "application/x-ndjson"}
+HUB_BOUND = 4  # STREAM_HUB_CONNECTIONS' default: hub connections per worker and Redis node
+HUB_NAMES = ("agentstream-hub",)
+READER_NAMES = ("agentstream-readers", "agentstream-blocking-readers")
 
 
 @pytest.fixture(scope="module")
@@ -86,18 +89,44 @@ def write_runs(client: redis.Redis, runs: list[tuple[str, str]], deltas: int) ->
         log.append(RUN_COMPLETED, {"finish_reason": "stop", "usage": None})
 
 
-def reader_connections(client: redis.Redis) -> int:
-    names = ("agentstream-readers", "agentstream-hub", "agentstream-blocking-readers")
-    return sum(1 for c in client.client_list() if c["name"] in names)
+class ConnectionPeaks:
+    """The most connections by client name each Redis node held while this was running
+    (``CLIENT LIST`` on every node, sampled on a thread of its own)."""
+
+    def __init__(self, ports: list[int], names: dict[str, tuple[str, ...]]) -> None:
+        nodes = {port: redis.Redis(port=port, decode_responses=True) for port in ports}
+        self._nodes = nodes
+        self._names = names
+        self.peaks = {kind: dict.fromkeys(nodes, 0) for kind in names}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while True:
+            for port, client in self._nodes.items():
+                names = [c["name"] for c in client.client_list()]
+                for kind, wanted in self._names.items():
+                    count = sum(1 for name in names if name in wanted)
+                    self.peaks[kind][port] = max(self.peaks[kind][port], count)
+            if self._stop.wait(0.1):
+                return
+
+    def __enter__(self) -> ConnectionPeaks:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        for client in self._nodes.values():
+            client.close()
 
 
-async def test_a_thousand_readers_share_a_few_connections_while_every_route_answers(
-    base_env: dict[str, str], redis_client: redis.Redis, aclient: aioredis.Redis
-) -> None:
+async def start_runs(aclient: Any, streams: int) -> list[tuple[str, str]]:
     runs: list[tuple[str, str]] = []
-    for _ in range(STREAMS):
+    for _ in range(streams):
         cid, run_id = uuid.uuid4().hex, uuid.uuid4().hex
-        await start_run(
+        started = await start_run(
             aclient,
             cid,
             run_id,
@@ -106,15 +135,32 @@ async def test_a_thousand_readers_share_a_few_connections_while_every_route_answ
             must_exist=False,
             limits=Limits(ttl_seconds=600, maxlen=10_000),
         )
+        assert started.outcome == "started"
         runs.append((cid, run_id))
+    return runs
 
+
+# A thousand readers of ten conversations, and a thousand conversations with a reader each (three
+# deltas per run there: the bound and the exactness are the same, the writing is 5x shorter).
+@pytest.mark.parametrize(("streams", "deltas"), [(STREAMS, 20), (READERS, 3)])
+async def test_a_thousand_readers_share_a_few_connections_while_every_route_answers(
+    base_env: dict[str, str],
+    redis_client: redis.Redis,
+    aclient: aioredis.Redis,
+    redis_port: int,
+    streams: int,
+    deltas: int,
+) -> None:
+    runs = await start_runs(aclient, streams)
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=0)
-    with running_devhost(base_env) as url:
+    names = {"hub": HUB_NAMES, "readers": READER_NAMES}
+    with (
+        running_devhost(base_env) as url,
+        ConnectionPeaks({redis_port: redis_client}, names) as seen,
+    ):
         async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as http:
             readers = await attached_readers(http, runs, READERS, 300)
-            assert reader_connections(redis_client) <= 4
-
-            writer = threading.Thread(target=write_runs, args=(redis_client, runs, 20))
+            writer = threading.Thread(target=write_runs, args=(redis_client, runs, deltas))
             writer.start()
             # While the thousand readers are live, every other route still answers.
             async with httpx.AsyncClient(base_url=url, timeout=60) as other:
@@ -127,16 +173,18 @@ async def test_a_thousand_readers_share_a_few_connections_while_every_route_answ
                 assert status.status_code == 200, status.text
                 new_stream = await read_lines(other, new_cid)
                 assert json.loads(new_stream[-1])["type"] == RUN_COMPLETED
-            assert reader_connections(redis_client) <= 4
             async with asyncio.timeout(300):
                 results = await asyncio.gather(*readers)
             await asyncio.to_thread(writer.join)
 
             # Every reader got exactly what one uninterrupted read of its stream gets.
             reference = {cid: await read_lines(http, cid) for cid, _ in runs}
+    # The hub's subscriber and reads, and the catch-up pool's two, whatever the readers.
+    assert seen.peaks["hub"][redis_port] <= HUB_BOUND, seen.peaks
+    assert seen.peaks["readers"][redis_port] <= 2, seen.peaks
     for i, lines in enumerate(results):
-        expected = reference[runs[i % STREAMS][0]]
-        assert len(expected) == 1 + 1 + 20 + 1
+        expected = reference[runs[i % streams][0]]
+        assert len(expected) == 1 + 1 + deltas + 1
         assert lines == expected
 
 

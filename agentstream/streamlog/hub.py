@@ -486,8 +486,6 @@ class _NodeSubscriber:
             except redis.exceptions.MovedError as moved:
                 self._moved(moved.slot_id)
                 continue
-            except redis.exceptions.ConnectionError:
-                raise
             except redis.exceptions.ResponseError:
                 # SSUBSCRIBE is unknown (Redis 6) or not permitted: not something a retry fixes.
                 self.wanted.clear()
