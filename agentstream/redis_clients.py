@@ -2,7 +2,7 @@
 
 The entity (sync, worker thread) shares one synchronous pool. Each event loop of the HTTP side has
 three asyncio pools, so stream readers can never take the connections POST, status and health
-need: request commands; stream opening checks and catch-up reads; the stream hub's blocking reads.
+need: request commands; stream opening checks and catch-up reads; the stream hub's reads.
 A pool that stays empty for ``REDIS_POOL_TIMEOUT_SECONDS`` raises :class:`AtCapacity`.
 """
 

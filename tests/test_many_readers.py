@@ -21,6 +21,7 @@ from agentstream_dev.scripted_model.server import create_app as create_model_app
 
 from .api_client import AGENT, TERMINAL
 from .devhost_process import running_devhost
+from .redis_connections import ConnectionPeaks
 from .standins import scripted_services
 
 pytestmark = pytest.mark.slow  # a thousand readers
@@ -63,17 +64,29 @@ async def read_lines(
 
 
 async def attached_readers(
-    http: httpx.AsyncClient, runs: list[tuple[str, str]], readers: int, timeout: float
+    http: httpx.AsyncClient,
+    runs: list[tuple[str, str]],
+    readers: int,
+    timeout: float,
+    wave: int | None = None,
 ) -> list[asyncio.Task[list[str]]]:
-    """``readers`` NDJSON readers spread over ``runs``, once every one has its first event."""
+    """``readers`` NDJSON readers spread over ``runs``, once every one has its first event.
+
+    ``wave``: open that many at a time, each wave once the previous one is attached (a thousand
+    opens at one instant on a cluster answer part of them ``503 at_capacity``; see
+    docs/architecture.md, "Known limit").
+    """
     attached: asyncio.Queue[None] = asyncio.Queue()
-    tasks = [
-        asyncio.create_task(read_lines(http, runs[i % len(runs)][0], attached))
-        for i in range(readers)
-    ]
+    tasks: list[asyncio.Task[list[str]]] = []
     async with asyncio.timeout(timeout):
-        for _ in range(readers):
-            await attached.get()  # every reader has its first event (run.queued)
+        for first in range(0, readers, wave or readers):
+            batch = range(first, min(readers, first + (wave or readers)))
+            tasks += [
+                asyncio.create_task(read_lines(http, runs[i % len(runs)][0], attached))
+                for i in batch
+            ]
+            for _ in batch:
+                await attached.get()  # every reader has its first event (run.queued)
     return tasks
 
 
@@ -87,39 +100,6 @@ def write_runs(client: redis.Redis, runs: list[tuple[str, str]], deltas: int) ->
             log.append(MESSAGE_DELTA, {"text": f"tok{i} "})
     for log in logs:
         log.append(RUN_COMPLETED, {"finish_reason": "stop", "usage": None})
-
-
-class ConnectionPeaks:
-    """The most connections by client name each Redis node held while this was running
-    (``CLIENT LIST`` on every node, sampled on a thread of its own)."""
-
-    def __init__(self, ports: list[int], names: dict[str, tuple[str, ...]]) -> None:
-        nodes = {port: redis.Redis(port=port, decode_responses=True) for port in ports}
-        self._nodes = nodes
-        self._names = names
-        self.peaks = {kind: dict.fromkeys(nodes, 0) for kind in names}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def _sample(self) -> None:
-        while True:
-            for port, client in self._nodes.items():
-                names = [c["name"] for c in client.client_list()]
-                for kind, wanted in self._names.items():
-                    count = sum(1 for name in names if name in wanted)
-                    self.peaks[kind][port] = max(self.peaks[kind][port], count)
-            if self._stop.wait(0.1):
-                return
-
-    def __enter__(self) -> ConnectionPeaks:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        for client in self._nodes.values():
-            client.close()
 
 
 async def start_runs(aclient: Any, streams: int) -> list[tuple[str, str]]:
