@@ -446,14 +446,14 @@ class _NodeSubscriber:
             try:
                 conn = self.conn = await self.hub.shards.connect(self.node)
                 try:
-                    self.sent.clear()
-                    self.confirmed.clear()
-                    self.leaving.clear()
                     self.flushing = True
                     await self._flush(conn)
                     await self._listen(conn)
                 finally:
                     self.conn = None
+                    self.sent.clear()
+                    self.confirmed.clear()
+                    self.leaving.clear()
                     await conn.disconnect()
             except (redis.exceptions.RedisError, OSError) as exc:
                 for group in self.wanted.values():
