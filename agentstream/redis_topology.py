@@ -97,6 +97,29 @@ class BoundedAsyncCluster(AsyncRedisCluster):
         self._turns: dict[str, asyncio.Semaphore] = {}
         self._wait_seconds = wait_seconds
 
+    async def initialize(self, *args: Any, **kwargs: Any) -> Any:
+        client = await super().initialize(*args, **kwargs)
+        await self._close_discovery_connections()
+        return client
+
+    async def refresh_slots(self) -> None:
+        """Ask the cluster for its slot map now (after a failover or a slot migration)."""
+        await self.nodes_manager.initialize()
+        await self._close_discovery_connections()
+
+    async def _close_discovery_connections(self) -> None:
+        # redis-py asks a startup node for the slot map through a node object of its own and
+        # keeps that connection open: one more than the pool's size on that node, for nothing.
+        manager = self.nodes_manager
+        await asyncio.gather(
+            *(
+                node.disconnect()
+                for name, node in manager.startup_nodes.items()
+                if manager.nodes_cache.get(name) is not node
+            ),
+            return_exceptions=True,
+        )
+
     @contextlib.asynccontextmanager
     async def turn(self, node_name: str) -> AsyncIterator[None]:
         """One of ``node_name``'s connections, for one command or pipeline."""
@@ -239,7 +262,7 @@ class ClusterHubShards(_HubSubscriberConnections):
     async def owner(self, channel: str, *, refresh: bool = False) -> str:
         await self._cluster.initialize()
         if refresh:
-            await self._cluster.nodes_manager.initialize()
+            await self._cluster.refresh_slots()
         return str(self._cluster.get_node_from_key(channel).name)
 
     async def connect(self, node: str) -> AbstractConnection:
