@@ -5,9 +5,9 @@ Every key of a conversation carries the hash tag of the conversation's *slot gro
 conversation id. So all keys of a conversation share one Redis Cluster slot (every script and
 transaction stays single-slot), and so do all conversations of a group and the group's notice
 channel, which is what lets one ``XREAD`` of the stream hub cover the notified streams of a group
-on any topology (docs/architecture.md, "Redis topologies"). The tags are picked once so that group ``k`` lands in
-the ``k``-th sixteenth of the slot space: a cluster whose shards own even slot ranges gets an even
-share of the groups.
+on any topology (docs/architecture.md, "Redis topologies"). The tags are picked once so that
+group ``k`` lands in the ``k``-th sixteenth of the slot space: a cluster whose shards own even slot
+ranges gets an even share of the groups.
 """
 
 from __future__ import annotations
