@@ -243,7 +243,13 @@ async def begin_run(
                 df.EntityId(agent, conversation_id),
                 RUN_OPERATION,
                 # Always an object: signal_entity drops falsy inputs.
-                {"run_id": started.run_id, "message": message, **telemetry.run_carrier()},
+                {
+                    "run_id": started.run_id,
+                    "message": message,
+                    # What START wrote: the entity writes it again if a failover lost it.
+                    "queued": started.queued.to_payload() if started.queued else None,
+                    **telemetry.run_carrier(),
+                },
             )
         except Exception as exc:  # noqa: BLE001 - any signalling failure is a 503
             logger.error("signalling the entity failed: %s", type(exc).__name__)
@@ -302,6 +308,7 @@ async def stream(req: Request) -> Response:
                 hub=stream_hub(settings) if settings.pools.hub else None,
                 fallback=blocking_reader_redis(settings),
                 slots=reader_slots(settings.pools.max_readers),
+                requeue_window_seconds=settings.run_start_deadline_seconds,
             )
         )
     except ConversationNotFound:

@@ -105,3 +105,9 @@ def stream_id_before(value: str) -> str:
     if ms > 0:
         return f"{ms - 1}-{_MAX_SEQ}"
     return "0-0"
+
+
+def deleted_key(conversation_id: str) -> str:
+    """A short-lived mark left by a delete: a run signalled before the delete is not re-created
+    from its signal (:mod:`.requeue`) as if a failover had lost it."""
+    return f"agent-deleted:{{{group_tag(conversation_id)}}}:{conversation_id}"
