@@ -70,6 +70,12 @@ def read_whole(base_url: str, cid: str, cursor: str) -> list[dict[str, object]]:
     return reader.events
 
 
+def app_log(devhost: DevHostProcess) -> str:
+    """The development host's log without its one line per request."""
+    lines = devhost.log_text().splitlines()
+    return "\n".join(line for line in lines if "agentstream.requests" not in line)[-4000:]
+
+
 def primary_and_replica(
     cluster: RedisClusterUnderTest, cid: str
 ) -> tuple[ClusterNode, ClusterNode]:
@@ -127,7 +133,7 @@ def test_a_202_no_replica_confirmed_runs_with_its_id_after_the_primary_died(
         reader.join(timeout=120)
         assert reader.events and reader.events[-1]["type"] in TERMINAL, (
             reader.statuses,
-            devhost.log_text()[-3000:],
+            app_log(devhost),
         )
     store = redis.RedisCluster(host="127.0.0.1", port=replica.port, decode_responses=True)
     try:
@@ -200,3 +206,66 @@ def test_the_first_start_after_a_failover_of_its_shard_is_accepted(
             await client.aclose()
 
     asyncio.run(scenario())
+
+
+@pytest.mark.slow
+def test_a_run_that_began_before_its_unconfirmed_start_was_lost_goes_on(
+    cluster: RedisClusterUnderTest, devhost: DevHostProcess, gate: ModelGate
+) -> None:
+    """The same lost START, but the entity began the run on the old primary first: its writer
+    finds the run itself gone at its next write and writes it again, its writes after it."""
+    base_url = devhost.base_url
+    http = httpx.Client(base_url=base_url, timeout=30)
+    gate.close()
+    try:
+        first = http.post(f"{AGENT}/conversations", json={"message": "Hello"})
+        assert first.status_code == 202, first.text
+        cid = first.json()["conversation_id"]
+        read_whole(base_url, cid, first.json()["cursor"])
+        primary, replica = primary_and_replica(cluster, cid)
+        with primary.client() as client:
+            assert client.execute_command("WAIT", 1, 5000) == 1
+            replica.freeze()
+            client.client_kill_filter(_type="replica")
+            posted = http.post(
+                f"{AGENT}/conversations/{cid}/messages",
+                json={"message": f"Plan 2 days in Faro {HELD}"},
+            )
+            assert posted.status_code == 202, posted.text
+            run_id, cursor = posted.json()["run_id"], posted.json()["cursor"]
+            assert gate.wait_held(1) == 1  # run.started is written, on this primary only
+        readers = [CursorReader([base_url], cid, cursor) for _ in range(READERS)]
+        for reader in readers:
+            reader.start()
+        primary.kill()
+        replica.thaw()
+        cluster.wait_until(
+            lambda: cluster.primary_of_slot(key_slot(stream_key(cid).encode())) is replica,
+            "the replica took over",
+        )
+        with replica.client() as promoted:
+            assert promoted.hget(meta_key(cid), f"status:{run_id}") is None
+    finally:
+        gate.open()
+    for reader in readers:
+        reader.join(timeout=120)
+        assert reader.events and reader.events[-1]["type"] in TERMINAL, (
+            reader.statuses,
+            app_log(devhost),
+        )
+    store = redis.RedisCluster(host="127.0.0.1", port=replica.port, decode_responses=True)
+    try:
+        stored = [{"id": i, **f} for i, f in store.xrange(stream_key(cid), min=cursor)]
+    finally:
+        store.close()
+    assert (stored[0]["id"], stored[0]["type"], stored[0]["run"]) == (cursor, "run.queued", run_id)
+    assert [int(e["seq"]) for e in stored] == list(range(len(stored)))
+    assert {e["run"] for e in stored} == {run_id}
+    assert stored[-1]["type"] == "run.completed"
+    for reader in readers:
+        assert all(status == 200 for status in reader.statuses), reader.statuses
+        assert [e["id"] for e in reader.events] == [e["id"] for e in stored[1:]]
+    restart(cluster, primary)
+    following = http.post(f"{AGENT}/conversations/{cid}/messages", json={"message": "thanks"})
+    assert following.status_code == 202, following.text
+    http.close()

@@ -48,9 +48,22 @@ def node_client(client: redis.Redis, key: str) -> redis.Redis:
     return client
 
 
-def reported_replicas(client: redis.Redis) -> int:
-    """How many replicas the server says are connected to it (``INFO replication``)."""
-    return int(client.info("replication").get("connected_slaves", 0))
+def replicas_to_wait_for(node: redis.Redis) -> int:
+    """1 when the node reports a connected replica, else 0, asked at most once a minute.
+
+    Remembered per node and shared with the HTTP side's :func:`replicas_needed`: a run that
+    begins while its replica is momentarily cut off still waits for it (one that stays away costs
+    each write ``REDIS_REPLICA_WAIT_MS``), so its writes are kept for repair exactly when the
+    replication they rely on is in trouble.
+    """
+    kwargs = node.connection_pool.connection_kwargs
+    address = (kwargs.get("host", ""), int(kwargs.get("port", 0)))
+    known = _reported.get(address)
+    now = time.monotonic()
+    if known is None or now - known[1] > _REPORTED_TTL_SECONDS:
+        connected = int(node.info("replication").get("connected_slaves", 0))
+        known = _reported[address] = (min(1, connected), now)
+    return known[0]
 
 
 def call_replicated(

@@ -29,7 +29,7 @@ from ..events import as_text
 from ..failures import RunAlreadyFinished
 from . import scripts
 from .keys import conversation_keys, deleted_key
-from .replication import call_on_node, call_replicated, reported_replicas
+from .replication import call_on_node, call_replicated, replicas_to_wait_for
 from .requeue import Requeue
 from .retry import call_with_retries
 
@@ -112,7 +112,7 @@ class RunLog:
     def replicas(self) -> int:
         """Replicas each write waits for."""
         if self._min_replicas is None:
-            self._min_replicas = min(1, self._call_plain(reported_replicas))
+            self._min_replicas = self._call_plain(replicas_to_wait_for)
         return self._min_replicas
 
     def _call_plain(self, operation: Callable[[redis.Redis], Any]) -> Any:
@@ -188,11 +188,11 @@ class RunLog:
             reply, confirmed = self._call_replicated(self._append, args)
             refused = as_text(reply[1]) if reply and reply[0] is None else None
             if refused == "lost":
-                self._restore(int(reply[2]))
+                self._restore(int(reply[2]), self._writes - 1)
                 continue
             if refused == "unknown" and keeping and self._requeue is not None:
                 # The run itself is gone: a failover took every write, its first included.
-                self._restore(0)
+                self._restore(0, self._writes - 1)
                 continue
             break
         if not reply or reply[0] is None:
@@ -225,11 +225,11 @@ class RunLog:
             [args[4], entry_id, seq, args[5], args[6], args[7], args[8], args[9], args[11]]
         )
 
-    def _restore(self, still_there: int) -> None:
-        """Write again what a failover lost: this attempt's writes after ``still_there`` (the
-        run itself first, from its signal, when the failover lost that too)."""
+    def _restore(self, still_there: int, written: int) -> None:
+        """Write again what a failover lost: this attempt's writes after ``still_there`` up to
+        ``written`` (the run itself first, from its signal, when the failover lost that too)."""
         missing = [w for w in self._unconfirmed if w[0] > still_there]
-        if [w[0] for w in missing] != list(range(still_there + 1, self._writes)):
+        if [w[0] for w in missing] != list(range(still_there + 1, written + 1)):
             # Lost writes that a replica had confirmed: nothing here can bring them back.
             raise RunAlreadyFinished(f"{self.run_id}: writes lost beyond repair")
         args = [self._ttl_ms, self._maxlen, self.run_id, self.attempt, self._token]
@@ -259,6 +259,11 @@ class RunLog:
         """Extend the run's lease; True when a cancel was requested."""
         args = [self._ttl_ms, self._maxlen, self.run_id, self.attempt or 0, self._lease_ms]
         answer = int(self._call(self._heartbeat, args))
+        if answer < 0 and self.replicas > 0 and self._requeue is not None:
+            # Perhaps a failover took the run itself while the model was slow: write it again
+            # (this refuses, as before, when the run ended or a newer attempt took over).
+            self._restore(0, self._writes)
+            answer = int(self._call(self._heartbeat, args))
         if answer < 0:
             raise RunAlreadyFinished(f"{self.run_id}: no longer this attempt's to write")
         return answer == 1
