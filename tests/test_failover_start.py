@@ -83,52 +83,57 @@ def primary_and_replica(
     return primary, replica_of(cluster, primary)
 
 
-@pytest.mark.slow
-def test_a_202_no_replica_confirmed_runs_with_its_id_after_the_primary_died(
-    cluster: RedisClusterUnderTest, devhost: DevHostProcess, gate: ModelGate
-) -> None:
-    base_url = devhost.base_url
-    http = httpx.Client(base_url=base_url, timeout=30)
-    gate.close()
-    try:
-        first = http.post(f"{AGENT}/conversations", json={"message": "Hello"})
-        assert first.status_code == 202, first.text
-        cid = first.json()["conversation_id"]
-        read_whole(base_url, cid, first.json()["cursor"])
-        # Another conversation's run holds the entity thread, so this conversation's next
-        # signal waits until the failover is over.
-        blocker = http.post(f"{AGENT}/conversations", json={"message": f"Wait {HELD}"})
-        assert blocker.status_code == 202, blocker.text
-        assert gate.wait_held(1) == 1
-        primary, replica = primary_and_replica(cluster, cid)
-        with primary.client() as client:
-            assert client.execute_command("WAIT", 1, 5000) == 1  # the first run is replicated
-            replica.freeze()
-            client.client_kill_filter(_type="replica")
-            headers = {"Idempotency-Key": "porto-1"}
-            posted = http.post(
-                f"{AGENT}/conversations/{cid}/messages",
-                json={"message": "Plan 2 days in Porto"},
-                headers=headers,
-            )
-            assert posted.status_code == 202, posted.text
-            run_id, cursor = posted.json()["run_id"], posted.json()["cursor"]
-            assert client.xrange(stream_key(cid), min=cursor, max=cursor)
-        readers = [CursorReader([base_url], cid, cursor) for _ in range(READERS)]
-        for reader in readers:
-            reader.start()
-        primary.kill()
-        replica.thaw()
-        cluster.wait_until(
-            lambda: cluster.primary_of_slot(key_slot(stream_key(cid).encode())) is replica,
-            "the replica took over",
+def finished_conversation(http: httpx.Client) -> str:
+    """A conversation whose first run completed (and was replicated: the test asks WAIT)."""
+    first = http.post(f"{AGENT}/conversations", json={"message": "Hello"})
+    assert first.status_code == 202, first.text
+    cid = first.json()["conversation_id"]
+    read_whole(str(http.base_url), cid, first.json()["cursor"])
+    return cid
+
+
+def post_unreplicated(
+    cluster: RedisClusterUnderTest, http: httpx.Client, cid: str, message: str, **headers: str
+) -> tuple[ClusterNode, ClusterNode, str, str]:
+    """Freeze the replica and cut its link, then POST: the 202's START is on the primary only.
+    Returns the primary, its replica, and the 202's run id and cursor."""
+    primary, replica = primary_and_replica(cluster, cid)
+    with primary.client() as client:
+        assert client.execute_command("WAIT", 1, 5000) == 1  # all before is replicated
+        replica.freeze()
+        client.client_kill_filter(_type="replica")
+        posted = http.post(
+            f"{AGENT}/conversations/{cid}/messages", json={"message": message}, headers=headers
         )
-        with replica.client() as promoted:
-            # The failover really lost the run: no record, no run.queued.
-            assert promoted.hget(meta_key(cid), f"status:{run_id}") is None
-            assert not promoted.xrange(stream_key(cid), min=cursor, max=cursor)
-    finally:
-        gate.open()
+        assert posted.status_code == 202, posted.text
+        run_id, cursor = posted.json()["run_id"], posted.json()["cursor"]
+        assert client.xrange(stream_key(cid), min=cursor, max=cursor)
+    return primary, replica, run_id, cursor
+
+
+def fail_over_losing_the_run(
+    cluster: RedisClusterUnderTest, primary: ClusterNode, replica: ClusterNode, cid: str, run: str
+) -> None:
+    """SIGKILL the primary, let the thawed replica take over, and check it never had the run."""
+    primary.kill()
+    replica.thaw()
+    cluster.wait_until(
+        lambda: cluster.primary_of_slot(key_slot(stream_key(cid).encode())) is replica,
+        "the replica took over",
+    )
+    with replica.client() as promoted:
+        assert promoted.hget(meta_key(cid), f"status:{run}") is None
+
+
+def check_recreated(
+    devhost: DevHostProcess,
+    replica: ClusterNode,
+    cid: str,
+    run_id: str,
+    cursor: str,
+    readers: list[CursorReader],
+) -> None:
+    """The run is in the stream where the 202 said, whole, and every reader read it gapless."""
     for reader in readers:
         reader.join(timeout=120)
         assert reader.events and reader.events[-1]["type"] in TERMINAL, (
@@ -140,7 +145,7 @@ def test_a_202_no_replica_confirmed_runs_with_its_id_after_the_primary_died(
         stored = [{"id": i, **f} for i, f in store.xrange(stream_key(cid), min=cursor)]
     finally:
         store.close()
-    # Written again where the 202 said: run.queued at the cursor, seq 0, the same run.
+    # run.queued at the cursor with seq 0, then the run's events, all of the same run.
     assert stored[0]["id"] == cursor
     assert (stored[0]["type"], stored[0]["run"], stored[0]["seq"]) == ("run.queued", run_id, "0")
     assert [e["run"] for e in stored] == [run_id] * len(stored)
@@ -150,17 +155,73 @@ def test_a_202_no_replica_confirmed_runs_with_its_id_after_the_primary_died(
         assert all(status == 200 for status in reader.statuses), reader.statuses
         assert [e["id"] for e in reader.events] == [e["id"] for e in stored[1:]]
         assert [e["seq"] for e in reader.events] == list(range(1, len(stored)))
+
+
+def started_readers(base_url: str, cid: str, cursor: str) -> list[CursorReader]:
+    readers = [CursorReader([base_url], cid, cursor) for _ in range(READERS)]
+    for reader in readers:
+        reader.start()
+    return readers
+
+
+@pytest.mark.slow
+def test_a_202_no_replica_confirmed_runs_with_its_id_after_the_primary_died(
+    cluster: RedisClusterUnderTest, devhost: DevHostProcess, gate: ModelGate
+) -> None:
+    http = httpx.Client(base_url=devhost.base_url, timeout=30)
+    gate.close()
+    try:
+        cid = finished_conversation(http)
+        # Another conversation's run holds the entity thread, so this conversation's next
+        # signal waits until the failover is over.
+        blocker = http.post(f"{AGENT}/conversations", json={"message": f"Wait {HELD}"})
+        assert blocker.status_code == 202, blocker.text
+        assert gate.wait_held(1) == 1
+        key = {"Idempotency-Key": "porto-1"}
+        primary, replica, run_id, cursor = post_unreplicated(
+            cluster, http, cid, "Plan 2 days in Porto", **key
+        )
+        readers = started_readers(devhost.base_url, cid, cursor)
+        fail_over_losing_the_run(cluster, primary, replica, cid, run_id)
+    finally:
+        gate.open()
+    check_recreated(devhost, replica, cid, run_id, cursor, readers)
     restart(cluster, primary)
     # The Idempotency-Key came back with the run: a retry names the same run.
     again = http.post(
         f"{AGENT}/conversations/{cid}/messages",
         json={"message": "Plan 2 days in Porto"},
-        headers=headers,
+        headers=key,
     )
     assert again.status_code == 202 and again.json()["run_id"] == run_id, again.text
     following = http.post(f"{AGENT}/conversations/{cid}/messages", json={"message": "thanks"})
     assert following.status_code == 202, following.text
-    read_whole(base_url, cid, following.json()["cursor"])
+    read_whole(devhost.base_url, cid, following.json()["cursor"])
+    http.close()
+
+
+@pytest.mark.slow
+def test_a_run_that_began_before_its_unconfirmed_start_was_lost_goes_on(
+    cluster: RedisClusterUnderTest, devhost: DevHostProcess, gate: ModelGate
+) -> None:
+    """The same lost START, but the entity began the run on the old primary first: its writer
+    finds the run itself gone at its next write and writes it again, its writes after it."""
+    http = httpx.Client(base_url=devhost.base_url, timeout=30)
+    gate.close()
+    try:
+        cid = finished_conversation(http)
+        primary, replica, run_id, cursor = post_unreplicated(
+            cluster, http, cid, f"Plan 2 days in Faro {HELD}"
+        )
+        assert gate.wait_held(1) == 1  # run.started is written, on the old primary only
+        readers = started_readers(devhost.base_url, cid, cursor)
+        fail_over_losing_the_run(cluster, primary, replica, cid, run_id)
+    finally:
+        gate.open()
+    check_recreated(devhost, replica, cid, run_id, cursor, readers)
+    restart(cluster, primary)
+    following = http.post(f"{AGENT}/conversations/{cid}/messages", json={"message": "thanks"})
+    assert following.status_code == 202, following.text
     http.close()
 
 
@@ -206,66 +267,3 @@ def test_the_first_start_after_a_failover_of_its_shard_is_accepted(
             await client.aclose()
 
     asyncio.run(scenario())
-
-
-@pytest.mark.slow
-def test_a_run_that_began_before_its_unconfirmed_start_was_lost_goes_on(
-    cluster: RedisClusterUnderTest, devhost: DevHostProcess, gate: ModelGate
-) -> None:
-    """The same lost START, but the entity began the run on the old primary first: its writer
-    finds the run itself gone at its next write and writes it again, its writes after it."""
-    base_url = devhost.base_url
-    http = httpx.Client(base_url=base_url, timeout=30)
-    gate.close()
-    try:
-        first = http.post(f"{AGENT}/conversations", json={"message": "Hello"})
-        assert first.status_code == 202, first.text
-        cid = first.json()["conversation_id"]
-        read_whole(base_url, cid, first.json()["cursor"])
-        primary, replica = primary_and_replica(cluster, cid)
-        with primary.client() as client:
-            assert client.execute_command("WAIT", 1, 5000) == 1
-            replica.freeze()
-            client.client_kill_filter(_type="replica")
-            posted = http.post(
-                f"{AGENT}/conversations/{cid}/messages",
-                json={"message": f"Plan 2 days in Faro {HELD}"},
-            )
-            assert posted.status_code == 202, posted.text
-            run_id, cursor = posted.json()["run_id"], posted.json()["cursor"]
-            assert gate.wait_held(1) == 1  # run.started is written, on this primary only
-        readers = [CursorReader([base_url], cid, cursor) for _ in range(READERS)]
-        for reader in readers:
-            reader.start()
-        primary.kill()
-        replica.thaw()
-        cluster.wait_until(
-            lambda: cluster.primary_of_slot(key_slot(stream_key(cid).encode())) is replica,
-            "the replica took over",
-        )
-        with replica.client() as promoted:
-            assert promoted.hget(meta_key(cid), f"status:{run_id}") is None
-    finally:
-        gate.open()
-    for reader in readers:
-        reader.join(timeout=120)
-        assert reader.events and reader.events[-1]["type"] in TERMINAL, (
-            reader.statuses,
-            app_log(devhost),
-        )
-    store = redis.RedisCluster(host="127.0.0.1", port=replica.port, decode_responses=True)
-    try:
-        stored = [{"id": i, **f} for i, f in store.xrange(stream_key(cid), min=cursor)]
-    finally:
-        store.close()
-    assert (stored[0]["id"], stored[0]["type"], stored[0]["run"]) == (cursor, "run.queued", run_id)
-    assert [int(e["seq"]) for e in stored] == list(range(len(stored)))
-    assert {e["run"] for e in stored} == {run_id}
-    assert stored[-1]["type"] == "run.completed"
-    for reader in readers:
-        assert all(status == 200 for status in reader.statuses), reader.statuses
-        assert [e["id"] for e in reader.events] == [e["id"] for e in stored[1:]]
-    restart(cluster, primary)
-    following = http.post(f"{AGENT}/conversations/{cid}/messages", json={"message": "thanks"})
-    assert following.status_code == 202, following.text
-    http.close()

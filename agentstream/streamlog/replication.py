@@ -49,7 +49,7 @@ def node_client(client: redis.Redis, key: str) -> redis.Redis:
 
 
 def replicas_to_wait_for(node: redis.Redis) -> int:
-    """1 when the node reports a connected replica, else 0, asked at most once a minute.
+    """1 when the node reports a connected replica, else 0 (remembered as below).
 
     Remembered per node and shared with the HTTP side's :func:`replicas_needed`: a run that
     begins while its replica is momentarily cut off still waits for it (one that stays away costs
@@ -58,12 +58,10 @@ def replicas_to_wait_for(node: redis.Redis) -> int:
     """
     kwargs = node.connection_pool.connection_kwargs
     address = (kwargs.get("host", ""), int(kwargs.get("port", 0)))
-    known = _reported.get(address)
-    now = time.monotonic()
-    if known is None or now - known[1] > _REPORTED_TTL_SECONDS:
-        connected = int(node.info("replication").get("connected_slaves", 0))
-        known = _reported[address] = (min(1, connected), now)
-    return known[0]
+    known = _remembered(address)
+    if known is None:
+        known = _remember(address, int(node.info("replication").get("connected_slaves", 0)))
+    return known
 
 
 def call_replicated(
@@ -193,9 +191,26 @@ async def _node_pipeline(
     return results
 
 
-# node address -> (replicas it reported, when): the HTTP side asks once a minute, not per request.
+# node address -> (replicas it reported, when): asked once a minute, not per request, while the
+# node has a replica; without one, again after a second, so a replica that connects (after a
+# failover the old primary rejoins as one) is waited for at once.
 _REPORTED_TTL_SECONDS = 60.0
+_NO_REPLICA_TTL_SECONDS = 1.0
 _reported: dict[tuple[str, int], tuple[int, float]] = {}
+
+
+def _remembered(address: tuple[str, int]) -> int | None:
+    known = _reported.get(address)
+    if known is None:
+        return None
+    replicas, when = known
+    ttl = _REPORTED_TTL_SECONDS if replicas else _NO_REPLICA_TTL_SECONDS
+    return replicas if time.monotonic() - when <= ttl else None
+
+
+def _remember(address: tuple[str, int], connected: int) -> int:
+    _reported[address] = (min(1, connected), time.monotonic())
+    return min(1, connected)
 
 
 async def replicas_needed(client: aioredis.Redis, key: str, configured: int | None) -> int:
@@ -208,15 +223,14 @@ async def replicas_needed(client: aioredis.Redis, key: str, configured: int | No
     else:
         kwargs = client.connection_pool.connection_kwargs
         address = (kwargs.get("host", ""), int(kwargs.get("port", 0)))
-    known = _reported.get(address)
-    now = time.monotonic()
-    if known is None or now - known[1] > _REPORTED_TTL_SECONDS:
+    known = _remembered(address)
+    if known is None:
         if isinstance(client, AsyncRedisCluster):
             info = await client.info("replication", target_nodes=node)
         else:
             info = await client.info("replication")
-        known = _reported[address] = (min(1, int(info.get("connected_slaves", 0))), now)
-    return known[0]
+        known = _remember(address, int(info.get("connected_slaves", 0)))
+    return known
 
 
 async def _owner(client: AsyncRedisCluster, key: str) -> Any:
