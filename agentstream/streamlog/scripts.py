@@ -158,12 +158,19 @@ local function add(run, etype, data, ts, wanted, first_noted)
   return id, seq
 end
 
--- The text of a message.delta's data, or nil when it has none (never an error: a script that
--- failed after its XADD would leave the run half-ended).
+-- The text of a message.delta's data, still JSON-escaped (escapes never span two pieces, so
+-- escaped pieces join into the escaped whole), or nil when it has none. The writer's
+-- {"text":"..."} is cut out without decoding; anything else is decoded, never with an error (a
+-- script that failed after its XADD would leave the run half-ended).
 local function delta_text(data)
+  local escaped = string.sub(data, 10, -3)
+  if string.sub(data, 1, 9) == '{"text":"' and string.sub(data, -2) == '"}'
+      and not string.find(escaped, ',"', 1, true) then
+    return escaped
+  end
   local ok, decoded = pcall(cjson.decode, data)
   if ok and type(decoded) == 'table' and type(decoded.text) == 'string' then
-    return decoded.text
+    return string.sub(cjson.encode(decoded.text), 2, -2)
   end
   return nil
 end
@@ -184,26 +191,25 @@ local function keep_record(run, status)
   local events, text, opened = {}, {}, nil
   local function close_text()
     if opened then
-      opened[4] = cjson.encode({text = table.concat(text)})
+      opened[4] = '{"text":"' .. table.concat(text) .. '"}'
       events[#events + 1] = opened
       text, opened = {}, nil
     end
   end
   for _, entry in ipairs(entries) do
-    local f, raw = {}, entry[2]
-    for i = 1, #raw, 2 do
-      f[raw[i]] = raw[i + 1]
-    end
-    if f.run == run then
-      local piece = f.type == 'message.delta' and delta_text(f.data)
+    -- Every entry is written as type, run, seq, ts, data (add, START, REPAIR).
+    local f = entry[2]
+    local etype, erun, seq, ts, data = f[2], f[4], f[6], f[8], f[10]
+    if erun == run then
+      local piece = etype == 'message.delta' and delta_text(data)
       if piece then
         if piece ~= '' then
-          opened = opened or {f.type, f.seq, f.ts, ''}
+          opened = opened or {etype, seq, ts, ''}
           text[#text + 1] = piece
         end
       else
         close_text()
-        events[#events + 1] = {f.type, f.seq, f.ts, f.data}
+        events[#events + 1] = {etype, seq, ts, data}
       end
     end
   end
