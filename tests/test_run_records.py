@@ -50,8 +50,9 @@ async def test_the_record_gives_the_same_response_as_the_runs_events(
     crashed = run_log(redis_client, cid, run_id)
     crashed.begin("first-delivery")
     crashed.append(RUN_STARTED, {"attempt": 1})
-    for text in ("Let me ", "", "look \U0001f600", ' \u2028/"x'):
+    for text in ("Let me ", "", "look \U0001f600", ' \u2028/"x","y'):
         crashed.append(MESSAGE_DELTA, {"text": text})
+    crashed.append(MESSAGE_DELTA, {"text": " more", "extra": "a field"})  # not the writer's shape
     crashed.append(TOOL_CALL, {"call_id": "c1", "name": "get_weather", "arguments": "{}"})
     crashed.append(TOOL_RESULT, {"call_id": "c1", "result": "sunny"})
     crashed.append(MESSAGE_DELTA, {"text": "It is sun"})
@@ -73,8 +74,9 @@ async def test_the_record_gives_the_same_response_as_the_runs_events(
     assert record.start_id == events[0].id
     expected = translate(meta, events)[1].response()
     assert recorded_response(meta, record) == expected
-    assert expected["output"][0]["content"][0]["text"] == 'Let me look \U0001f600 \u2028/"x'
-    # Each stretch of text is one delta in the record: 3 stretches of 9 deltas.
+    first_text = expected["output"][0]["content"][0]["text"]
+    assert first_text == 'Let me look \U0001f600 \u2028/"x","y more'
+    # Each stretch of text is one delta in the record: 3 stretches of 10 deltas.
     assert [e.type for e in record.events].count(MESSAGE_DELTA) == 3
     ttl_ms = redis_client.pttl(run_records_key(cid))
     assert LIMITS.ttl_seconds * 1000 < ttl_ms <= LIMITS.run_record_ttl_seconds * 1000
