@@ -17,7 +17,6 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, Route
 
 from agentstream.api import unrouted
-from agentstream.api.errors import error_response
 
 from .durable_endpoints import durable_client_binding, entity_routes
 from .entities import EntityHost, Operation, thread_count
@@ -124,11 +123,9 @@ def _http_endpoint(function: HttpFunction, user_function: Callable[..., Any]) ->
             kwargs[client_name] = _durable_client_binding(request)
         try:
             return await _call(user_function, kwargs)
-        except Exception as exc:  # noqa: BLE001 - the host answers 500, as the real one does
+        except Exception as exc:  # noqa: BLE001 - an empty 500, as the Functions host answers
             logger.error("%s raised %s", function.name, type(exc).__name__)
-            return error_response(
-                500, "internal_error", "Something went wrong on our side. Please try again."
-            )
+            return Response(status_code=500)
 
     return endpoint
 

@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute
 
 from agentstream_dev.devhost.durable_endpoints import durable_client_binding, entity_routes
@@ -107,7 +107,7 @@ def _forwarder(
         if outcome.result.status != messages.StatusResult.Success:
             forwarded.cancel()
             logger.error("%s failed: %s", info.name, outcome.result.exception.message)
-            return JSONResponse({"error": "the function failed"}, status_code=500)
+            return Response(status_code=500)  # the host's own answer: empty
         response = await forwarded
         headers = {k: v for k, v in response.headers.items() if k.lower() not in _NOT_RELAYED}
         return StreamingResponse(

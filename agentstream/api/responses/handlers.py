@@ -48,7 +48,7 @@ from ...streamlog.reader import (
 from .. import callers, validation
 from ..callers import authenticated, caller_of
 from ..errors import ApiError, json_errors
-from ..handlers import begin_run
+from ..handlers import RunRequest, begin_run
 from ..observed import observed
 from ..streaming import STREAM_HEADERS
 from . import records
@@ -167,9 +167,8 @@ async def create(req: Request, client: df.DurableOrchestrationClient) -> Respons
                     "This Idempotency-Key was already used for a different request.",
                 )
             conversation_id = claimed
-    started = await begin_run(
-        settings, client, req, request.model, conversation_id, request.message, key, new=new
-    )
+    run = RunRequest(request.model, conversation_id, request.message, key, new)
+    started = await begin_run(settings, client, req, run)
     assert started.run_id is not None and started.cursor is not None
     meta = ResponseMeta(
         run_id=started.run_id,
