@@ -108,6 +108,7 @@ class Settings:
     http_auth_level: str = "FUNCTION"
     # Run lifecycle: every run ends, every conversation outlives its stream.
     conversation_ttl_seconds: int = 30 * 86_400
+    run_record_ttl_seconds: int = 30 * 86_400
     run_lease_seconds: float = 30.0
     run_start_deadline_seconds: float = 300.0
     redis_retry_seconds: float = 20.0
@@ -169,6 +170,7 @@ class Settings:
             max_tool_rounds=reader.integer("MAX_TOOL_ROUNDS", 5),
             http_auth_level=auth_level,
             conversation_ttl_seconds=86_400 * reader.integer("CONVERSATION_TTL_DAYS", 30),
+            run_record_ttl_seconds=86_400 * reader.integer("RUN_RECORD_TTL_DAYS", 30),
             run_lease_seconds=reader.number("RUN_LEASE_SECONDS", 30.0),
             run_start_deadline_seconds=reader.number("RUN_START_DEADLINE_SECONDS", 300.0),
             redis_retry_seconds=reader.number("REDIS_RETRY_SECONDS", 20.0),
