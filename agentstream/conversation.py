@@ -179,6 +179,7 @@ def run(
             agent.info.name,
             conversation_ttl_ms=settings.conversation_ttl_seconds * 1000,
             start_deadline_ms=int(settings.run_start_deadline_seconds * 1000),
+            run_record_ttl_ms=settings.run_record_ttl_seconds * 1000,
         ),
     )
     try:

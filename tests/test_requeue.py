@@ -65,7 +65,7 @@ def lost_start(client: redis.Redis, cid: str, message: str, **kwargs) -> control
 
 def log_for(client: redis.Redis, cid: str, started: control.RunStart, queued: QueuedRun, message):
     assert started.run_id is not None
-    requeue = Requeue(queued, message, "travelplanner", 86_400_000, DEADLINE_MS)
+    requeue = Requeue(queued, message, "travelplanner", 86_400_000, DEADLINE_MS, 86_400_000)
     return RunLog(client, cid, started.run_id, ttl_seconds=600, maxlen=10_000, requeue=requeue)
 
 

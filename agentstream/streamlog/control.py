@@ -42,6 +42,7 @@ class Limits:
     min_replicas: int | None = 0  # None: 1 when the server reports replicas (REDIS_MIN_REPLICAS)
     replica_wait_ms: int = 200
     runs_kept: int = RUN_RECORDS_KEPT
+    run_record_ttl_seconds: int = 30 * 86_400
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Limits:
@@ -52,6 +53,7 @@ class Limits:
             start_deadline_seconds=settings.run_start_deadline_seconds,
             min_replicas=settings.topology.min_replicas,
             replica_wait_ms=settings.topology.replica_wait_ms,
+            run_record_ttl_seconds=settings.run_record_ttl_seconds,
         )
 
     @property
@@ -154,6 +156,7 @@ async def start_run(
         int(limits.start_deadline_seconds * 1000),
         owner,
         limits.runs_kept,
+        limits.run_record_ttl_seconds * 1000,
     )
     outcome = reply[0]
     if outcome == "started":
@@ -248,7 +251,8 @@ async def end_stale_run(client: aioredis.Redis, conversation_id: str, limits: Li
 
 
 async def delete_conversation(client: aioredis.Redis, conversation_id: str, limits: Limits) -> bool:
-    """Remove the stream, the meta hash and the record; False when there was no conversation.
+    """Remove the stream, the meta hash, the record and the run records; False when there was no
+    conversation.
 
     An active run is ended with ``run.cancelled`` first, in its own step, so that readers blocked
     on the stream receive it before the stream goes.
@@ -303,7 +307,7 @@ async def conversation_status(
     record expires.
     """
     await end_stale_run(client, conversation_id, limits)
-    skey, mkey, ckey = conversation_keys(conversation_id)
+    skey, mkey, ckey, _ = conversation_keys(conversation_id)
     async with client.pipeline(transaction=True) as pipe:
         pipe.hgetall(mkey)
         pipe.xrevrange(skey, count=1)

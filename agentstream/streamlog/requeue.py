@@ -77,6 +77,7 @@ class Requeue:
     agent: str
     conversation_ttl_ms: int
     start_deadline_ms: int
+    run_record_ttl_ms: int
     runs_kept: int = RUN_RECORDS_KEPT
 
     def args(self, run_id: str) -> list[Any]:
@@ -93,6 +94,7 @@ class Requeue:
             self.start_deadline_ms,
             queued.owner,
             self.runs_kept,
+            self.run_record_ttl_ms,
             queued.id,
             self.start_deadline_ms,
             self.agent if queued.new else "",
