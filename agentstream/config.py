@@ -101,7 +101,7 @@ class Settings:
     stream_ttl_seconds: int = 600
     stream_maxlen: int = 10_000
     delta_flush_chars: int = 64
-    delta_flush_ms: int = 25
+    delta_flush_ms: int = 22
     keepalive_seconds: float = 15.0
     max_stream_seconds: float = 200.0
     sse_retry_ms: int = 3000
@@ -110,6 +110,7 @@ class Settings:
     http_auth_level: str = "FUNCTION"
     # Run lifecycle: every run ends, every conversation outlives its stream.
     conversation_ttl_seconds: int = 30 * 86_400
+    run_record_ttl_seconds: int = 30 * 86_400
     run_lease_seconds: float = 30.0
     run_start_deadline_seconds: float = 300.0
     redis_retry_seconds: float = 20.0
@@ -163,7 +164,7 @@ class Settings:
             stream_ttl_seconds=60 * reader.integer("REDIS_STREAM_TTL_MINUTES", 10),
             stream_maxlen=reader.integer("REDIS_STREAM_MAXLEN", 10_000),
             delta_flush_chars=reader.integer("DELTA_FLUSH_CHARS", 64),
-            delta_flush_ms=reader.integer("DELTA_FLUSH_MS", 25, minimum=0),
+            delta_flush_ms=reader.integer("DELTA_FLUSH_MS", 22, minimum=0),
             keepalive_seconds=reader.number("STREAM_KEEPALIVE_SECONDS", 15.0),
             max_stream_seconds=reader.number("STREAM_MAX_SECONDS", 200.0),
             sse_retry_ms=reader.integer("SSE_RETRY_MS", 3000),
@@ -171,6 +172,7 @@ class Settings:
             max_tool_rounds=reader.integer("MAX_TOOL_ROUNDS", 5),
             http_auth_level=auth_level,
             conversation_ttl_seconds=86_400 * reader.integer("CONVERSATION_TTL_DAYS", 30),
+            run_record_ttl_seconds=86_400 * reader.integer("RUN_RECORD_TTL_DAYS", 30),
             run_lease_seconds=reader.number("RUN_LEASE_SECONDS", 30.0),
             run_start_deadline_seconds=reader.number("RUN_START_DEADLINE_SECONDS", 300.0),
             redis_retry_seconds=reader.number("REDIS_RETRY_SECONDS", 20.0),

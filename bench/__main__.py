@@ -5,13 +5,14 @@ They print tables and write JSON to ``bench/results/``; they assert nothing. See
 
 from __future__ import annotations
 
-from . import append_cost, hotpath, latency, replay, writer
+from . import append_cost, hotpath, latency, replay, run_record, writer
 
 
 def main() -> None:
     for name, module in (
         ("writer", writer),
         ("append_cost", append_cost),
+        ("run_record", run_record),
         ("replay", replay),
         ("hotpath", hotpath),
         ("latency", latency),

@@ -1,7 +1,9 @@
-"""What the benchmarks share: Redis and the development host as processes, percentiles, output."""
+"""What the benchmarks share: Redis and the development host as processes, the SSE clients and
+the writer process of the live benchmarks, percentiles, output."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import platform
@@ -11,15 +13,21 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from agentstream.events import RUN_QUEUED, TERMINAL_TYPES
 from tests.redis_server import free_port, running_redis_server
+
+from .worker_host import WorkerApp, new_invocation_id, running_worker_app
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
+AGENT = "travelplanner"
+RATE = 50.0  # tokens per second per stream
 
 __all__ = ["REPO", "running_devhost", "running_redis_server", "summary", "write_results"]
 
@@ -60,6 +68,46 @@ def running_devhost(env: dict[str, str], *, code: Path = REPO) -> Iterator[tuple
                 process.kill()
 
 
+# The server stacks compared, by the packages hidden from uvicorn's ``auto`` choice. The worker
+# runs uvicorn inside its own asyncio loop: there an app picks the HTTP parser, not the loop.
+STACKS = {"h11": ("httptools", "uvloop"), "httptools": ("uvloop",), "httptools+uvloop": ()}
+WORKER_STACKS = ("h11", "httptools")
+SHIPPED_STACK = "httptools+uvloop"  # what uvicorn picks with the ``dev`` extra installed
+
+
+def stack_env(stack: str, stubs: Path) -> dict[str, str]:
+    """The environment that hides what ``stack`` does without from uvicorn's ``auto`` choice."""
+    hidden = STACKS[stack]
+    return {"PYTHONPATH": str(stubs / "-".join(hidden))} if hidden else {}
+
+
+def write_stubs(directory: Path) -> None:
+    """Per stack, a directory of packages that fail to import (uvicorn then falls back)."""
+    for hidden in STACKS.values():
+        if not hidden:
+            continue
+        for name in hidden:
+            package = directory / "-".join(hidden) / name
+            package.mkdir(parents=True, exist_ok=True)
+            (package / "__init__.py").write_text(
+                f"raise ImportError('{name} is hidden for this benchmark variant')\n"
+            )
+
+
+@contextmanager
+def serving(
+    host_name: str, env: dict[str, str], code: Path = REPO
+) -> Iterator[tuple[str, int, int, WorkerApp | None]]:
+    """The development host, or the app under the real worker: (host, port, pid, worker)."""
+    if host_name == "worker":
+        assert code == REPO, "the worker harness serves this checkout only"
+        with running_worker_app(env) as worker:
+            yield worker.host, worker.port, worker.pid, worker
+    else:
+        with running_devhost(env, code=code) as (host, port, pid):
+            yield host, port, pid, None
+
+
 def cpu_seconds(pid: int) -> tuple[float, float]:
     """User and system CPU time a process has used so far (``/proc/PID/stat``)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -94,11 +142,22 @@ def summary(samples_seconds: Sequence[float]) -> dict[str, float]:
 def machine() -> dict[str, Any]:
     load = os.getloadavg()
     return {
+        "cpu_model": _cpu_model(),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
         "load_average_1m": round(load[0], 2),
     }
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def write_results(name: str, results: dict[str, Any]) -> Path:
@@ -124,3 +183,171 @@ def _cell(value: Any) -> str:
             return "-"
         return f"{value:.2f}" if abs(value) < 10 else f"{value:.1f}"
     return str(value)
+
+
+@dataclass
+class Received:
+    """What one client saw: when each token completed, when each entry arrived."""
+
+    cid: str
+    chars: int = 0
+    tokens: list[float] = field(default_factory=list)
+    entries: dict[int, float] = field(default_factory=dict)
+    done: bool = False
+    first: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def event(self, event: dict[str, Any], now: float) -> None:
+        self.first.set()
+        if event["type"] == "message.delta":
+            self.chars += len(event["text"])
+            while len(self.tokens) < self.chars // 4:
+                self.tokens.append(now)
+        if event["type"] != RUN_QUEUED:
+            self.entries[event["seq"]] = now
+        if event["type"] in TERMINAL_TYPES:
+            self.done = True
+
+
+class _SseReads(asyncio.Protocol):
+    """The client's end of one stream: each read's arrival time and bytes, nothing more.
+
+    A protocol, not a stream reader: a read costs one callback, not a task wake-up, so the
+    benchmark's thousand clients take less of the CPU they share with the server.
+    """
+
+    def __init__(self, request: bytes, received: Received) -> None:
+        self._request = request
+        self._received = received
+        self.reads: list[tuple[float, bytes]] = []
+        self.closed = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        transport.write(self._request)
+
+    def data_received(self, data: bytes) -> None:
+        self.reads.append((time.monotonic(), data))
+        if not self._received.first.is_set() and b"event: run.queued" in data:
+            self._received.first.set()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+
+async def sse_client(
+    host: str, port: int, received: Received, worker: WorkerApp | None = None
+) -> None:
+    """A lean SSE client, so that the client is not the bottleneck.
+
+    HTTP/1.0 (no chunked framing; the server closes the connection after the terminal event).
+    While streaming it only notes each read's arrival time; parsing happens afterwards. With a
+    ``worker``, it talks to the worker's own server as the Functions host does.
+    """
+    path = f"/api/agents/{AGENT}/conversations/{received.cid}/stream?cursor=0"
+    invocation_id = new_invocation_id()
+    extra = worker.header(invocation_id) if worker else ""
+    request = f"GET {path} HTTP/1.0\r\nAccept: text/event-stream\r\n{extra}\r\n".encode()
+    loop = asyncio.get_running_loop()
+    transport, reads = await loop.create_connection(
+        lambda: _SseReads(request, received), host, port
+    )
+    try:
+        if worker is not None:
+            await worker.invoke_stream(invocation_id, {"agent": AGENT, "cid": received.cid})
+        await reads.closed
+    finally:
+        transport.close()
+    buffer, headers_done = b"", False
+    for at, data in reads.reads:
+        buffer += data
+        if not headers_done:
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                continue
+            status = buffer.split(b" ", 2)[1]
+            if status != b"200":
+                raise RuntimeError(f"stream answered {status.decode()}")
+            buffer, headers_done = buffer[end + 4 :], True
+        *lines, buffer = buffer.split(b"\n")
+        for line in lines:
+            if line.startswith(b"data: "):
+                received.event(json.loads(line[6:]), at)
+
+
+async def attach_clients(
+    host: str,
+    port: int,
+    received: Sequence[Received],
+    worker: WorkerApp | None = None,
+    *,
+    wave: int | None = None,
+    timeout: float = 300,
+) -> list[asyncio.Task[None]]:
+    """One :func:`sse_client` per ``received``, each attached (its first event read).
+
+    ``wave``: open that many streams at a time, each wave attached before the next opens. A
+    client that fails while attaching raises here rather than after the timeout.
+    """
+    tasks: list[asyncio.Task[None]] = []
+    size = wave or len(received) or 1
+    for start in range(0, len(received), size):
+        batch = received[start : start + size]
+        tasks += [asyncio.create_task(sse_client(host, port, r, worker)) for r in batch]
+        attached = asyncio.ensure_future(asyncio.gather(*(r.first.wait() for r in batch)))
+        deadline = time.monotonic() + timeout
+        while not attached.done():
+            failed = [t.exception() for t in tasks if t.done() and t.exception()]
+            if failed or time.monotonic() > deadline:
+                attached.cancel()
+                raise RuntimeError(f"{len(failed)} clients failed to attach: {failed[:1]}")
+            await asyncio.wait([attached], timeout=0.2)  # checking for failed clients meanwhile
+    return tasks
+
+
+async def write_tokens(
+    writer_address: str,
+    runs: Sequence[tuple[str, str]],
+    tokens: int,
+    clients: Sequence[asyncio.Task[None]],
+    *,
+    code: Path = REPO,
+    timeout: float = 300,
+) -> dict[str, Any]:
+    """Stream ``tokens`` tokens per run from ``bench.writer_process`` (``code``'s checkout) and
+    wait until every client has read its stream to the end; returns the writer's record (per
+    conversation: when each token was produced, when each entry's append began)."""
+    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+        writer = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bench.writer_process",
+                writer_address,
+                str(RATE),
+                str(tokens),
+                out.name,
+                *(f"{cid}:{run}" for cid, run in runs),
+            ],
+            cwd=code,
+        )
+        try:
+            await asyncio.wait_for(asyncio.gather(*clients), tokens / RATE + timeout)
+        finally:
+            if await asyncio.to_thread(writer.wait) != 0:
+                raise RuntimeError("the writer process failed")
+        written: dict[str, Any] = json.loads(Path(out.name).read_text())
+    return written
+
+
+def token_latencies(
+    received: Sequence[Received], written: dict[str, Any]
+) -> tuple[list[float], int]:
+    """Every token's production → arrival time (seconds), and the clients that missed some."""
+    latencies: list[float] = []
+    incomplete = 0
+    for r in received:
+        produced = written[r.cid]["token_produced"]
+        incomplete += len(r.tokens) != len(produced)
+        latencies.extend(got - made for got, made in zip(r.tokens, produced, strict=False))
+    return latencies, incomplete

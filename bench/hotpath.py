@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import shutil
 import signal
@@ -41,19 +40,24 @@ from typing import Any
 import redis
 
 from .common import (
+    RATE,
     REPO,
+    STACKS,
+    WORKER_STACKS,
+    Received,
+    attach_clients,
     cpu_seconds,
     print_table,
-    running_devhost,
     running_redis_server,
+    serving,
+    stack_env,
     summary,
+    token_latencies,
     write_results,
+    write_stubs,
+    write_tokens,
 )
-from .latency import RATE, Received, sse_client
-from .worker_host import WorkerApp, running_worker_app
-
-# uvicorn runs inside the worker's own asyncio loop: an app picks the HTTP parser, not the loop.
-WORKER_STACKS = ("h11", "httptools")
+from .worker_host import WorkerApp
 
 # (name, patterns): a frame (``function (file:line)``, py-spy shortens some paths to the file's
 # name) belongs to the first layer one of whose patterns its text holds; a sample counts for the
@@ -89,8 +93,6 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("event loop", ("asyncio/", "uvloop/", "uvicorn/")),
 ]
 LAYER_NAMES = [name for name, _ in LAYERS] + ["other"]
-# The server stacks compared, by the packages hidden from uvicorn's ``auto`` choice.
-STACKS = {"h11": ("httptools", "uvloop"), "httptools": ("uvloop",), "httptools+uvloop": ()}
 
 
 def classify(stack: list[str]) -> str:
@@ -119,25 +121,6 @@ def layer_shares(raw_profile: Path) -> dict[str, float]:
     return {name: counts[name] / total for name in LAYER_NAMES}
 
 
-def stack_env(stack: str, stubs: Path) -> dict[str, str]:
-    """The environment that hides what ``stack`` does without from uvicorn's ``auto`` choice."""
-    hidden = STACKS[stack]
-    return {"PYTHONPATH": str(stubs / "-".join(hidden))} if hidden else {}
-
-
-def write_stubs(directory: Path) -> None:
-    """Per stack, a directory of packages that fail to import (uvicorn then falls back)."""
-    for hidden in STACKS.values():
-        if not hidden:
-            continue
-        for name in hidden:
-            package = directory / "-".join(hidden) / name
-            package.mkdir(parents=True)
-            (package / "__init__.py").write_text(
-                f"raise ImportError('{name} is hidden for this benchmark variant')\n"
-            )
-
-
 async def stream_once(
     redis_port: int,
     host: str,
@@ -159,40 +142,18 @@ async def stream_once(
         check=True,
     )
     received = [Received(runs[i % streams][0]) for i in range(clients)]
-    tasks = [asyncio.create_task(sse_client(host, port, r, worker)) for r in received]
-    await asyncio.wait_for(asyncio.gather(*(r.first.wait() for r in received)), 300)
-    tokens = int(RATE * seconds)
-    with tempfile.NamedTemporaryFile(suffix=".json") as out, profiling(server_pid, profile):
+    tasks = await attach_clients(host, port, received, worker)
+    with profiling(server_pid, profile):
         cpu_before = cpu_seconds(server_pid)
         calls_before = _xreads(sync)
-        writer = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "bench.writer_process",
-                str(redis_port),
-                str(RATE),
-                str(tokens),
-                out.name,
-                *(f"{cid}:{run}" for cid, run in runs),
-            ],
-            cwd=code,
-        )
-        await asyncio.wait_for(asyncio.gather(*tasks), seconds + 300)
+        written = await write_tokens(str(redis_port), runs, int(RATE * seconds), tasks, code=code)
         user, system = (
             after - before
             for after, before in zip(cpu_seconds(server_pid), cpu_before, strict=True)
         )
         calls = _xreads(sync) - calls_before
-        if await asyncio.to_thread(writer.wait) != 0:
-            raise RuntimeError("the writer process failed")
-        written = json.loads(Path(out.name).read_text())
-    latency: list[float] = []
-    errors = 0
-    for r in received:
-        produced = written[r.cid]["token_produced"]
-        errors += len(r.tokens) != len(produced)
-        latency.extend(got - made for got, made in zip(r.tokens, produced, strict=False))
+    sync.close()
+    latency, errors = token_latencies(received, written)
     deliveries = sum(len(r.entries) for r in received)
     return {
         "cpu_seconds": user + system,
@@ -262,19 +223,6 @@ def run_variant(
         result["layers"] = layer_shares(profile) if profile.exists() else {}
     result["load_average_1m"] = round(load, 2)
     return result
-
-
-@contextmanager
-def serving(
-    host_name: str, env: dict[str, str], code: Path
-) -> Iterator[tuple[str, int, int, WorkerApp | None]]:
-    if host_name == "worker":
-        assert code == REPO, "the worker harness serves this checkout only"
-        with running_worker_app(env) as worker:
-            yield worker.host, worker.port, worker.pid, worker
-    else:
-        with running_devhost(env, code=code) as (host, port, pid):
-            yield host, port, pid, None
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -14,6 +14,11 @@ Latencies: *token → client* runs from the moment the writer produced a token (
 wait is included) to the moment its last character reached the client; *write → client* from the
 moment the writer began the entry's append. Also: the Redis connections the worker holds for its
 readers, and the worker's RSS, with 1,000 readers attached.
+
+``--repeats N`` runs every variant N times, interleaved (so a machine whose load changes treats
+them alike), and prints each row's medians with every run's p99 and load average beside them.
+``--stacks`` compares the development host's server stacks (uvicorn on h11 or httptools, on
+asyncio or uvloop); the worker always runs its own asyncio loop.
 """
 
 from __future__ import annotations
@@ -22,106 +27,44 @@ import argparse
 import asyncio
 import json
 import os
-import subprocess
-import sys
+import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import redis
 import redis.asyncio as aioredis
 
-from agentstream.events import RUN_QUEUED, TERMINAL_TYPES
+from agentstream.events import RUN_QUEUED
 from agentstream.streamlog.keys import stream_key
 from agentstream.streamlog.runlog import RunLog
 
 from .common import (
-    REPO,
+    RATE,
+    SHIPPED_STACK,
+    STACKS,
+    Received,
+    attach_clients,
     cpu_seconds,
     print_table,
     rss_mib,
-    running_devhost,
     running_redis_server,
+    serving,
+    stack_env,
     summary,
+    token_latencies,
     write_results,
+    write_stubs,
+    write_tokens,
 )
-from .worker_host import WorkerApp, new_invocation_id, running_worker_app, worker_available
+from .worker_host import WorkerApp, worker_available
 
-AGENT = "travelplanner"
-RATE = 50.0  # tokens per second per stream
 SECONDS = 8.0
 CONFIGS = [(1, 1), (100, 10), (1000, 10)]
 MODES = ["hub", "blocking", "poll-1s"]
 READER_POOL_NAMES = ("agentstream-readers", "agentstream-hub", "agentstream-blocking-readers")
-
-
-@dataclass
-class Received:
-    """What one client saw: when each token completed, when each entry arrived."""
-
-    cid: str
-    chars: int = 0
-    tokens: list[float] = field(default_factory=list)
-    entries: dict[int, float] = field(default_factory=dict)
-    done: bool = False
-    first: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def event(self, event: dict[str, Any], now: float) -> None:
-        self.first.set()
-        if event["type"] == "message.delta":
-            self.chars += len(event["text"])
-            while len(self.tokens) < self.chars // 4:
-                self.tokens.append(now)
-        if event["type"] != RUN_QUEUED:
-            self.entries[event["seq"]] = now
-        if event["type"] in TERMINAL_TYPES:
-            self.done = True
-
-
-async def sse_client(
-    host: str, port: int, received: Received, worker: WorkerApp | None = None
-) -> None:
-    """A lean SSE client, so that the client is not the bottleneck.
-
-    HTTP/1.0 (no chunked framing; the server closes the connection after the terminal event).
-    While streaming it only notes each read's arrival time; parsing happens afterwards. With a
-    ``worker``, it talks to the worker's own server as the Functions host does.
-    """
-    reader, writer = await asyncio.open_connection(host, port)
-    path = f"/api/agents/{AGENT}/conversations/{received.cid}/stream?cursor=0"
-    invocation_id = new_invocation_id()
-    extra = worker.header(invocation_id) if worker else ""
-    writer.write(f"GET {path} HTTP/1.0\r\nAccept: text/event-stream\r\n{extra}\r\n".encode())
-    if worker is not None:
-        await writer.drain()
-        await worker.invoke_stream(invocation_id, {"agent": AGENT, "cid": received.cid})
-    reads: list[tuple[float, bytes]] = []
-    try:
-        while data := await reader.read(65536):
-            reads.append((time.monotonic(), data))
-            if not received.first.is_set() and b"event: run.queued" in data:
-                received.first.set()
-    finally:
-        writer.close()
-    buffer, headers_done = b"", False
-    for at, data in reads:
-        buffer += data
-        if not headers_done:
-            end = buffer.find(b"\r\n\r\n")
-            if end < 0:
-                continue
-            status = buffer.split(b" ", 2)[1]
-            if status != b"200":
-                raise RuntimeError(f"stream answered {status.decode()}")
-            buffer, headers_done = buffer[end + 4 :], True
-        *lines, buffer = buffer.split(b"\n")
-        for line in lines:
-            if line.startswith(b"data: "):
-                received.event(json.loads(line[6:]), at)
 
 
 async def polling_client(client: aioredis.Redis, received: Received) -> None:
@@ -160,62 +103,41 @@ async def run_config(
         port=redis_port, decode_responses=True, max_connections=50, timeout=60
     )
     poll_client = aioredis.Redis(connection_pool=poller)
+    attach_started = time.monotonic()
     if mode == "poll-1s":
         tasks = [asyncio.create_task(polling_client(poll_client, r)) for r in received]
+        await asyncio.wait_for(asyncio.gather(*(r.first.wait() for r in received)), 300)
     else:
-        tasks = [asyncio.create_task(sse_client(host, port, r, worker)) for r in received]
-    attach_started = time.monotonic()
-    await asyncio.wait_for(asyncio.gather(*(r.first.wait() for r in received)), 300)
+        tasks = await attach_clients(host, port, received, worker)
     attach_seconds = time.monotonic() - attach_started
     reader_connections = sum(1 for c in sync.client_list() if c.get("name") in READER_POOL_NAMES)
     rss = rss_mib(pid) if pid is not None else float("nan")
 
-    tokens = int(RATE * SECONDS)
     cpu_before = sum(cpu_seconds(pid)) if pid is not None else 0.0
-    with tempfile.NamedTemporaryFile(suffix=".json") as out:
-        writer = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "bench.writer_process",
-                str(redis_port),
-                str(RATE),
-                str(tokens),
-                out.name,
-                *(f"{cid}:{run}" for cid, run in runs),
-            ],
-            cwd=REPO,
-        )
-        await asyncio.wait_for(asyncio.gather(*tasks), SECONDS + 300)
-        cpu = sum(cpu_seconds(pid)) - cpu_before if pid is not None else float("nan")
-        if await asyncio.to_thread(writer.wait) != 0:
-            raise RuntimeError("the writer process failed")
-        with open(out.name) as file:
-            written = json.load(file)
+    client_cpu_before = time.process_time()
+    written = await write_tokens(str(redis_port), runs, int(RATE * SECONDS), tasks)
+    cpu = sum(cpu_seconds(pid)) - cpu_before if pid is not None else float("nan")
+    client_cpu = time.process_time() - client_cpu_before
     await poll_client.aclose()
+    sync.close()
 
-    token_latency: list[float] = []
+    token_latency, incomplete = token_latencies(received, written)
     write_latency: list[float] = []
-    incomplete = 0
     for r in received:
-        produced = written[r.cid]["token_produced"]
         appended = written[r.cid]["append_started"]
-        if len(r.tokens) != len(produced):
-            incomplete += 1
-        token_latency.extend(got - made for got, made in zip(r.tokens, produced, strict=False))
         write_latency.extend(at - appended[str(seq)] for seq, at in r.entries.items())
     deliveries = sum(len(r.entries) for r in received)
     token_summary = summary(token_latency)
     return {
-        "host": "worker" if worker else "devhost",
         "mode": mode,
         "clients": clients,
         "streams": streams,
-        "tokens_per_stream": tokens,
+        "tokens_per_stream": int(RATE * SECONDS),
         "errors": incomplete,
         "token_to_client": token_summary,
         "max_over_p99": round(token_summary["max_ms"] / token_summary["p99_ms"], 2),
         "server_cpu_us_per_delivery": round(cpu / max(deliveries, 1) * 1e6, 2),
+        "client_cpu_us_per_delivery": round(client_cpu / max(deliveries, 1) * 1e6, 2),
         "load_average_1m": round(os.getloadavg()[0], 2),
         "write_to_client": summary(write_latency),
         "reader_redis_connections": reader_connections if mode != "poll-1s" else None,
@@ -224,27 +146,48 @@ async def run_config(
     }
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--hosts", default="devhost,worker", help="devhost, worker or both")
-    parser.add_argument("--modes", default=",".join(MODES), help="readers (the worker: hub)")
-    args = parser.parse_args(argv)
-    results: list[dict[str, Any]] = []
-    with running_redis_server() as redis_port:
-        for host_name in args.hosts.split(","):
-            if host_name == "worker" and not worker_available():
-                print("worker: skipped, no Python 3.13 environment (make worker-venv)")
+def variants(hosts: list[str], modes: list[str], stacks: list[str]) -> list[tuple[str, str, str]]:
+    """(host, reader, server stack) to measure; the worker serves the hub with its own stack."""
+    chosen = []
+    for host in hosts:
+        if host == "worker" and not worker_available():
+            print("worker: skipped, no Python 3.13 environment (make worker-venv)")
+            continue
+        for mode in modes:
+            if host == "worker":
+                if mode == "hub":
+                    chosen.append((host, mode, "httptools"))
                 continue
-            for mode in args.modes.split(","):
-                if host_name == "worker" and mode != "hub":
-                    continue
+            chosen += [(host, mode, stack) for stack in stacks]
+    return chosen
+
+
+def measure(
+    chosen: list[tuple[str, str, str]],
+    configs: list[tuple[int, int]],
+    repeats: int,
+) -> dict[tuple[str, str, str, int, int], list[dict[str, Any]]]:
+    """Every variant and configuration, ``repeats`` times over, interleaved."""
+    runs: dict[tuple[str, str, str, int, int], list[dict[str, Any]]] = {}
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-stubs-") as stubs_dir,
+        running_redis_server() as redis_port,
+    ):
+        write_stubs(Path(stubs_dir))
+        for repeat in range(repeats):
+            for host_name, mode, stack in chosen:
                 env = {
                     "REDIS_CONNECTION_STRING": f"127.0.0.1:{redis_port}",
                     "STREAM_HUB": "false" if mode == "blocking" else "true",
+                    **(stack_env(stack, Path(stubs_dir)) if host_name == "devhost" else {}),
                 }
                 with serving(host_name, env) as (host, port, pid, worker):
-                    for clients, streams in CONFIGS:
-                        print(f"{host_name} {mode}: {clients} clients on {streams} streams ...")
+                    for clients, streams in configs:
+                        print(
+                            f"{host_name} {mode} {stack}: {clients} clients on {streams} streams"
+                            f" (run {repeat + 1}) ...",
+                            flush=True,
+                        )
                         result = asyncio.run(
                             run_config(
                                 mode,
@@ -257,12 +200,51 @@ def main(argv: list[str] | None = None) -> None:
                                 worker,
                             )
                         )
-                        results.append(result)
-    print()
+                        key = (host_name, mode, stack, clients, streams)
+                        runs.setdefault(key, []).append(result)
+    return runs
+
+
+def median_row(
+    key: tuple[str, str, str, int, int], measured: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """One row: the medians over the runs, each run's p99 and load average beside them."""
+    host, mode, stack, clients, streams = key
+
+    def median(pick: Any) -> float:
+        values = [pick(m) for m in measured]
+        return float(statistics.median(values)) if None not in values else float("nan")
+
+    return {
+        "host": host,
+        "mode": mode,
+        "stack": stack,
+        "clients": clients,
+        "streams": streams,
+        "errors": sum(m["errors"] for m in measured),
+        "p50_ms": median(lambda m: m["token_to_client"]["p50_ms"]),
+        "p99_ms": median(lambda m: m["token_to_client"]["p99_ms"]),
+        "max_ms": median(lambda m: m["token_to_client"]["max_ms"]),
+        "max_over_p99": median(lambda m: m["max_over_p99"]),
+        "write_p99_ms": median(lambda m: m["write_to_client"]["p99_ms"]),
+        "cpu_us_per_delivery": median(lambda m: m["server_cpu_us_per_delivery"]),
+        "client_cpu_us_per_delivery": median(lambda m: m["client_cpu_us_per_delivery"]),
+        "reader_connections": max((m["reader_redis_connections"] or 0 for m in measured), default=0)
+        if mode != "poll-1s"
+        else None,
+        "rss_mib": median(lambda m: m["worker_rss_mib"]),
+        "p99_runs": [m["token_to_client"]["p99_ms"] for m in measured],
+        "loads": [m["load_average_1m"] for m in measured],
+        "runs": measured,
+    }
+
+
+def print_rows(rows: list[dict[str, Any]]) -> None:
     print_table(
         [
             "host",
             "reader",
+            "stack",
             "clients/streams",
             "errors",
             "token→client p50",
@@ -271,47 +253,73 @@ def main(argv: list[str] | None = None) -> None:
             "max/p99",
             "write→client p99",
             "CPU µs/delivery",
+            "clients' CPU",
             "reader conns",
             "RSS MiB",
-            "load",
+            "p99 of each run",
+            "load of each run",
         ],
         [
             [
                 r["host"],
                 r["mode"],
+                r["stack"],
                 f"{r['clients']}/{r['streams']}",
                 r["errors"],
-                r["token_to_client"]["p50_ms"],
-                r["token_to_client"]["p99_ms"],
-                r["token_to_client"]["max_ms"],
+                r["p50_ms"],
+                r["p99_ms"],
+                r["max_ms"],
                 r["max_over_p99"],
-                r["write_to_client"]["p99_ms"],
-                r["server_cpu_us_per_delivery"],
-                "-" if r["reader_redis_connections"] is None else r["reader_redis_connections"],
-                "-" if r["worker_rss_mib"] is None else r["worker_rss_mib"],
-                r["load_average_1m"],
+                r["write_p99_ms"],
+                r["cpu_us_per_delivery"],
+                r["client_cpu_us_per_delivery"],
+                "-" if r["reader_connections"] is None else r["reader_connections"],
+                r["rss_mib"],
+                ", ".join(f"{v:.1f}" for v in r["p99_runs"]),
+                ", ".join(f"{v:.2f}" for v in r["loads"]),
             ]
-            for r in results
+            for r in rows
         ],
     )
-    print("(milliseconds; reader conns and RSS of the worker with all clients attached)")
-    write_results(
-        "latency",
-        {"rate_tokens_per_second": RATE, "seconds": SECONDS, "results": results},
+    print(
+        "(milliseconds, medians over the runs; reader conns and RSS of the worker with all "
+        "clients attached)"
     )
 
 
-@contextmanager
-def serving(
-    host_name: str, env: dict[str, str]
-) -> Iterator[tuple[str, int, int, WorkerApp | None]]:
-    """The development host, or the app under the real worker: (host, port, pid, worker)."""
-    if host_name == "worker":
-        with running_worker_app(env) as worker:
-            yield worker.host, worker.port, worker.pid, worker
-    else:
-        with running_devhost(env) as (host, port, pid):
-            yield host, port, pid, None
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hosts", default="devhost,worker", help="devhost, worker or both")
+    parser.add_argument("--modes", default=",".join(MODES), help="readers (the worker: hub)")
+    parser.add_argument(
+        "--stacks",
+        default=SHIPPED_STACK,
+        help=f"the development host's server stacks: {', '.join(STACKS)}",
+    )
+    parser.add_argument(
+        "--configs",
+        default=",".join(f"{c}/{s}" for c, s in CONFIGS),
+        help="clients/streams, comma-separated",
+    )
+    parser.add_argument("--repeats", type=int, default=1, help="interleaved runs of each")
+    args = parser.parse_args(argv)
+    configs = [(int(c), int(s)) for c, s in (pair.split("/") for pair in args.configs.split(","))]
+    chosen = variants(args.hosts.split(","), args.modes.split(","), args.stacks.split(","))
+    rows = [
+        median_row(key, measured)
+        for key, measured in measure(chosen, configs, args.repeats).items()
+    ]
+    print()
+    print_rows(rows)
+    write_results(
+        "latency",
+        {
+            "rate_tokens_per_second": RATE,
+            "seconds": SECONDS,
+            "results": rows,
+        },
+    )
+    return rows
 
 
 if __name__ == "__main__":

@@ -16,10 +16,7 @@ hundred) through the hub, and the answers that were ``503 at_capacity`` are coun
 from __future__ import annotations
 
 import asyncio
-import json
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -33,8 +30,20 @@ from agentstream.streamlog.runlog import RunLog
 from tests.redis_cluster import running_cluster
 from tests.redis_connections import ConnectionPeaks
 
-from .common import REPO, print_table, running_devhost, running_redis_server, summary, write_results
-from .latency import RATE, READER_POOL_NAMES, SECONDS, Received, sse_client
+from .common import (
+    RATE,
+    Received,
+    attach_clients,
+    print_table,
+    running_devhost,
+    running_redis_server,
+    sse_client,
+    summary,
+    token_latencies,
+    write_results,
+    write_tokens,
+)
+from .latency import READER_POOL_NAMES, SECONDS
 
 CLIENTS, STREAMS = 1000, 10
 WAVE = 100  # clients that open their stream together
@@ -76,39 +85,13 @@ async def run(
             RUN_QUEUED, {"message": "bench"}
         )
     received = [Received(runs[i % STREAMS][0]) for i in range(CLIENTS)]
-    tasks = []
     # In waves: one worker meeting a thousand stream opens at once answers part of them with
     # 503 at_capacity on a cluster (docs/architecture.md); what is measured here is streaming.
-    for wave in range(0, CLIENTS, WAVE):
-        batch = received[wave : wave + WAVE]
-        tasks += [asyncio.create_task(sse_client(host, port, r)) for r in batch]
-        attached = asyncio.gather(*(r.first.wait() for r in batch))
-        deadline = time.monotonic() + 300
-        while not attached.done():
-            failed = [t.exception() for t in tasks if t.done() and t.exception()]
-            if failed or time.monotonic() > deadline:
-                raise RuntimeError(f"{len(failed)} clients failed to attach: {failed[:1]}")
-            await asyncio.wait([attached], timeout=0.2)  # checking for failed clients meanwhile
+    tasks = await attach_clients(host, port, received, wave=WAVE)
     total, busiest = reader_connections(ports)
-    tokens = int(RATE * SECONDS)
-    hub_peaks = ConnectionPeaks(ports, {"hub": ("agentstream-hub",)})
-    with hub_peaks, tempfile.NamedTemporaryFile(suffix=".json") as out:
-        args = [writer_address, str(RATE), str(tokens), out.name]
-        writer = subprocess.Popen(
-            [sys.executable, "-m", "bench.writer_process", *args, *(f"{c}:{r}" for c, r in runs)],
-            cwd=REPO,
-        )
-        await asyncio.wait_for(asyncio.gather(*tasks), SECONDS + 300)
-        if await asyncio.to_thread(writer.wait) != 0:
-            raise RuntimeError("the writer process failed")
-        with open(out.name) as file:
-            written = json.load(file)
-    latency: list[float] = []
-    incomplete = 0
-    for r in received:
-        produced = written[r.cid]["token_produced"]
-        incomplete += len(r.tokens) != len(produced)
-        latency.extend(got - made for got, made in zip(r.tokens, produced, strict=False))
+    with ConnectionPeaks(ports, {"hub": ("agentstream-hub",)}) as hub_peaks:
+        written = await write_tokens(writer_address, runs, int(RATE * SECONDS), tasks)
+    latency, incomplete = token_latencies(received, written)
     return {
         "errors": incomplete,
         "token_to_client": summary(latency),

@@ -2,9 +2,10 @@
 
 ``python -m bench.writer_process PORT RATE TOKENS OUT cid:run [cid:run ...]`` writes, per stream,
 ``run.started``, ``TOKENS`` four-character tokens at ``RATE`` per second through the app's
-:class:`StreamWriter` (default coalescing settings), then ``run.completed``; it records when each
-token was produced and when each entry's append began (``time.monotonic``, shared by every
-process on the machine) and writes them to ``OUT`` as JSON.
+:class:`StreamWriter` (``DELTA_FLUSH_CHARS`` / ``DELTA_FLUSH_MS`` from the environment, else
+the defaults), then ``run.completed``; it records when each token was produced and when each
+entry's append began (``time.monotonic``, shared by every process on the machine) and writes them
+to ``OUT`` as JSON.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def token(index: int) -> str:
 def write_stream(
     client: redis.Redis, cid: str, run_id: str, rate: float, tokens: int, out: dict[str, Any]
 ) -> None:
-    defaults = Settings.from_env({})
+    defaults = Settings.from_env()
     log = TimedRunLog(client, cid, run_id, ttl_seconds=600, maxlen=100_000)
     log.begin(f"bench-{run_id}")  # as the entity does: attempt 1, the lease taken
     writer = StreamWriter(

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import atexit
+import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import httpx
@@ -32,16 +35,13 @@ class DevHostProcess:
         self.base_url = f"http://127.0.0.1:{port}"
         self._env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "OPENAI_"))}
         self._env.update(env)
-        self._args = [sys.executable, "-m", "agentstream_dev.devhost", "--port", str(port)]
-        self._args.extend(extra_args)
+        self._args = ["--port", str(port), *extra_args]
         # Closed in stop(); the log outlives each start so a restart appends to it.
         self._log = tempfile.NamedTemporaryFile("w+", prefix="devhost-", suffix=".log")  # noqa: SIM115
-        self._process: subprocess.Popen | None = None
+        self._process: ForkedHost | None = None
 
     def start(self) -> None:
-        self._process = subprocess.Popen(
-            self._args, cwd=REPO, env=self._env, stdout=self._log, stderr=subprocess.STDOUT
-        )
+        self._process = _zygote().start(self._args, self._env, Path(self._log.name))
         wait_until_serving(self.base_url, self._process, Path(self._log.name))
 
     def log_text(self) -> str:
@@ -64,6 +64,80 @@ class DevHostProcess:
         self._log.close()
 
 
+class ForkedHost:
+    """A host forked by the zygote: the part of ``subprocess.Popen`` the tests use.
+
+    The zygote, not this process, is its parent, and the kernel reaps it, so "exited" is "gone";
+    its exit code is not known here (no test needs it).
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    def poll(self) -> int | None:
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return -1
+        return None
+
+    def kill(self) -> None:
+        self._signal(signal.SIGKILL)
+
+    def terminate(self) -> None:
+        self._signal(signal.SIGTERM)
+
+    def wait(self, timeout: float) -> int:
+        deadline = time.monotonic() + timeout
+        while self.poll() is None:
+            if time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(f"development host {self.pid}", timeout)
+            time.sleep(0.01)  # no exit notification reaches a process that is not the parent
+        return -1
+
+    def _signal(self, signum: int) -> None:
+        with suppress(ProcessLookupError):
+            os.kill(self.pid, signum)
+
+
+class _Zygote:
+    """One ``tests.devhost_zygote`` process per test process, started on first use."""
+
+    def __init__(self) -> None:
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "tests.devhost_zygote"],
+            cwd=REPO,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        atexit.register(self.close)
+
+    def start(self, argv: list[str], env: dict[str, str], log: Path) -> ForkedHost:
+        assert self._process.stdin is not None and self._process.stdout is not None
+        request = {"argv": argv, "env": env, "cwd": str(REPO), "log": str(log)}
+        self._process.stdin.write(json.dumps(request) + "\n")
+        self._process.stdin.flush()
+        reply = self._process.stdout.readline()
+        if not reply:
+            raise RuntimeError("the development host zygote exited; run tests/devhost_zygote.py")
+        return ForkedHost(int(reply))
+
+    def close(self) -> None:
+        if self._process.stdin is not None:
+            self._process.stdin.close()
+        self._process.wait(timeout=10)
+
+
+_ZYGOTE: list[_Zygote] = []
+
+
+def _zygote() -> _Zygote:
+    if not _ZYGOTE:
+        _ZYGOTE.append(_Zygote())
+    return _ZYGOTE[0]
+
+
 @contextmanager
 def devhost_process(env: dict[str, str], port: int, *extra_args: str) -> Iterator[DevHostProcess]:
     process = DevHostProcess(env, port, extra_args)
@@ -76,7 +150,7 @@ def devhost_process(env: dict[str, str], port: int, *extra_args: str) -> Iterato
 
 def wait_until_serving(
     base_url: str,
-    process: subprocess.Popen,
+    process: subprocess.Popen | ForkedHost,
     log: Path,
     timeout: float = 30,
     what: str = "the development host",

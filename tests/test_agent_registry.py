@@ -9,7 +9,7 @@ import pytest
 from agentstream.agents import Agent, InvalidAgents
 from agentstream.agents import registry as registry_module
 from agentstream.agents.registry import AgentRegistry
-from agentstream.functions import serve_agents
+from agentstream.functions import UNROUTED_FUNCTION, serve_agents
 
 
 def agent(name: str, description: str = "") -> Agent:
@@ -50,7 +50,9 @@ def test_each_agent_gets_its_own_entity_function(empty_registry: AgentRegistry) 
     serve_agents(app, [agent("three")])
     assert [info.name for info in empty_registry.infos()] == ["one", "two-2", "three"]
     functions = {f.get_function_name(): f for f in app.get_functions()}
-    assert set(functions) == {"one", "two-2", "three"}
+    # And one catch-all HTTP function, however many times agents are served.
+    assert set(functions) == {"one", "two-2", "three", UNROUTED_FUNCTION}
+    assert functions.pop(UNROUTED_FUNCTION).get_trigger().route == "{*path}"
     for name, function in functions.items():
         trigger = function.get_trigger()
         assert trigger.get_binding_name() == "entityTrigger"

@@ -48,6 +48,7 @@ def test_azure_form_keeps_password_with_equals_signs() -> None:
         ({"REDIS_CONNECTION_STRING": "http://host"}, "REDIS_CONNECTION_STRING"),
         ({"REDIS_STREAM_TTL_MINUTES": "ten"}, "REDIS_STREAM_TTL_MINUTES"),
         ({"REDIS_STREAM_TTL_MINUTES": "0"}, "REDIS_STREAM_TTL_MINUTES"),
+        ({"RUN_RECORD_TTL_DAYS": "0"}, "RUN_RECORD_TTL_DAYS"),
         ({"STREAM_KEEPALIVE_SECONDS": "-1"}, "STREAM_KEEPALIVE_SECONDS"),
         ({"AZURE_OPENAI_ENDPOINT": "https://x.openai.azure.com"}, "AZURE_OPENAI_DEPLOYMENT"),
         ({"AZURE_OPENAI_DEPLOYMENT": "gpt"}, "AZURE_OPENAI_ENDPOINT"),
@@ -122,6 +123,7 @@ def test_lifecycle_settings() -> None:
     settings = Settings.from_env(
         {
             "CONVERSATION_TTL_DAYS": "2",
+            "RUN_RECORD_TTL_DAYS": "3",
             "RUN_LEASE_SECONDS": "12.5",
             "RUN_START_DEADLINE_SECONDS": "60",
             "REDIS_RETRY_SECONDS": "5",
@@ -129,5 +131,6 @@ def test_lifecycle_settings() -> None:
         }
     )
     assert settings.conversation_ttl_seconds == 2 * 86_400
+    assert settings.run_record_ttl_seconds == 3 * 86_400
     assert settings.run_lease_seconds == 12.5 and settings.run_start_deadline_seconds == 60
     assert settings.redis_retry_seconds == 5 and settings.history_max_messages == 40

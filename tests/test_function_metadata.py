@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from agentstream.functions import UNROUTED_FUNCTION
+
 pytestmark = pytest.mark.slow  # a Python process per indexing, and the real worker library
 
 REPO = Path(__file__).resolve().parent.parent
@@ -57,7 +59,7 @@ def indexed_bindings(**env: str) -> dict[str, list[dict]]:
 
 def test_every_function_has_the_expected_bindings() -> None:
     functions = indexed_bindings()
-    assert set(functions) == {*ROUTES, "travelplanner"}
+    assert set(functions) == {*ROUTES, "travelplanner", UNROUTED_FUNCTION}
     for name, (route, methods, has_client) in ROUTES.items():
         bindings = {b["type"]: b for b in functions[name]}
         trigger = bindings["httpTrigger"]
@@ -76,10 +78,26 @@ def test_every_function_has_the_expected_bindings() -> None:
     ]
 
 
+def test_the_catch_all_takes_every_method_and_comes_after_every_route() -> None:
+    """The host tries the routes in the order of their functions' names, without regard to case
+    (agentstream_dev/devhost/routing.py), so the catch-all's name must sort last."""
+    functions = indexed_bindings()
+    trigger = next(b for b in functions[UNROUTED_FUNCTION] if b["type"] == "httpTrigger")
+    assert trigger["route"] == "{*path}"
+    assert "methods" not in trigger  # every method
+    assert trigger["authLevel"] == "FUNCTION"
+    http = [n for n, bs in functions.items() if "httpTrigger" in {b["type"] for b in bs}]
+    assert len(http) == len(ROUTES) + 1
+    assert sorted(http, key=str.upper)[-1] == UNROUTED_FUNCTION
+
+
 def test_auth_level_comes_from_the_setting() -> None:
     functions = indexed_bindings(HTTP_AUTH_LEVEL="anonymous")
     levels = {
-        b["authLevel"] for name in ROUTES for b in functions[name] if b["type"] == "httpTrigger"
+        b["authLevel"]
+        for name in [*ROUTES, UNROUTED_FUNCTION]
+        for b in functions[name]
+        if b["type"] == "httpTrigger"
     }
     assert levels == {"ANONYMOUS"}
 
@@ -112,8 +130,8 @@ def test_the_python_worker_indexes_every_function_on_the_fastapi_types() -> None
     summary = json.loads(result.stdout)
     assert summary["http_v2"] is True
     functions = summary["functions"]
-    assert set(functions) == {*ROUTES, "travelplanner"}
-    for name, (_, _, has_client) in ROUTES.items():
+    assert set(functions) == {*ROUTES, "travelplanner", UNROUTED_FUNCTION}
+    for name, (_, _, has_client) in [*ROUTES.items(), (UNROUTED_FUNCTION, (None, None, False))]:
         assert functions[name]["is_http"] and functions[name]["is_async"]
         assert functions[name]["inputs"]["req"] == "starlette.requests.Request"
         assert functions[name]["returns"] == "starlette.responses.Response"

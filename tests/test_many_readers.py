@@ -193,7 +193,10 @@ async def test_at_capacity_is_503_with_retry_after_and_without_the_hub_streams_s
             again = await http.get(stream_url(cid), params={"cursor": "0"}, headers=NDJSON)
             assert again.status_code == 200
             assert [line for line in again.text.splitlines() if line] == lines
+            # An hour ahead: no run can have written it (a recent cursor beyond the end may name
+            # a run.queued a failover lost, and waits for it to be written again).
             last_ms = int(json.loads(lines[-1])["id"].split("-")[0])
-            beyond = await http.get(stream_url(cid), params={"cursor": f"{last_ms + 1}-0"})
+            ahead = last_ms + 3_600_000
+            beyond = await http.get(stream_url(cid), params={"cursor": f"{ahead}-0"})
             assert beyond.status_code == 400
             assert beyond.json()["error"]["code"] == "cursor_beyond_end"

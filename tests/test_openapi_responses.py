@@ -4,7 +4,9 @@ produced by the running app and its body checked against the declared schema.
 The response schemas are closed (``additionalProperties: false``), so a field a handler adds or
 drops fails here until the document says so. Development hosts share one Redis: the usual one;
 one with per-caller limits; one whose Durable backend is down, behind App Service
-Authentication; and one whose Redis is gone.
+Authentication; and one whose Redis is gone. A ``500`` is a real fault the app does not expect:
+a key of the app's that holds another type (something else sharing the Redis wrote it), so
+Redis answers ``WRONGTYPE``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import pytest
 import redis
 
 from agentstream.api.errors import error_response
-from agentstream.streamlog.keys import stream_key
+from agentstream.streamlog import owners
+from agentstream.streamlog.keys import meta_key, stream_key
 from agentstream_dev.scripted_model.server import create_app as create_model_app
 
 from .api_client import AGENT, Api
@@ -39,13 +42,14 @@ AGENTS = "/api/agents"
 OWN_ROUTES = "/api/v1/"
 
 # Declared, but no plain request makes the app send them; each says how it is held to the document.
-NOT_PRODUCIBLE_STATUS = {
-    500: "a failure of the app's own code; its body is error_response's, checked below",
-}
 NOT_PRODUCIBLE = {
     ("GET", AGENTS, 503): (
         "the listing reads no Redis: only auth_unavailable, when Entra ID's signing keys cannot "
         "be fetched"
+    ),
+    ("GET", AGENTS, 500): (
+        "the listing reads no Redis and calls nothing that can fail but the app's own code; its "
+        "body is error_response's, checked below"
     ),
     ("POST", "/api/agents/{agent}/conversations", 409): (
         "a retried Idempotency-Key whose run record was dropped (after 50 newer runs) while "
@@ -53,7 +57,10 @@ NOT_PRODUCIBLE = {
     ),
 }
 PRINCIPAL = {"X-MS-CLIENT-PRINCIPAL-ID": "0c1d2e3f-tester"}
+LISTER_ID = "0c1d2e3f-lister"  # a caller whose listing is poisoned (the 500s below)
+AGENT_NAME = AGENT.rsplit("/", 1)[-1]
 UNKNOWN = "0" * 32
+WRONGTYPE_KEY = "conformance-wrongtype-5f1e"
 
 
 @pytest.fixture(scope="module")
@@ -179,6 +186,45 @@ def test_every_declared_response_is_produced_and_matches(
         store.xtrim(stream_key(cid), maxlen=2, approximate=False)
     check("GET", STREAM, http.get(url["stream"], params={"cursor": first.json()["cursor"]}), 410)
 
+    # A key of the app's holding another type: Redis answers WRONGTYPE, which the app does not
+    # expect, so every operation that reads the key fails with its documented 500.
+    wrong = api.start("Plan 1 day in Evora", **{"Idempotency-Key": WRONGTYPE_KEY})
+    check("POST", CONVERSATIONS, wrong, 202)
+    wrong_cid, wrong_run = wrong.json()["conversation_id"], wrong.json()["run_id"]
+    api.read_run(wrong_cid)
+    wrong_url = _urls(wrong_cid, wrong_run)
+    with redis.Redis(port=redis_port) as store:
+        (claim,) = store.scan_iter(match=f"*{WRONGTYPE_KEY}")  # a string: now a hash
+        store.delete(claim)
+        store.hset(claim, "written by", "someone else")
+        store.expire(claim, 600)
+        listed = owners.index_key(AGENT_NAME, "easyauth:" + LISTER_ID)  # that caller's own
+        for poisoned in (meta_key(wrong_cid), listed):
+            store.delete(poisoned)  # a hash, and a sorted set: now strings
+            store.set(poisoned, "someone else's", ex=600)
+    check(
+        "POST",
+        CONVERSATIONS,
+        api.start("Plan 1 day in Evora", **{"Idempotency-Key": WRONGTYPE_KEY}),
+        500,
+    )
+    for method, route, path in (
+        ("GET", CONVERSATION, wrong_url["conversation"]),
+        ("GET", STREAM, wrong_url["stream"]),
+        ("GET", MESSAGES, wrong_url["messages"]),
+        ("POST", MESSAGES, wrong_url["messages"]),
+        ("POST", CANCEL, wrong_url["cancel"]),
+        ("DELETE", CONVERSATION, wrong_url["conversation"]),
+    ):
+        check(method, route, http.request(method, path, json={"message": "hi"}), 500)
+    # The listing is the caller's own: one of its own, on the host that knows callers.
+    listing = httpx.get(
+        hosts["durable_down"] + f"{AGENT}/conversations",
+        headers={"X-MS-CLIENT-PRINCIPAL-ID": LISTER_ID},
+        timeout=30,
+    )
+    check("GET", CONVERSATIONS, listing, 500)
+
     # Malformed requests, on every operation that takes them.
     bad = _urls("not-an-id", "not-a-run")
     for method, route, path in (
@@ -265,24 +311,17 @@ def test_every_declared_response_is_produced_and_matches(
         check(method, route, gone.request(method, path, json={"message": "hi"}), 503)
     check("GET", "/api/health", gone.get("/api/health"), 503)
 
-    missing = {
-        (method, route, status)
-        for method, route, status in check.declared() - check.seen
-        if status not in NOT_PRODUCIBLE_STATUS
-    }
-    assert missing == set(NOT_PRODUCIBLE)
+    assert check.declared() - check.seen == set(NOT_PRODUCIBLE)
 
 
-def test_the_one_body_no_request_produces_matches_the_document(document: dict[str, Any]) -> None:
+def test_the_500_no_request_produces_matches_the_document(document: dict[str, Any]) -> None:
     check = Conformance(document)
     body = error_response(500, "internal_error", "Something went wrong on our side.").body
-    for route, item in document["paths"].items():
-        if route.startswith(OWN_ROUTES):
-            continue
-        for method, operation in item.items():
-            if method != "parameters" and "500" in operation["responses"]:
-                schema = operation["responses"]["500"]["content"]["application/json"]["schema"]
-                check.validator(schema).validate(json.loads(body))
+    for method, route, status in NOT_PRODUCIBLE:
+        if status == 500:
+            operation = document["paths"][route][method.lower()]
+            schema = operation["responses"]["500"]["content"]["application/json"]["schema"]
+            check.validator(schema).validate(json.loads(body))
 
 
 def test_the_development_hosts_own_answers_are_the_apis_json_errors(

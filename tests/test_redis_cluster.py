@@ -16,7 +16,13 @@ import redis.asyncio.cluster as aiocluster
 
 from agentstream.config import Settings
 from agentstream.redis_clients import is_cluster
-from agentstream.streamlog.keys import SLOT_GROUPS, group_tag, hash_tag, stream_key
+from agentstream.streamlog.keys import (
+    SLOT_GROUPS,
+    conversation_keys,
+    group_tag,
+    hash_tag,
+    stream_key,
+)
 from agentstream_dev.scripted_model.server import create_app as create_model_app
 
 from .api_client import AGENT, Api
@@ -93,7 +99,7 @@ def test_a_conversation_runs_and_every_key_of_it_shares_its_groups_slot(
     store = sync_client(cluster)
     try:
         keys = sorted(store.scan_iter(match=f"*:{cid}", target_nodes=store.PRIMARIES))
-        assert len(keys) == 3
+        assert keys == sorted(conversation_keys(cid))  # the run records too
         assert {hash_tag(key) for key in keys} == {group_tag(cid)}
         stored = [entry_id for entry_id, _ in store.xrange(stream_key(cid))]
         # The first run's events after its cursor (the run.queued), as stored.

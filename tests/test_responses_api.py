@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 
 from agentstream.api.responses import records
 from agentstream.api.responses.translate import ResponseMeta
-from agentstream.streamlog.keys import meta_key, stream_key
+from agentstream.streamlog.keys import meta_key, run_records_key, stream_key
 from agentstream.streamlog.runlog import RunLog
 from agentstream_dev.scripted_model.server import create_app as create_model_app
 
@@ -235,54 +235,95 @@ def test_a_conversation_continues_by_its_id(client: openai.OpenAI) -> None:
     assert second.model_dump()["conversation"]["id"] == conversation
 
 
-def test_after_the_stream_expired_the_kept_response_is_served_but_not_streamed(
+def test_after_the_stream_expired_a_finished_response_is_served_from_its_run_record(
     base_url: str, client: openai.OpenAI, redis_store: redis.Redis
 ) -> None:
-    kept = client.responses.create(model="travelplanner", input="Plan 1 day in Bath")
-    assert kept.status == "completed"  # a plain create waits for the end, and keeps the result
+    read = client.responses.create(model="travelplanner", input="Plan 1 day in Bath")
+    assert read.status == "completed"  # a plain create reads the run to its end
     unread = client.responses.create(
         model="travelplanner", input="Plan 1 day in York", background=True
     )
-    cid = kept.model_dump()["conversation"]["id"].removeprefix("conv_")
-    other = unread.model_dump()["conversation"]["id"].removeprefix("conv_")
-    Api(base_url).read_run(other)  # the run ends while no Responses reader looks
-    for conversation in (cid, other):
-        redis_store.pexpire(stream_key(conversation), 1)
-        redis_store.pexpire(meta_key(conversation), 1)
-    while redis_store.exists(stream_key(cid), stream_key(other)):
-        pass  # the keys expire on Redis's clock; EXISTS sees it the moment they do
-    again = client.responses.retrieve(kept.id)
-    assert again.model_dump() == kept.model_dump()
-    with pytest.raises(openai.BadRequestError) as streaming:
-        list(client.responses.retrieve(kept.id, stream=True))
-    assert streaming.value.code == "response_stream_expired"
-    with pytest.raises(openai.NotFoundError) as lost:
-        client.responses.retrieve(unread.id)
-    assert lost.value.code == "response_expired"
-    # The conversation goes on in a new stream, which does not hold the old response's run.
-    after = client.responses.create(
-        model="travelplanner", input="Plan 1 day in Leeds", conversation=f"conv_{other}"
+    failed = client.responses.create(
+        model="travelplanner", input="Trains? [[fail-always:500]]", background=True
     )
-    assert after.status == "completed"
+    conversations = {
+        response.id: response.model_dump()["conversation"]["id"].removeprefix("conv_")
+        for response in (read, unread, failed)
+    }
+    for response in (unread, failed):  # the runs end while no Responses reader looks
+        Api(base_url).read_run(conversations[response.id])
+    # What a reader of the stream saw: the Response its last event carried.
+    before = {
+        response.id: list(client.responses.retrieve(response.id, stream=True))[-1].response
+        for response in (read, unread, failed)
+    }
+    assert before[read.id].model_dump() == read.model_dump()
+    assert [r.status for r in before.values()] == ["completed", "completed", "failed"]
+    assert any(item.type == "mcp_call" for item in before[unread.id].output)
+
+    # The streams expire by TTL (shortened, on Redis's clock); the run records outlive them.
+    for cid in conversations.values():
+        redis_store.pexpire(stream_key(cid), 1)
+        redis_store.pexpire(meta_key(cid), 1)
+    while redis_store.exists(*(stream_key(cid) for cid in conversations.values())):
+        pass  # EXISTS sees a key expire the moment it does: polling, no sleep
+    assert redis_store.exists(*(run_records_key(cid) for cid in conversations.values())) == 3
+
+    for response_id, response in before.items():
+        assert client.responses.retrieve(response_id).model_dump() == response.model_dump()
+        assert client.responses.cancel(response_id).model_dump() == response.model_dump()
+        for after in (None, 3):
+            with pytest.raises(openai.BadRequestError) as streaming:
+                list(client.responses.retrieve(response_id, stream=True, starting_after=after))
+            assert streaming.value.code == "response_stream_expired"
+            assert streaming.value.param == "stream"
+            assert "retrieve it without stream=true" in streaming.value.message
+
+    # previous_response_id may point at a response whose stream expired; the new turn's stream
+    # does not hold the old run, whose record still serves it.
+    follow_up = client.responses.create(
+        model="travelplanner", input="Something cheaper?", previous_response_id=unread.id
+    )
+    assert follow_up.status == "completed"
+    assert 'Earlier you asked: "Plan 1 day in York"' in follow_up.output_text
+    assert client.responses.retrieve(unread.id).model_dump() == before[unread.id].model_dump()
+
+
+def test_a_response_whose_stream_expired_before_it_ended_is_gone(
+    client: openai.OpenAI, redis_store: redis.Redis, gate: ModelGate
+) -> None:
+    held_before = gate.wait_held(0)
+    held = client.responses.create(
+        model="travelplanner", input=f"Plan 1 day in Hull {HELD}", background=True
+    )
+    assert gate.wait_held(held_before + 1) == held_before + 1  # held until the module's end
+    cid = held.model_dump()["conversation"]["id"].removeprefix("conv_")
+    redis_store.pexpire(stream_key(cid), 1)
+    redis_store.pexpire(meta_key(cid), 1)
+    while redis_store.exists(stream_key(cid), meta_key(cid)):
+        pass
+    assert not redis_store.exists(run_records_key(cid))
     for read in (
-        lambda: client.responses.retrieve(unread.id),
-        lambda: list(client.responses.retrieve(unread.id, stream=True)),
-        lambda: client.responses.cancel(unread.id),
+        lambda: client.responses.retrieve(held.id),
+        lambda: list(client.responses.retrieve(held.id, stream=True)),
+        lambda: client.responses.cancel(held.id),
     ):
-        with pytest.raises(openai.NotFoundError) as still_lost:
+        with pytest.raises(openai.NotFoundError) as lost:
             read()
-        assert still_lost.value.code == "response_expired"
+        assert lost.value.code == "response_expired"
 
 
 def test_a_deleted_conversation_takes_its_responses_with_it(
-    base_url: str, client: openai.OpenAI
+    base_url: str, client: openai.OpenAI, redis_store: redis.Redis
 ) -> None:
     response = client.responses.create(model="travelplanner", input="Plan 1 day in Ghent")
     cid = response.model_dump()["conversation"]["id"].removeprefix("conv_")
+    assert redis_store.exists(run_records_key(cid))
     assert (
         Api(base_url).http.delete(f"/api/agents/travelplanner/conversations/{cid}").status_code
         == 204
     )
+    assert not redis_store.exists(run_records_key(cid))
     with pytest.raises(openai.NotFoundError):
         client.responses.retrieve(response.id)
 

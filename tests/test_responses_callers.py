@@ -7,7 +7,9 @@ from collections.abc import Iterator
 
 import openai
 import pytest
+import redis
 
+from agentstream.streamlog.keys import meta_key, stream_key
 from agentstream_dev.scripted_model.server import create_app as create_model_app
 
 from .devhost_process import running_devhost
@@ -76,3 +78,26 @@ def test_a_callers_open_streams_are_limited(base_url: str) -> None:
     # The slot is given back when the stream ends: the next read is served.
     again = list(carol.responses.retrieve(first.response.id, stream=True, starting_after=0))
     assert again[0].sequence_number == 1
+
+
+def test_after_the_stream_expired_another_callers_response_is_still_unknown(
+    base_url: str, redis_store: redis.Redis
+) -> None:
+    alice, bob = sdk(base_url, "alice"), sdk(base_url, "bob")
+    kept = alice.responses.create(model="travelplanner", input="Plan 1 day in Porto")
+    cid = kept.model_dump()["conversation"]["id"].removeprefix("conv_")
+    redis_store.pexpire(stream_key(cid), 1)  # the stream expires by TTL; its run record stays
+    redis_store.pexpire(meta_key(cid), 1)
+    while redis_store.exists(stream_key(cid)):
+        pass
+    assert alice.responses.retrieve(kept.id).model_dump() == kept.model_dump()
+    with pytest.raises(openai.NotFoundError) as unknown:
+        bob.responses.retrieve("resp_" + "0" * 32)
+    for call in (
+        lambda: bob.responses.retrieve(kept.id),
+        lambda: bob.responses.retrieve(kept.id, stream=True),
+        lambda: bob.responses.cancel(kept.id),
+    ):
+        with pytest.raises(openai.NotFoundError) as refused:
+            call()
+        assert refused.value.response.content == unknown.value.response.content

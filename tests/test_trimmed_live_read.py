@@ -48,12 +48,13 @@ from .streamlog_helpers import new_conversation_id, queued_run_log
 
 def write_past_the_reader_and_trim(client: redis.Redis, cid: str, run_id: str) -> str:
     """Three deltas of the run, then the cap keeps only the last: returns its id."""
+    keys = conversation_keys(cid)
     with client.pipeline(transaction=True) as pipe:
         for n in range(3):
             args = scripts.append_args(
                 run_id, MESSAGE_DELTA, {"text": f"{n} "}, ttl_ms=600_000, maxlen=10_000
             )
-            pipe.eval(scripts.APPEND, 3, *conversation_keys(cid), *args)
+            pipe.eval(scripts.APPEND, len(keys), *keys, *args)
         pipe.xtrim(stream_key(cid), maxlen=1, approximate=False)
         pipe.execute()
     return client.xrange(stream_key(cid))[0][0]

@@ -295,3 +295,66 @@ def test_a_bad_setting_fails_the_workers_init_naming_it(app_env: dict[str, str])
     ):
         pass
     assert "REDIS_STREAM_TTL_MINUTES must be a whole number" in str(failure.value)
+
+
+UNKNOWN_ID = "0" * 32
+
+
+def test_what_no_route_takes_gets_the_apis_json_errors_and_every_route_still_works(
+    api: Api,
+) -> None:
+    """The front door routes as the host does (by function name, a wrong method is no match):
+    the catch-all answers only what no other function takes."""
+    http = api.http
+    conversation = f"/api/agents/travelplanner/conversations/{UNKNOWN_ID}"
+    cases = [
+        ("GET", "/api/nothing-here", 404, "not_found"),
+        ("GET", "/api", 404, "not_found"),
+        ("GET", "/api/health/", 404, "not_found"),
+        ("DELETE", "/api/health", 405, "method_not_allowed"),
+        ("PUT", "/api/agents/travelplanner/conversations", 405, "method_not_allowed"),
+        ("PATCH", conversation, 405, "method_not_allowed"),
+        ("GET", f"{conversation}/runs/{UNKNOWN_ID}/cancel", 405, "method_not_allowed"),
+        ("POST", "/api/v1/models", 405, "method_not_allowed"),
+    ]
+    for method, path, status, code in cases:
+        response = http.request(method, path)
+        assert response.status_code == status, (method, path, response.text)
+        assert response.headers["content-type"] == "application/json"
+        assert response.json()["error"]["code"] == code, (method, path)
+    assert http.put("/api/agents/travelplanner/conversations").json() == {
+        "error": {
+            "code": "method_not_allowed",
+            "message": "PUT is not allowed on /api/agents/travelplanner/conversations; "
+            "use GET, POST.",
+        }
+    }
+    assert http.request("PATCH", conversation).headers["allow"] == "DELETE, GET"
+
+    # Every route reaches its own function: an answer only that function gives.
+    reached = [
+        ("POST", "/api/agents/travelplanner/conversations", 400, "invalid_json"),
+        ("GET", "/api/agents/travelplanner/conversations", 200, None),
+        ("GET", conversation, 404, "conversation_not_found"),
+        ("DELETE", conversation, 404, "conversation_not_found"),
+        ("GET", f"{conversation}/stream", 404, "conversation_not_found"),
+        ("GET", f"{conversation}/messages", 404, "conversation_not_found"),
+        ("POST", f"{conversation}/messages", 400, "invalid_json"),
+        ("POST", f"{conversation}/runs/{UNKNOWN_ID}/cancel", 404, "run_not_found"),
+        ("GET", "/api/agents", 200, None),
+        ("GET", "/api/agents/nobody/conversations", 404, "unknown_agent"),
+        ("GET", "/api/health", 200, None),
+        ("GET", "/api/ui", 200, None),
+        ("GET", "/api/openapi.json", 200, None),
+        ("POST", "/api/v1/responses", 400, None),
+        ("GET", "/api/v1/responses/resp_unknown", 404, None),
+        ("POST", "/api/v1/responses/resp_unknown/cancel", 404, None),
+        ("GET", "/api/v1/models", 200, None),
+    ]
+    for method, path, status, code in reached:
+        response = http.request(method, path, content=b"{")
+        assert response.status_code == status, (method, path, response.text)
+        if code is not None:
+            assert response.json()["error"]["code"] == code, (method, path)
+        if status == 404 and code is None:  # the OpenAI-shaped errors of /api/v1
+            assert response.json()["error"]["code"] not in {"not_found", "method_not_allowed"}

@@ -11,6 +11,7 @@ import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
@@ -137,7 +138,8 @@ async def start_conversation(req: Request, client: df.DurableOrchestrationClient
         if claimed is None or not await belongs_to(async_redis(settings), claimed, agent):
             raise _idempotency_key_reused()
         conversation_id = claimed
-    return await _start(settings, client, req, agent, conversation_id, message, key, new=True)
+    run = RunRequest(agent, conversation_id, message, key, new=True)
+    return await _start(settings, client, req, run)
 
 
 @observed
@@ -151,7 +153,8 @@ async def post_message(req: Request, client: df.DurableOrchestrationClient) -> R
     key = validation.idempotency_key(req)
     message = await validation.message(req, settings.max_message_chars)
     await _check_agent(settings, conversation_id, agent)
-    return await _start(settings, client, req, agent, conversation_id, message, key, new=False)
+    run = RunRequest(agent, conversation_id, message, key, new=False)
+    return await _start(settings, client, req, run)
 
 
 async def _check_agent(
@@ -162,19 +165,23 @@ async def _check_agent(
         raise not_found or _conversation_not_found()
 
 
+@dataclass(frozen=True)
+class RunRequest:
+    """A message to run in a conversation: what the native and the Responses routes both start."""
+
+    agent: str
+    conversation_id: str
+    message: str
+    idempotency_key: str | None
+    new: bool  # the conversation's first run: the request creates it
+
+
 async def _start(
-    settings: Settings,
-    client: df.DurableOrchestrationClient,
-    req: Request,
-    agent: str,
-    conversation_id: str,
-    message: str,
-    key: str | None,
-    *,
-    new: bool,
+    settings: Settings, client: df.DurableOrchestrationClient, req: Request, run: RunRequest
 ) -> Response:
-    started = await begin_run(settings, client, req, agent, conversation_id, message, key, new=new)
+    started = await begin_run(settings, client, req, run)
     assert started.run_id is not None and started.cursor is not None
+    agent, conversation_id = run.agent, run.conversation_id
     urls = _urls(agent, conversation_id, started.run_id, started.cursor)
     body = {
         "conversation_id": conversation_id,
@@ -187,15 +194,7 @@ async def _start(
 
 
 async def begin_run(
-    settings: Settings,
-    client: df.DurableOrchestrationClient,
-    req: Request,
-    agent: str,
-    conversation_id: str,
-    message: str,
-    key: str | None,
-    *,
-    new: bool,
+    settings: Settings, client: df.DurableOrchestrationClient, req: Request, run: RunRequest
 ) -> control.RunStart:
     """Admit the run against the caller's limits, take the conversation's run lock, write
     ``run.queued`` and signal the agent's entity.
@@ -203,6 +202,13 @@ async def begin_run(
     Returns the run (``started`` or, for a repeated ``Idempotency-Key``, ``duplicate``); every
     other outcome is an :class:`ApiError`.
     """
+    agent, conversation_id, message, key, new = (
+        run.agent,
+        run.conversation_id,
+        run.message,
+        run.idempotency_key,
+        run.new,
+    )
     redis = async_redis(settings)
     owner = caller_of(req).owner
     run_id = uuid.uuid4().hex
@@ -243,7 +249,13 @@ async def begin_run(
                 df.EntityId(agent, conversation_id),
                 RUN_OPERATION,
                 # Always an object: signal_entity drops falsy inputs.
-                {"run_id": started.run_id, "message": message, **telemetry.run_carrier()},
+                {
+                    "run_id": started.run_id,
+                    "message": message,
+                    # What START wrote: the entity writes it again if a failover lost it.
+                    "queued": started.queued.to_payload() if started.queued else None,
+                    **telemetry.run_carrier(),
+                },
             )
         except Exception as exc:  # noqa: BLE001 - any signalling failure is a 503
             logger.error("signalling the entity failed: %s", type(exc).__name__)
@@ -302,6 +314,7 @@ async def stream(req: Request) -> Response:
                 hub=stream_hub(settings) if settings.pools.hub else None,
                 fallback=blocking_reader_redis(settings),
                 slots=reader_slots(settings.pools.max_readers),
+                requeue_window_seconds=settings.run_start_deadline_seconds,
             )
         )
     except ConversationNotFound:

@@ -21,9 +21,10 @@ from redis.commands.core import AsyncScript
 from ..config import Settings
 from ..events import RUN_FAILED, TERMINAL_TYPES, dumps_line
 from . import scripts
-from .keys import conversation_key, conversation_keys, meta_key
+from .keys import conversation_key, conversation_keys, deleted_key, meta_key
 from .replication import call_replicated_async, replicas_needed
-from .scripts import RUN_RECORDS_KEPT, append_args
+from .requeue import QueuedRun
+from .scripts import RUN_RECORDS_KEPT, append_args, request_digest
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ class Limits:
     min_replicas: int | None = 0  # None: 1 when the server reports replicas (REDIS_MIN_REPLICAS)
     replica_wait_ms: int = 200
     runs_kept: int = RUN_RECORDS_KEPT
+    run_record_ttl_seconds: int = 30 * 86_400
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Limits:
@@ -51,6 +53,7 @@ class Limits:
             start_deadline_seconds=settings.run_start_deadline_seconds,
             min_replicas=settings.topology.min_replicas,
             replica_wait_ms=settings.topology.replica_wait_ms,
+            run_record_ttl_seconds=settings.run_record_ttl_seconds,
         )
 
     @property
@@ -65,11 +68,8 @@ class RunStart:
     outcome: str  # "started" | "duplicate" | "mismatch" | "busy" | "unknown"
     run_id: str | None = None
     cursor: str | None = None
-
-
-def request_digest(message: str) -> str:
-    """What an ``Idempotency-Key`` is bound to: the request's message."""
-    return hashlib.sha256(message.encode("utf-8")).hexdigest()[:32]
+    # For "started": what START wrote, for the entity's signal (re-created if a failover lost it).
+    queued: QueuedRun | None = None
 
 
 # One Script object per client and source: registering one hashes the source, which every request
@@ -115,6 +115,8 @@ async def _run_replicated(
         timeout_ms=limits.replica_wait_ms,
     )
     if confirmed < replicas:
+        # Not waited for any longer: a run START queued is re-created from the entity's signal
+        # if a failover loses it (requeue.py).
         logger.warning(
             "no replica confirmed a run-control write within %d ms", limits.replica_wait_ms
         )
@@ -138,6 +140,7 @@ async def start_run(
     the conversation locked. A new conversation records ``owner``; an existing one that belongs to
     another owner is ``"unknown"``, as if it did not exist.
     """
+    ts = int(time.time() * 1000)
     reply = await _run_replicated(
         client,
         scripts.START,
@@ -147,16 +150,18 @@ async def start_run(
         idempotency_key or "",
         request_digest(message),
         dumps_line({"message": message}),
-        int(time.time() * 1000),
+        ts,
         limits.conversation_ttl_seconds * 1000,
         "1" if must_exist else "0",
         int(limits.start_deadline_seconds * 1000),
         owner,
         limits.runs_kept,
+        limits.run_record_ttl_seconds * 1000,
     )
     outcome = reply[0]
     if outcome == "started":
-        return RunStart("started", run_id, reply[1])
+        queued = QueuedRun(reply[1], ts, idempotency_key or "", owner, not must_exist)
+        return RunStart("started", run_id, reply[1], queued)
     if outcome == "duplicate":
         return RunStart("duplicate", reply[1], reply[2])
     if outcome == "busy":
@@ -246,7 +251,8 @@ async def end_stale_run(client: aioredis.Redis, conversation_id: str, limits: Li
 
 
 async def delete_conversation(client: aioredis.Redis, conversation_id: str, limits: Limits) -> bool:
-    """Remove the stream, the meta hash and the record; False when there was no conversation.
+    """Remove the stream, the meta hash, the record and the run records; False when there was no
+    conversation.
 
     An active run is ended with ``run.cancelled`` first, in its own step, so that readers blocked
     on the stream receive it before the stream goes.
@@ -256,7 +262,11 @@ async def delete_conversation(client: aioredis.Redis, conversation_id: str, limi
     )
     if not found:
         return False
-    await client.delete(*conversation_keys(conversation_id))
+    # The mark keeps a run signalled before the delete from being re-created (requeue.py).
+    async with client.pipeline(transaction=True) as pipe:
+        pipe.delete(*conversation_keys(conversation_id))
+        pipe.set(deleted_key(conversation_id), 1, px=int(limits.start_deadline_seconds * 1000))
+        await pipe.execute()
     return True
 
 
@@ -297,7 +307,7 @@ async def conversation_status(
     record expires.
     """
     await end_stale_run(client, conversation_id, limits)
-    skey, mkey, ckey = conversation_keys(conversation_id)
+    skey, mkey, ckey, _ = conversation_keys(conversation_id)
     async with client.pipeline(transaction=True) as pipe:
         pipe.hgetall(mkey)
         pipe.xrevrange(skey, count=1)

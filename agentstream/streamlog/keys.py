@@ -69,12 +69,20 @@ def conversation_key(conversation_id: str) -> str:
     return f"agent-conv:{{{group_tag(conversation_id)}}}:{conversation_id}"
 
 
+def run_records_key(conversation_id: str) -> str:
+    """The records of the conversation's finished runs: outlive the stream
+    (``RUN_RECORD_TTL_DAYS``)."""
+    return f"agent-runs:{{{group_tag(conversation_id)}}}:{conversation_id}"
+
+
 def conversation_keys(conversation_id: str) -> list[str]:
-    """``KEYS`` of every run-control script: the stream, the meta hash, the record."""
+    """``KEYS`` of every run-control script: the stream, the meta hash, the conversation record
+    and the run records."""
     return [
         stream_key(conversation_id),
         meta_key(conversation_id),
         conversation_key(conversation_id),
+        run_records_key(conversation_id),
     ]
 
 
@@ -104,6 +112,12 @@ def stream_id_before(value: str) -> str:
     if ms > 0:
         return f"{ms - 1}-{_MAX_SEQ}"
     return "0-0"
+
+
+def deleted_key(conversation_id: str) -> str:
+    """A short-lived mark left by a delete: a run signalled before the delete is not re-created
+    from its signal (:mod:`.requeue`) as if a failover had lost it."""
+    return f"agent-deleted:{{{group_tag(conversation_id)}}}:{conversation_id}"
 
 
 def notice_channel(tag: str) -> str:

@@ -1,8 +1,8 @@
 """Lua scripts that keep every run-control step to one atomic round trip.
 
-Every script takes ``KEYS`` = the stream, the conversation's meta hash and the conversation record
-(one hash slot, see :func:`keys.conversation_keys`) and starts its ``ARGV`` with the stream TTL (ms)
-and the ``MAXLEN`` cap. Fields of the meta hash (same TTL as the stream):
+Every script takes ``KEYS`` = the stream, the conversation's meta hash, the conversation record and
+the run records (one hash slot, see :func:`keys.conversation_keys`) and starts its ``ARGV`` with the
+stream TTL (ms) and the ``MAXLEN`` cap. Fields of the meta hash (same TTL as the stream):
 
 - ``seq:<run>``       next sequence number of the run (``seq`` has no gaps, across attempts too)
 - ``status:<run>``    queued | running | completed | failed | cancelled
@@ -17,6 +17,8 @@ and the ``MAXLEN`` cap. Fields of the meta hash (same TTL as the stream):
 - ``active_run``      the run holding the conversation's run lock
 - ``latest_run`` / ``latest_start``  the newest run and the stream id of its ``run.queued``
 - ``first_id``        the first stream id ever written (to detect trimming)
+- ``record_ttl`` / ``records_kept``  the run records' TTL (ms) and bound, as the latest ``START``
+                      was given them (the scripts that end a run have no ``ARGV`` for them)
 - ``idem:<key>``      ``<run> <cursor> <digest>`` for an ``Idempotency-Key`` already used
 - ``key:<run>``       the ``Idempotency-Key`` that started the run
 - ``trace:<run>``     the span context of the request that queued the run (when telemetry is on)
@@ -28,6 +30,14 @@ The conversation record (``created``, ``updated``, and ``owner`` when callers ha
 lives ``CONVERSATION_TTL_DAYS`` after the last message; the stream and meta hash may expire long
 before it.
 
+The run records (a hash: ``<run>`` -> the record as JSON, and ``runs``, the runs kept, oldest
+first) are written with each run's terminal event, by whichever script writes it: ``{"status",
+"start", "events"}``, where ``events`` are the run's ``[type, seq, ts, data]`` with each stretch of
+consecutive non-empty ``message.delta`` text merged into one delta (which keeps the first one's
+``seq`` and ``ts``). So a run's whole result outlives its stream, and only terminal events pay for
+it. The hash keeps the newest ``records_kept`` runs and lives ``record_ttl`` after the latest end.
+Runs whose start the ``MAXLEN`` cap trimmed away get no record.
+
 Leases use the Redis server's clock (``TIME``), so the clocks of workers and HTTP front ends never
 need to agree. A run whose lease or start deadline has passed is ended by whichever request meets
 it first (:data:`REAP`, and inside :data:`START` and :data:`CANCEL`).
@@ -35,6 +45,7 @@ it first (:data:`REAP`, and inside :data:`START` and :data:`CANCEL`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from typing import Any
@@ -102,6 +113,11 @@ def append_args(
     ]
 
 
+def request_digest(message: str) -> str:
+    """What an ``Idempotency-Key`` is bound to: the request's message."""
+    return hashlib.sha256(message.encode("utf-8")).hexdigest()[:32]
+
+
 WORKER_LOST = {
     "code": "worker_lost",
     "message": "The agent stopped responding. Please try again.",
@@ -113,7 +129,7 @@ NOT_STARTED = {
 
 # Shared Lua functions; each script below is this prelude plus its body.
 _PRELUDE = """
-local stream, meta, conv = KEYS[1], KEYS[2], KEYS[3]
+local stream, meta, conv, records = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local ttl, maxlen = ARGV[1], ARGV[2]
 
 local function now_ms()
@@ -158,12 +174,84 @@ local function add(run, etype, data, ts, wanted, first_noted)
   return id, seq
 end
 
+-- The text of a message.delta's data, still JSON-escaped (escapes never span two pieces, so
+-- escaped pieces join into the escaped whole), or nil when it has none. The writer's
+-- {"text":"..."} is cut out without decoding; anything else is decoded, never with an error (a
+-- script that failed after its XADD would leave the run half-ended).
+local function delta_text(data)
+  local escaped = string.sub(data, 10, -3)
+  if string.sub(data, 1, 9) == '{"text":"' and string.sub(data, -2) == '"}'
+      and not string.find(escaped, ',"', 1, true) then
+    return escaped
+  end
+  local ok, decoded = pcall(cjson.decode, data)
+  if ok and type(decoded) == 'table' and type(decoded.text) == 'string' then
+    return string.sub(cjson.encode(decoded.text), 2, -2)
+  end
+  return nil
+end
+
+-- Writes the record of a run START queued, whose terminal event was just appended (see the
+-- module's docstring).
+local function keep_record(run, status)
+  local found = redis.call('HMGET', meta, 'latest_run', 'latest_start', 'record_ttl',
+    'records_kept')
+  local start = found[2]
+  if found[1] ~= run or not found[3] then
+    return
+  end
+  local entries = redis.call('XRANGE', stream, start, '+')
+  if #entries == 0 or entries[1][1] ~= start then
+    return
+  end
+  local events, text, opened = {}, {}, nil
+  local function close_text()
+    if opened then
+      opened[4] = '{"text":"' .. table.concat(text) .. '"}'
+      events[#events + 1] = opened
+      text, opened = {}, nil
+    end
+  end
+  for _, entry in ipairs(entries) do
+    -- Every entry is written as type, run, seq, ts, data (add, START, REPAIR).
+    local f = entry[2]
+    local etype, erun, seq, ts, data = f[2], f[4], f[6], f[8], f[10]
+    if erun == run then
+      local piece = etype == 'message.delta' and delta_text(data)
+      if piece then
+        if piece ~= '' then
+          opened = opened or {etype, seq, ts, ''}
+          text[#text + 1] = piece
+        end
+      else
+        close_text()
+        events[#events + 1] = {etype, seq, ts, data}
+      end
+    end
+  end
+  close_text()
+  local kept = {}
+  for old in string.gmatch(redis.call('HGET', records, 'runs') or '', '%S+') do
+    if old ~= run then
+      kept[#kept + 1] = old
+    end
+  end
+  kept[#kept + 1] = run
+  while #kept > tonumber(found[4]) do
+    redis.call('HDEL', records, table.remove(kept, 1))
+  end
+  redis.call('HSET', records, run, cjson.encode({status = status, start = start, events = events}),
+    'runs', table.concat(kept, ' '))
+  redis.call('PEXPIRE', records, found[3])
+end
+
 local function finish(run, status)
   redis.call('HSET', meta, 'status:' .. run, status)
   redis.call('HDEL', meta, 'lease:' .. run, 'deadline:' .. run)
   if redis.call('HGET', meta, 'active_run') == run then
     redis.call('HDEL', meta, 'active_run')
   end
+  keep_record(run, status)
 end
 
 local function touch()
@@ -336,15 +424,62 @@ touch()
 return redis.call('HEXISTS', meta, 'cancel:' .. run)
 """)
 
+# What START writes for a run, shared with RECREATE (both take START's ARGV[3..13]): takes the run
+# lock and writes run.queued at ``wanted`` ('*': an id Redis picks). Returns the id.
+_QUEUE = """
+local function queue_run(run, key, digest, wanted, now)
+  redis.call('HSET', meta, 'seq:' .. run, 1)
+  local id = redis.call('XADD', stream, 'MAXLEN', '~', maxlen, wanted,
+    'type', 'run.queued', 'run', run, 'seq', 0, 'ts', ARGV[7], 'data', ARGV[6])
+  redis.call('HSETNX', meta, 'first_id', id)
+  notify()
+  redis.call('HSET', meta, 'active_run', run, 'latest_run', run, 'latest_start', id,
+    'status:' .. run, 'queued', 'created:' .. run, ARGV[7],
+    'deadline:' .. run, now + tonumber(ARGV[10]), 'record_ttl', ARGV[13],
+    'records_kept', ARGV[12])
+  if key ~= '' then
+    redis.call('HSET', meta, 'idem:' .. key, run .. ' ' .. id .. ' ' .. digest, 'key:' .. run, key)
+  end
+  -- Only the newest runs keep their fields: the oldest beyond the bound go, with their key.
+  local kept = {}
+  for old in string.gmatch(redis.call('HGET', meta, 'runs') or '', '%S+') do
+    kept[#kept + 1] = old
+  end
+  kept[#kept + 1] = run
+  while #kept > tonumber(ARGV[12]) do
+    local old = table.remove(kept, 1)
+    local old_key = redis.call('HGET', meta, 'key:' .. old)
+    if old_key then
+      redis.call('HDEL', meta, 'idem:' .. old_key)
+    end
+    redis.call('HDEL', meta, 'status:' .. old, 'seq:' .. old, 'created:' .. old,
+      'attempts:' .. old, 'token:' .. old, 'last:' .. old, 'lease:' .. old, 'deadline:' .. old,
+      'cancel:' .. old, 'turn:' .. old, 'key:' .. old, 'trace:' .. old)
+  end
+  redis.call('HSET', meta, 'runs', table.concat(kept, ' '))
+  touch()
+  redis.call('HSETNX', conv, 'created', ARGV[7])
+  if ARGV[11] ~= '' then
+    redis.call('HSETNX', conv, 'owner', ARGV[11])
+  end
+  redis.call('HSET', conv, 'updated', ARGV[7])
+  redis.call('PEXPIRE', conv, ARGV[8])
+  return id
+end
+"""
+
 # Takes the run lock and writes run.queued, or reports why not. A stale active run is ended first.
 # ARGV[3..]: run, idempotency key ('' = none), request digest, data, ts, conversation TTL ms,
-# must_exist ('1'/'0'), start deadline ms, owner ('' = none), runs kept (RUN_RECORDS_KEPT)
+# must_exist ('1'/'0'), start deadline ms, owner ('' = none), runs kept (RUN_RECORDS_KEPT),
+# run record TTL ms
 # Returns {'started', cursor} | {'duplicate', run, cursor} | {'mismatch'} | {'busy', active_run}
 # | {'unknown'} (also for a conversation that belongs to another owner)
 # Replayable: the run id is new for every request, so finding it as the latest run means this
 # request already ran here (its reply was lost and the client retried the command), and the same
 # answer is returned: the caller signals the entity once, not reports its own run as busy.
-START = _script("""
+START = _script(
+    _QUEUE
+    + """
 local run, key, digest = ARGV[3], ARGV[4], ARGV[5]
 if redis.call('HGET', meta, 'latest_run') == run then
   return {'started', redis.call('HGET', meta, 'latest_start')}
@@ -369,43 +504,64 @@ local active = redis.call('HGET', meta, 'active_run')
 if active then
   return {'busy', active}
 end
-redis.call('HSET', meta, 'seq:' .. run, 1)
-local id = redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*',
-  'type', 'run.queued', 'run', run, 'seq', 0, 'ts', ARGV[7], 'data', ARGV[6])
-redis.call('HSETNX', meta, 'first_id', id)
-notify()
-redis.call('HSET', meta, 'active_run', run, 'latest_run', run, 'latest_start', id,
-  'status:' .. run, 'queued', 'created:' .. run, ARGV[7],
-  'deadline:' .. run, now + tonumber(ARGV[10]))
-if key ~= '' then
-  redis.call('HSET', meta, 'idem:' .. key, run .. ' ' .. id .. ' ' .. digest, 'key:' .. run, key)
-end
--- Only the newest runs keep their fields: the oldest beyond the bound go, with their key.
-local kept = {}
-for old in string.gmatch(redis.call('HGET', meta, 'runs') or '', '%S+') do
-  kept[#kept + 1] = old
-end
-kept[#kept + 1] = run
-while #kept > tonumber(ARGV[12]) do
-  local old = table.remove(kept, 1)
-  local old_key = redis.call('HGET', meta, 'key:' .. old)
-  if old_key then
-    redis.call('HDEL', meta, 'idem:' .. old_key)
-  end
-  redis.call('HDEL', meta, 'status:' .. old, 'seq:' .. old, 'created:' .. old,
-    'attempts:' .. old, 'token:' .. old, 'last:' .. old, 'lease:' .. old, 'deadline:' .. old,
-    'cancel:' .. old, 'turn:' .. old, 'key:' .. old, 'trace:' .. old)
-end
-redis.call('HSET', meta, 'runs', table.concat(kept, ' '))
-touch()
-redis.call('HSETNX', conv, 'created', ARGV[7])
-if ARGV[11] ~= '' then
-  redis.call('HSETNX', conv, 'owner', ARGV[11])
-end
-redis.call('HSET', conv, 'updated', ARGV[7])
-redis.call('PEXPIRE', conv, ARGV[8])
+local id = queue_run(run, key, digest, '*', now)
 return {'started', id}
-""")
+"""
+)
+
+
+# Writes again a queued run a failover lost (requeue.py), from what its entity signal carries.
+# KEYS: START's four, then the conversation's deleted mark. ARGV[3..13]: as START (must_exist =
+# '1' for a follow-up message), then the original run.queued id, the window (ms: the start
+# deadline) within which a run missing from Redis can only have been lost, the agent ('' = keep).
+# Returns {'recreated'} | {'present'} (the run is there: begin it) | {reason} with reason
+# deleted | expired | unknown | superseded (nothing written).
+RECREATE = _script(
+    _QUEUE
+    + """
+local run, key, digest, wanted = ARGV[3], ARGV[4], ARGV[5], ARGV[14]
+if redis.call('HEXISTS', meta, 'status:' .. run) == 1 then
+  return {'present'}
+end
+if redis.call('EXISTS', KEYS[5]) == 1 then
+  return {'deleted'}
+end
+local function parsed(id)
+  local ms, n = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(n)
+end
+local wanted_ms, wanted_n = parsed(wanted)
+local now = now_ms()
+if now - wanted_ms > tonumber(ARGV[15]) then
+  return {'expired'}
+end
+-- A follow-up message whose conversation record is gone: the conversation expired or was deleted.
+local recorded = redis.call('EXISTS', conv) == 1
+if (ARGV[9] == '1' and not recorded)
+    or (recorded and (redis.call('HGET', conv, 'owner') or '') ~= ARGV[11]) then
+  return {'unknown'}
+end
+reap(now)
+if redis.call('HGET', meta, 'active_run') then
+  return {'superseded'}
+end
+local top = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)[1]
+if top then
+  local top_ms, top_n = parsed(top[1])
+  if top_ms > wanted_ms or (top_ms == wanted_ms and top_n >= wanted_n) then
+    return {'superseded'}
+  end
+end
+if key ~= '' and redis.call('HEXISTS', meta, 'idem:' .. key) == 1 then
+  return {'superseded'}
+end
+queue_run(run, key, digest, wanted, now)
+if ARGV[16] ~= '' then
+  redis.call('HSETNX', conv, 'agent', ARGV[16])
+end
+return {'recreated'}
+"""
+)
 
 # Requests a cancel. A run nothing will end any more (lease or start deadline passed) is ended at
 # once with run.cancelled. ARGV[3..]: run, request token (new for every request).

@@ -61,8 +61,10 @@ def main(argv: list[str] | None = None) -> int:
         " (PYTHON_THREADPOOL_THREAD_COUNT)",
         flush=True,
     )
-    for path, methods in app.state.http_routes:
-        print(f"  {','.join(methods):<9} http://{args.host}:{args.port}{path}", flush=True)
+    for function in app.state.http_functions:
+        if function.methods:  # not the catch-all, which answers what no route takes
+            methods = ",".join(sorted(function.methods))
+            print(f"  {methods:<9} http://{args.host}:{args.port}{function.path}", flush=True)
     uvicorn.run(
         app,
         host=args.host,

@@ -1,11 +1,12 @@
 """The harness's HTTP side: the host's front door and the Durable extension's entity endpoint.
 
 Front door, for every HTTP function the worker indexed (routes and methods from its raw
-bindings): the request goes to the worker's own web server (``HttpUri``) with
-``x-ms-invocation-id``, and that forwarding starts before the ``InvocationRequest`` is sent,
-as the host does. The invocation carries only the route parameters and the other inputs (the
-``durableClient`` JSON). The worker's response is relayed chunk by chunk as it arrives; when the
-client goes away the forwarded request is closed, so the worker sees the disconnect.
+bindings), routed as the host routes (``agentstream_dev.devhost.routing``): the request goes to
+the worker's own web server (``HttpUri``) with ``x-ms-invocation-id``, and that forwarding starts
+before the ``InvocationRequest`` is sent, as the host does. The invocation carries only the route
+parameters and the other inputs (the ``durableClient`` JSON). The worker's response is relayed
+chunk by chunk as it arrives; when the client goes away the forwarded request is closed, so the
+worker sees the disconnect. A request no route takes is the host's own empty ``404``.
 
 Entity endpoint (the durable client's ``rpcBaseUrl``): ``POST entities/{name}/{key}?op=``
 queues an operation with the posted body as its input; queued operations reach the entity
@@ -18,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -27,11 +27,12 @@ from typing import Any
 import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import BaseRoute
 
-from agentstream_dev.devhost.app import durable_client_binding
+from agentstream_dev.devhost.durable_endpoints import durable_client_binding, entity_routes
 from agentstream_dev.devhost.entities import EntityHost
+from agentstream_dev.devhost.routing import Endpoint, HttpFunction, function_routes
 
 from .host import FunctionInfo, WorkerHost, messages
 
@@ -40,7 +41,6 @@ logger = logging.getLogger(__name__)
 DURABLE_PREFIX = "/durabletask"
 TASK_HUB = "HarnessHub"
 INVOCATION_HEADER = "x-ms-invocation-id"
-_ROUTE_PARAMETER = re.compile(r"\{(\w+)(?::[^}]*)?\}")
 # Hop-by-hop headers and those the relaying server sets itself.
 _NOT_RELAYED = {"connection", "keep-alive", "transfer-encoding", "content-length", "host", "date"}
 _NOT_FORWARDED = {"host", "content-length", "connection"}
@@ -70,44 +70,51 @@ def create_front_door(
     }
     # The extension holds no thread per batch; the worker's thread pool is what limits them.
     entities = EntityHost(handlers, max_workers=64)
-    routes = [
-        _http_route(host, info, forwarder)
+    http_functions = {
+        function: info
         for info in host.functions.values()
-        if info.trigger["type"] == "httpTrigger"
-    ]
-    routes.extend(_entity_routes(entities))
-    app = Starlette(routes=routes)
+        if (function := HttpFunction.from_bindings(info.name, info.bindings)) is not None
+    }
+    routes: list[BaseRoute] = list(
+        function_routes(http_functions, lambda f: _forwarder(host, f, http_functions[f], forwarder))
+    )
+    routes.extend(entity_routes(entities, DURABLE_PREFIX))
+    # What no route takes is the host's own empty 404 (Starlette's default is a text body).
+    app = Starlette(routes=routes, exception_handlers={404: _host_not_found})
     app.state.entities = entities
     app.state.forwarder = forwarder
     return app
 
 
-def _http_route(host: WorkerHost, info: FunctionInfo, forwarder: httpx.AsyncClient) -> Route:
-    trigger = info.trigger
-    path = "/api/" + _ROUTE_PARAMETER.sub(r"{\1}", trigger["route"].strip("/"))
-    methods = [m.upper() for m in trigger.get("methods") or ["GET", "POST"]]
-    clients = info.inputs_of_type("durableClient")
+async def _host_not_found(request: Request, exc: Exception) -> Response:
+    return Response(status_code=404)
 
+
+def _forwarder(
+    host: WorkerHost, function: HttpFunction, info: FunctionInfo, forwarder: httpx.AsyncClient
+) -> Endpoint:
     async def endpoint(request: Request) -> Response:
         invocation_id = str(uuid.uuid4())
         upstream = _upstream_request(forwarder, host, request, invocation_id, await request.body())
         # As the host does: forwarding starts first (this task runs before the invocation
         # message leaves), the InvocationRequest follows; the worker pairs them by id.
         forwarded = asyncio.ensure_future(forwarder.send(upstream, stream=True))
-        inputs = [_http_input(trigger["name"], request.path_params)]
-        inputs += [_string_input(name, durable_client_json(request)) for name in clients]
+        inputs = [_http_input(function.request_name, request.path_params)]
+        inputs += [
+            _string_input(name, durable_client_json(request)) for name in function.durable_clients
+        ]
         outcome = await host.invoke(info, inputs, invocation_id)
         if outcome.result.status != messages.StatusResult.Success:
             forwarded.cancel()
             logger.error("%s failed: %s", info.name, outcome.result.exception.message)
-            return JSONResponse({"error": "the function failed"}, status_code=500)
+            return Response(status_code=500)  # the host's own answer: empty
         response = await forwarded
         headers = {k: v for k, v in response.headers.items() if k.lower() not in _NOT_RELAYED}
         return StreamingResponse(
             _relay(response), status_code=response.status_code, headers=headers
         )
 
-    return Route(path, endpoint, methods=methods, name=info.name)
+    return endpoint
 
 
 def _upstream_request(
@@ -149,27 +156,6 @@ def durable_client_json(request: Request) -> str:
     base = str(request.base_url).rstrip("/")
     webhooks = f"{base}/runtime/webhooks/durabletask"
     return durable_client_binding(webhooks, f"{base}{DURABLE_PREFIX}/", TASK_HUB)
-
-
-def _entity_routes(entities: EntityHost) -> list[Route]:
-    """The extension's entity endpoint: signal (POST) and read the state (GET)."""
-
-    async def signal(request: Request) -> Response:
-        name, key = request.path_params["name"], request.path_params["key"]
-        operation = request.query_params.get("op")
-        if not entities.knows(name):
-            return JSONResponse({"message": f"no entity function named {name}"}, 404)
-        if not operation:
-            return JSONResponse({"message": "the op query parameter is required"}, 400)
-        entities.signal(name, key, operation, (await request.body()).decode() or None)
-        return Response(status_code=202)
-
-    async def read_state(request: Request) -> Response:
-        state = entities.state(request.path_params["name"], request.path_params["key"])
-        return Response(status_code=404) if state is None else JSONResponse(state)
-
-    path = DURABLE_PREFIX + "/entities/{name}/{key}"
-    return [Route(path, signal, methods=["POST"]), Route(path, read_state, methods=["GET"])]
 
 
 def _entity_handler(

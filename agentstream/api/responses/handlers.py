@@ -33,7 +33,7 @@ from ...redis_clients import (
     reader_redis,
     stream_hub,
 )
-from ...streamlog import control, owners
+from ...streamlog import control, owners, run_records
 from ...streamlog.agent_binding import belongs_to
 from ...streamlog.capacity import AtCapacity
 from ...streamlog.cursor import Cursor
@@ -48,7 +48,7 @@ from ...streamlog.reader import (
 from .. import callers, validation
 from ..callers import authenticated, caller_of
 from ..errors import ApiError, json_errors
-from ..handlers import begin_run
+from ..handlers import RunRequest, begin_run
 from ..observed import observed
 from ..streaming import STREAM_HEADERS
 from . import records
@@ -61,7 +61,14 @@ from .requests import (
     starting_after,
     stream_flag,
 )
-from .translate import BrokenRun, ResponseMeta, Translator, response_id, translate
+from .translate import (
+    BrokenRun,
+    ResponseMeta,
+    Translator,
+    recorded_response,
+    response_id,
+    translate,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -160,9 +167,8 @@ async def create(req: Request, client: df.DurableOrchestrationClient) -> Respons
                     "This Idempotency-Key was already used for a different request.",
                 )
             conversation_id = claimed
-    started = await begin_run(
-        settings, client, req, request.model, conversation_id, request.message, key, new=new
-    )
+    run = RunRequest(request.model, conversation_id, request.message, key, new)
+    started = await begin_run(settings, client, req, run)
     assert started.run_id is not None and started.cursor is not None
     meta = ResponseMeta(
         run_id=started.run_id,
@@ -174,7 +180,7 @@ async def create(req: Request, client: df.DurableOrchestrationClient) -> Respons
         ),
     )
     await records.save(redis, meta, started.cursor, settings.conversation_ttl_seconds)
-    record = records.ResponseRecord(meta, started.cursor, None)
+    record = records.ResponseRecord(meta, started.cursor)
     if request.stream:
         return await _stream(settings, req, record, after=-1)
     if request.background:
@@ -248,8 +254,9 @@ async def cancel(req: Request) -> Response:
     """
     settings = get_settings()
     record = await _record(settings, req)
-    if record.final is not None:
-        return JSONResponse(record.final)
+    finished = await _finished(settings, record)
+    if finished is not None:
+        return JSONResponse(finished)
     meta = record.meta
     await control.request_cancel(
         async_redis(settings), meta.conversation_id, meta.run_id, _limits(settings)
@@ -276,21 +283,28 @@ def _limits(settings: Settings) -> control.Limits:
     return control.Limits.from_settings(settings)
 
 
+async def _finished(settings: Settings, record: records.ResponseRecord) -> dict[str, Any] | None:
+    """The Response from the run's record, once the run ended (the record outlives the stream)."""
+    meta = record.meta
+    kept = await run_records.load(async_redis(settings), meta.conversation_id, meta.run_id)
+    return None if kept is None else recorded_response(meta, kept)
+
+
 async def _current(settings: Settings, record: records.ResponseRecord) -> dict[str, Any]:
     """The Response as its stored events stand now (non-blocking)."""
-    if record.final is not None:
-        return record.final
-    redis = async_redis(settings)
+    finished = await _finished(settings, record)
+    if finished is not None:
+        return finished
     meta = record.meta
-    await control.end_stale_run(redis, meta.conversation_id, _limits(settings))
+    await control.end_stale_run(async_redis(settings), meta.conversation_id, _limits(settings))
     events = await _stored_events(reader_redis(settings), meta, record.start_id)
     if events is None:
-        raise _expired(record)
+        raise await _expired(settings, record)
     try:
         _, translator = translate(meta, events)
     except BrokenRun:
-        raise _expired(record) from None
-    return await _kept_if_finished(redis, translator)
+        raise await _expired(settings, record) from None
+    return translator.response()
 
 
 async def _stored_events(
@@ -314,25 +328,17 @@ async def _stored_events(
         after = events[-1].id
 
 
-async def _kept_if_finished(redis: aioredis.Redis, translator: Translator) -> dict[str, Any]:
-    response = translator.response()
-    if translator.finished:
-        await records.keep_final(redis, translator.meta.run_id, response)
-    return response
-
-
-def _expired(record: records.ResponseRecord) -> ApiError:
-    """The run's events are gone from the stream (it expired or was trimmed)."""
-    if record.final is not None:
+async def _expired(settings: Settings, record: records.ResponseRecord) -> ApiError:
+    """The run's events are gone from the stream (it expired or was trimmed): a finished run
+    still has its record, which serves the Response but not its events."""
+    if await _finished(settings, record) is not None:
         return ApiError(
             400,
             "response_stream_expired",
             "This response's event stream has expired; retrieve it without stream=true.",
             param="stream",
         )
-    return ApiError(
-        404, "response_expired", "This response's events expired before its result was kept."
-    )
+    return ApiError(404, "response_expired", "This response's events expired before it ended.")
 
 
 async def _awaited(
@@ -347,10 +353,10 @@ async def _awaited(
                 for event in events:
                     translator.feed(event)
             except BrokenRun:
-                raise _expired(record) from None
+                raise await _expired(settings, record) from None
             if translator.finished or time.monotonic() >= deadline:
                 break
-    return await _kept_if_finished(async_redis(settings), translator)
+    return translator.response()
 
 
 async def _live_events(
@@ -379,7 +385,7 @@ async def _live_events(
             )
         )
     except (ConversationNotFound, CursorTrimmed, NothingToDeliver):
-        raise _expired(record) from None
+        raise await _expired(settings, record) from None
     try:
         async with contextlib.aclosing(opened.batches()) as batches:
             started = False
@@ -387,7 +393,7 @@ async def _live_events(
                 if batch and not started:
                     # The stream expired and a new one began: the run's first event is gone.
                     if batch[0].id != record.start_id:
-                        raise _expired(record)
+                        raise await _expired(settings, record)
                     started = True
                 if batch is None:
                     # An idle tick ends a run whose worker is gone, as on the native stream.
@@ -411,14 +417,13 @@ async def _stream(
     except StopAsyncIteration:
         first = []
     return StreamingResponse(
-        _sse(settings, record.meta, first, batches, after),
+        _sse(record.meta, first, batches, after),
         media_type="text/event-stream; charset=utf-8",
         headers=STREAM_HEADERS,
     )
 
 
 async def _sse(
-    settings: Settings,
     meta: ResponseMeta,
     first: list[Event],
     batches: AsyncGenerator[list[Event], None],
@@ -447,8 +452,6 @@ async def _sse(
                         yield chunk
                     if translator.finished:
                         break
-            if translator.finished:
-                await _kept_if_finished(async_redis(settings), translator)
         except (
             redis.exceptions.ConnectionError,
             redis.exceptions.TimeoutError,

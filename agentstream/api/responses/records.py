@@ -1,23 +1,22 @@
 """What the Responses surface keeps in Redis beside the conversation's own keys.
 
 - ``agent-response:{<run>}`` (hash): the response's conversation, model, ``background``,
-  ``previous_response_id``, where its run starts in the stream, and — once a reader has seen the
-  run end — the final Response as JSON, so it can still be served after the stream expired.
+  ``previous_response_id`` and where its run starts in the stream: what a Response shows that the
+  run's events do not hold, and where to find the conversation of a ``resp_<run>`` id.
 - ``agent-response-latest:{<conversation>}``: the conversation's newest response, which is the
   only one ``previous_response_id`` may continue.
 
-Both live as long as a conversation does (``CONVERSATION_TTL_DAYS``).
+Both live as long as a conversation does (``CONVERSATION_TTL_DAYS``). The run's result itself is
+in its stream and, once it ended, in its run record (:mod:`agentstream.streamlog.run_records`),
+which outlives the stream.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from typing import Any
 
 import redis.asyncio as aioredis
 
-from ...events import dumps_line
 from .translate import ResponseMeta
 
 
@@ -33,7 +32,6 @@ def _latest_key(conversation_id: str) -> str:
 class ResponseRecord:
     meta: ResponseMeta
     start_id: str  # the stream id of the run's run.queued
-    final: dict[str, Any] | None  # the finished Response, once seen
 
 
 async def save(client: aioredis.Redis, meta: ResponseMeta, start_id: str, ttl_seconds: int) -> None:
@@ -63,23 +61,9 @@ async def load(client: aioredis.Redis, run_id: str) -> ResponseRecord | None:
         background=fields.get("background") == "1",
         previous_response_id=fields.get("previous") or None,
     )
-    final = json.loads(fields["final"]) if fields.get("final") else None
-    return ResponseRecord(meta, fields["start"], final)
-
-
-async def keep_final(client: aioredis.Redis, run_id: str, response: dict[str, Any]) -> None:
-    """Keep the finished Response, only while the record exists (a gone one stays gone)."""
-    await client.eval(_KEEP_FINAL, 1, _record_key(run_id), dumps_line(response))
+    return ResponseRecord(meta, fields["start"])
 
 
 async def latest(client: aioredis.Redis, conversation_id: str) -> str | None:
     """The run of the conversation's newest response."""
     return await client.get(_latest_key(conversation_id))
-
-
-_KEEP_FINAL = """
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  redis.call('HSET', KEYS[1], 'final', ARGV[1])
-end
-return 0
-"""

@@ -40,6 +40,7 @@ from ...events import (
     TOOL_RESULT,
     Event,
 )
+from ...streamlog.run_records import RunRecord
 
 RESPONSE_PREFIX = "resp_"
 CONVERSATION_PREFIX = "conv_"
@@ -78,8 +79,10 @@ class ResponseMeta:
 class Translator:
     """Feed a run's events in order; get the Responses events and the current Response."""
 
-    def __init__(self, meta: ResponseMeta) -> None:
+    def __init__(self, meta: ResponseMeta, *, contiguous: bool = True) -> None:
+        """``contiguous=False`` takes a run record's events, whose merged text skips seqs."""
         self.meta = meta
+        self._contiguous = contiguous
         self._next_sequence = 0
         self._next_seq = 0  # the stored seq the run's next event must have
         self._status = "queued"
@@ -132,9 +135,9 @@ class Translator:
         """
         if event.run != self.meta.run_id or self.finished:
             return []
-        if event.seq != self._next_seq:
+        if self._contiguous and event.seq != self._next_seq:
             raise BrokenRun(f"seq {event.seq} after {self._next_seq - 1}")
-        self._next_seq += 1
+        self._next_seq = event.seq + 1
         handler = _HANDLERS.get(event.type)
         return handler(self, event) if handler else []
 
@@ -342,3 +345,12 @@ def translate(
     for event in events:
         out.extend(translator.feed(event))
     return out, translator
+
+
+def recorded_response(meta: ResponseMeta, record: RunRecord) -> dict[str, Any]:
+    """The finished Response from the run's record: the same as from its stored events, because
+    the record only merges consecutive text, which the translation concatenates anyway."""
+    translator = Translator(meta, contiguous=False)
+    for event in record.events:
+        translator.feed(event)
+    return translator.response()
