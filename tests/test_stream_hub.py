@@ -324,6 +324,22 @@ async def test_a_dropped_subscription_is_made_again_and_what_came_meanwhile_is_r
     hub.leave(subscription)
 
 
+async def reading_with_fallback(
+    clients: _Clients, hub: StreamHub, cid: str, start: str
+) -> asyncio.Task[list[Event]]:
+    """A reader through the hub, as the app opens one (a blocking read of its own as fallback)."""
+    opened = await open_stream(
+        clients.readers,
+        cid,
+        Cursor(start),
+        keepalive_seconds=15,
+        max_seconds=60,
+        hub=hub,
+        fallback=clients.blocking,
+    )
+    return asyncio.create_task(events_of(opened))
+
+
 async def test_a_redis_that_refuses_sharded_pub_sub_gets_a_blocking_read_per_reader(
     redis_port: int, redis_client: redis.Redis
 ) -> None:
@@ -345,16 +361,7 @@ async def test_a_redis_that_refuses_sharded_pub_sub_gets_a_blocking_read_per_rea
         cid = new_conversation_id()
         log = run_log(redis_client, cid, "run")
         start = log.append(RUN_QUEUED, {"message": "go"}).id
-        opened = await open_stream(
-            clients.readers,
-            cid,
-            Cursor(start),
-            keepalive_seconds=15,
-            max_seconds=60,
-            hub=hub,
-            fallback=clients.blocking,
-        )
-        reader = asyncio.create_task(events_of(opened))
+        reader = await reading_with_fallback(clients, hub, cid, start)
         await until(lambda: hub.unsupported)
         for i in range(3):
             log.append(MESSAGE_DELTA, {"text": f"{i}"})
@@ -414,16 +421,7 @@ async def test_a_plain_client_on_a_clustered_redis_is_served_by_the_hub() -> Non
         starts = [log.append(RUN_QUEUED, {"message": "go"}).id for log in logs]
         readers = []
         for cid, start in zip(cids, starts, strict=True):
-            opened = await open_stream(
-                clients.readers,
-                cid,
-                Cursor(start),
-                keepalive_seconds=15,
-                max_seconds=60,
-                hub=hub,
-                fallback=clients.blocking,
-            )
-            readers.append(asyncio.create_task(events_of(opened)))
+            readers.append(await reading_with_fallback(clients, hub, cid, start))
         await until(lambda: hub.reader_count() == len(cids))
         for i in range(5):
             for log in logs:
