@@ -603,7 +603,9 @@ return reap(now_ms()) or 0
 """)
 
 # First step of deleting a conversation: ends an active run with run.cancelled, so live readers
-# finish, before the keys go. Returns 0 when there is no such conversation.
+# finish, before the keys go. Returns 0 when there is no such conversation, else {1} or, when it
+# ended a run, {1, id, run, seq}: the run.cancelled entry, which the deleted mark then keeps for
+# a live reader that had not read it before the stream went.
 # ARGV[3]: ts
 END_FOR_DELETE = _script("""
 if redis.call('EXISTS', conv) == 0 and redis.call('EXISTS', meta) == 0 then
@@ -613,11 +615,12 @@ local run = redis.call('HGET', meta, 'active_run')
 if run then
   local status = redis.call('HGET', meta, 'status:' .. run)
   if status and not is_finished(status) then
-    add(run, 'run.cancelled', '{}', ARGV[3])
+    local id, seq = add(run, 'run.cancelled', '{}', ARGV[3])
     finish(run, 'cancelled')
+    return {1, id, run, tostring(seq)}
   end
 end
-return 1
+return {1}
 """)
 
 # After a failover lost some of the entity's latest writes: writes them again, with their original
