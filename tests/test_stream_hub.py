@@ -323,7 +323,8 @@ async def test_a_dropped_subscription_is_made_again_and_what_came_meanwhile_is_r
     subscription, _ = hub.join(stream_key(cid), start)
     await until(lambda: shard_subscribers(redis_client, cid) == 1)
     log.append(MESSAGE_DELTA, {"text": "before"})
-    await taken(subscription, 1)  # nothing is left in flight to the hub
+    await taken(subscription, 1)
+    await until(lambda: hub.connection_count() == 1)  # the subscriber only: no read in flight
     # A dropped connection (a proxy, a token that expired): pub/sub forgets what it sent while
     # nobody listened, so the entry below reaches the hub only through the read that follows
     # the new subscription's confirmation.
