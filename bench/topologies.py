@@ -10,7 +10,6 @@ and on the busiest node).
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ from .common import (
     Received,
     attach_clients,
     print_table,
+    run_clients,
     running_devhost,
     running_redis_server,
     summary,
@@ -99,7 +99,7 @@ def main() -> None:
                 }
                 started = time.monotonic()
                 with running_devhost(env) as (host, port, _pid):
-                    result = asyncio.run(run(writer_address, ports, client, host, port))
+                    result = run_clients(run(writer_address, ports, client, host, port))
                 client.close()
             results.append({"topology": name, "mode": mode, **result})
             print(f"  done in {time.monotonic() - started:.0f} s", flush=True)
