@@ -36,6 +36,7 @@ from .events import (
     TOOL_RESULT,
 )
 from .redis_clients import sync_redis
+from .streamlog.requeue import QueuedRun, Requeue
 from .streamlog.retry import StoreUnavailable
 from .streamlog.runlog import RunLog
 from .streamlog.scripts import FINISHED_STATUSES, RUN_RECORDS_KEPT
@@ -122,7 +123,14 @@ def handle_operation(context: df.DurableEntityContext, agent: AgentDefinition) -
     run_id = payload["run_id"]
     # The POST's span context came with the input: the run continues the POST's trace.
     with telemetry.run_span(agent.info.name, context.entity_key, run_id, payload.get("trace")):
-        changed = run(context.entity_key, run_id, payload["message"], state, agent=agent)
+        changed = run(
+            context.entity_key,
+            run_id,
+            payload["message"],
+            state,
+            agent=agent,
+            queued=QueuedRun.from_payload(payload.get("queued")),
+        )
     if changed:
         context.set_state(state.to_entity())
     context.set_result({"run_id": run_id, **state.runs.get(run_id, {"status": "unknown"})})
@@ -138,12 +146,14 @@ def run(
     agent: AgentDefinition,
     redis_client: redis.Redis | None = None,
     runner: AgentRunner | None = None,
+    queued: QueuedRun | None = None,
 ) -> bool:
     """Run one turn of the conversation; update ``state`` in place.
 
     Returns whether ``state`` changed (nothing to save for a duplicate or an unknown run, so a
     run meeting a deleted conversation does not bring its entity back). The Redis client defaults
-    to the process-wide one, the runner to ``agent.runner(settings)``.
+    to the process-wide one, the runner to ``agent.runner(settings)``. ``queued`` is what the
+    HTTP side's ``START`` wrote (from the signal): a run a failover lost is written again from it.
     """
     settings = settings or get_settings()
     started = time.monotonic()
@@ -161,6 +171,16 @@ def run(
         retry_seconds=settings.redis_retry_seconds,
         min_replicas=settings.topology.min_replicas,
         replica_wait_ms=settings.topology.replica_wait_ms,
+        requeue=None
+        if queued is None
+        else Requeue(
+            queued,
+            message,
+            agent.info.name,
+            conversation_ttl_ms=settings.conversation_ttl_seconds * 1000,
+            start_deadline_ms=int(settings.run_start_deadline_seconds * 1000),
+            run_record_ttl_ms=settings.run_record_ttl_seconds * 1000,
+        ),
     )
     try:
         begun = log.begin(uuid.uuid4().hex, committed_runs=state.finished_runs())
@@ -169,6 +189,7 @@ def run(
         logger.error("run %s could not begin: the stream store is unreachable", run_id)
         return False
     if begun.outcome == "unknown":
+        # Not re-created either (streamlog/requeue.py says when a missing run is written again).
         logger.info("run %s is unknown (conversation deleted or expired); ignored", run_id)
         return False
     if begun.outcome == "finished":

@@ -15,6 +15,7 @@ from . import conversation
 from .agents.base import AgentDefinition
 from .agents.registry import InvalidAgents, app_registry
 from .api import unrouted
+from .api.observed import observed
 
 # The Functions host tries the HTTP routes in the order of their functions' names, compared
 # without regard to case, and takes the first whose template and method match (a later host may
@@ -70,10 +71,17 @@ def _serve_unrouted(app: df.DFApp) -> None:
         # Read at the first such request: every route is declared by then.
         return route_table(app)
 
-    # The FastAPI types, as every HTTP function of the app (the extension's are these).
-    async def unrouted_request(req: Request) -> Response:
+    # Observed as the other routes: a span and a log line, whose route is the template
+    # (/api/{path}), never the path sent.
+    @observed
+    async def answer(req: Request) -> Response:
         path = str(req.path_params.get(UNROUTED_PARAMETER) or "")
         return unrouted.unrouted(routes(), req.method, path, req.url.path)
+
+    # The FastAPI types, as every HTTP function of the app (the extension's are these); the
+    # host binds the request by the parameter's name.
+    async def unrouted_request(req: Request) -> Response:
+        return await answer(req)
 
     app.function_name(UNROUTED_FUNCTION)(app.route(route=UNROUTED_ROUTE)(unrouted_request))
 

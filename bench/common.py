@@ -221,9 +221,6 @@ class Received:
                 end = buffer.find(b"\r\n\r\n")
                 if end < 0:
                     continue
-                status = buffer.split(b" ", 2)[1]
-                if status != b"200":
-                    raise RuntimeError(f"stream answered {status.decode()}")
                 buffer, headers_done = buffer[end + 4 :], True
             *lines, buffer = buffer.split(b"\n")
             for line in lines:
@@ -264,8 +261,9 @@ async def sse_client(
 
     HTTP/1.0 (no chunked framing; the server closes the connection after the terminal event).
     It only notes each read's arrival time into ``received``; :meth:`Received.settle` parses
-    them afterwards. With a ``worker``, it talks to the worker's own server as the Functions
-    host does.
+    them afterwards. Once the connection is closed it raises if the answer was not ``200`` (a
+    ``503`` at capacity, say). With a ``worker``, it talks to the worker's own server as the
+    Functions host does.
     """
     path = f"/api/agents/{AGENT}/conversations/{received.cid}/stream?cursor=0"
     invocation_id = new_invocation_id()
@@ -281,6 +279,10 @@ async def sse_client(
         await reads.closed
     finally:
         transport.close()
+    status_line = b"".join(data for _, data in received.reads[:4]).split(b"\r\n", 1)[0]
+    status = status_line.split(b" ", 2)[1] if status_line.count(b" ") >= 1 else b"none"
+    if status != b"200":
+        raise RuntimeError(f"stream answered {status.decode(errors='replace')}")
 
 
 def run_clients(main: Coroutine[Any, Any, T]) -> T:

@@ -196,6 +196,15 @@ def test_one_log_line_per_request_and_per_run_end(api: Api, host: DevHostProcess
     assert f"run={run_id} status=completed code=- attempt=1" in ended
 
 
+def test_a_request_no_route_takes_is_logged_by_its_template(api: Api, host: DevHostProcess) -> None:
+    assert api.http.put("/api/agents/travelplanner/conversations").status_code == 405
+    assert api.http.get(f"/api/{CANARY_KEY}/nothing").status_code == 404
+    lines = host.log_text().splitlines()
+    assert any("request method=PUT route=/api/{path} status=405" in line for line in lines)
+    assert any("request method=GET route=/api/{path} status=404" in line for line in lines)
+    assert CANARY_KEY not in host.log_text()  # the path sent is not written out
+
+
 def test_an_internal_error_is_logged_with_its_traceback_redacted(
     api: Api, host: DevHostProcess, redis_port: int
 ) -> None:

@@ -249,7 +249,13 @@ async def begin_run(
                 df.EntityId(agent, conversation_id),
                 RUN_OPERATION,
                 # Always an object: signal_entity drops falsy inputs.
-                {"run_id": started.run_id, "message": message, **telemetry.run_carrier()},
+                {
+                    "run_id": started.run_id,
+                    "message": message,
+                    # What START wrote: the entity writes it again if a failover lost it.
+                    "queued": started.queued.to_payload() if started.queued else None,
+                    **telemetry.run_carrier(),
+                },
             )
         except Exception as exc:  # noqa: BLE001 - any signalling failure is a 503
             logger.error("signalling the entity failed: %s", type(exc).__name__)
@@ -308,6 +314,7 @@ async def stream(req: Request) -> Response:
                 hub=stream_hub(settings) if settings.pools.hub else None,
                 fallback=blocking_reader_redis(settings),
                 slots=reader_slots(settings.pools.max_readers),
+                requeue_window_seconds=settings.run_start_deadline_seconds,
             )
         )
     except ConversationNotFound:
@@ -344,6 +351,7 @@ async def stream(req: Request) -> Response:
         _lease_check(redis, conversation_id, limits),
         on_end=ended,
         on_batch=observation.batch_sent if observation is not None else None,
+        on_gone=functools.partial(control.deletion_event, redis, conversation_id),
     )
     return response
 

@@ -19,11 +19,12 @@ import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
 from ..config import Settings
-from ..events import RUN_FAILED, TERMINAL_TYPES, dumps_line
+from ..events import RUN_CANCELLED, RUN_FAILED, TERMINAL_TYPES, Event, dumps_line
 from . import scripts
-from .keys import conversation_key, conversation_keys, meta_key
+from .keys import conversation_key, conversation_keys, deleted_key, meta_key
 from .replication import call_replicated_async, replicas_needed
-from .scripts import RUN_RECORDS_KEPT, append_args
+from .requeue import QueuedRun
+from .scripts import RUN_RECORDS_KEPT, append_args, request_digest
 
 logger = logging.getLogger(__name__)
 
@@ -67,11 +68,8 @@ class RunStart:
     outcome: str  # "started" | "duplicate" | "mismatch" | "busy" | "unknown"
     run_id: str | None = None
     cursor: str | None = None
-
-
-def request_digest(message: str) -> str:
-    """What an ``Idempotency-Key`` is bound to: the request's message."""
-    return hashlib.sha256(message.encode("utf-8")).hexdigest()[:32]
+    # For "started": what START wrote, for the entity's signal (re-created if a failover lost it).
+    queued: QueuedRun | None = None
 
 
 # One Script object per client and source: registering one hashes the source, which every request
@@ -117,6 +115,8 @@ async def _run_replicated(
         timeout_ms=limits.replica_wait_ms,
     )
     if confirmed < replicas:
+        # Not waited for any longer: a run START queued is re-created from the entity's signal
+        # if a failover loses it (requeue.py).
         logger.warning(
             "no replica confirmed a run-control write within %d ms", limits.replica_wait_ms
         )
@@ -140,6 +140,7 @@ async def start_run(
     the conversation locked. A new conversation records ``owner``; an existing one that belongs to
     another owner is ``"unknown"``, as if it did not exist.
     """
+    ts = int(time.time() * 1000)
     reply = await _run_replicated(
         client,
         scripts.START,
@@ -149,7 +150,7 @@ async def start_run(
         idempotency_key or "",
         request_digest(message),
         dumps_line({"message": message}),
-        int(time.time() * 1000),
+        ts,
         limits.conversation_ttl_seconds * 1000,
         "1" if must_exist else "0",
         int(limits.start_deadline_seconds * 1000),
@@ -159,7 +160,8 @@ async def start_run(
     )
     outcome = reply[0]
     if outcome == "started":
-        return RunStart("started", run_id, reply[1])
+        queued = QueuedRun(reply[1], ts, idempotency_key or "", owner, not must_exist)
+        return RunStart("started", run_id, reply[1], queued)
     if outcome == "duplicate":
         return RunStart("duplicate", reply[1], reply[2])
     if outcome == "busy":
@@ -253,15 +255,37 @@ async def delete_conversation(client: aioredis.Redis, conversation_id: str, limi
     conversation.
 
     An active run is ended with ``run.cancelled`` first, in its own step, so that readers blocked
-    on the stream receive it before the stream goes.
+    on the stream receive it before the stream goes; a reader that was still behind finds it in
+    the deleted mark (:func:`deletion_event`).
     """
-    found = await _run(
-        client, scripts.END_FOR_DELETE, conversation_id, limits, int(time.time() * 1000)
-    )
-    if not found:
+    ts = int(time.time() * 1000)
+    ended = await _run(client, scripts.END_FOR_DELETE, conversation_id, limits, ts)
+    if not ended:
         return False
-    await client.delete(*conversation_keys(conversation_id))
+    mark = "1"
+    if len(ended) > 1:
+        entry_id, run, seq = ended[1:]
+        fields = {"type": RUN_CANCELLED, "run": run, "seq": seq, "ts": str(ts), "data": "{}"}
+        mark = json.dumps([entry_id, fields])
+    # The mark keeps a run signalled before the delete from being re-created (requeue.py).
+    async with client.pipeline(transaction=True) as pipe:
+        pipe.delete(*conversation_keys(conversation_id))
+        pipe.set(deleted_key(conversation_id), mark, px=int(limits.start_deadline_seconds * 1000))
+        await pipe.execute()
     return True
+
+
+async def deletion_event(client: aioredis.Redis, conversation_id: str) -> Event | None:
+    """The ``run.cancelled`` a delete ended the conversation's run with, while the mark lasts.
+
+    A live reader that was behind when the stream went never read it from the stream; this is
+    the same entry (id, run, ``seq``), so it ends that reader's response as the stream would have.
+    """
+    mark = await client.get(deleted_key(conversation_id))
+    if not mark or mark == "1":
+        return None
+    entry_id, fields = json.loads(mark)
+    return Event.from_entry(entry_id, fields)
 
 
 async def conversation_exists(client: aioredis.Redis, conversation_id: str) -> bool:

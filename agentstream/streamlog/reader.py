@@ -279,6 +279,7 @@ async def open_stream(
     hub: StreamHub | None = None,
     fallback: aioredis.Redis | None = None,
     slots: ReaderSlots | None = None,
+    requeue_window_seconds: float = 0.0,
 ) -> OpenStream | HubStream:
     """Decide where reading starts, or raise why there is nothing to stream.
 
@@ -286,11 +287,15 @@ async def open_stream(
     With a ``hub`` (that Redis can serve), live events come from it; otherwise each reader has a
     blocking read of its own on ``fallback`` (or ``client``). With ``slots``, a slot is taken
     first (:class:`AtCapacity` when none is free) and given back when the stream's reading ends,
-    or when the opened stream is dropped unread.
+    or when the opened stream is dropped unread. A cursor beyond the end no more than
+    ``requeue_window_seconds`` old (the start deadline) may name a ``run.queued`` a failover lost
+    and its entity has yet to write again (:mod:`.requeue`): the read waits for it.
     """
     release = slots.acquire() if slots is not None else _no_slot
     try:
-        key, after_id, cursor_event = await _start_position(client, conversation_id, cursor)
+        key, after_id, cursor_event = await _start_position(
+            client, conversation_id, cursor, requeue_window_seconds
+        )
     except BaseException:
         release()
         raise
@@ -312,7 +317,7 @@ async def open_stream(
 
 
 async def _start_position(
-    client: aioredis.Redis, conversation_id: str, cursor: Cursor
+    client: aioredis.Redis, conversation_id: str, cursor: Cursor, requeue_window_seconds: float
 ) -> tuple[str, str, Event | None]:
     skey, mkey = stream_key(conversation_id), meta_key(conversation_id)
     named = cursor.value not in (None, "0-0")  # a cursor that may name an entry
@@ -337,15 +342,30 @@ async def _start_position(
     if trimmed and _before(after_id, stream_id_before(first_entry_id)):
         # Everything older than the first entry is gone, and the cursor is older than that.
         raise CursorTrimmed(conversation_id)
-    if _before(last_event.id, after_id) and not active_run:
+    beyond_end = _before(last_event.id, after_id)
+    if beyond_end and not active_run:
         # With a run going, a cursor beyond the end was handed out by entries a failover lost:
         # the run's writer writes them again with their ids, and the read waits for them (the
         # run's lease bounds the wait: a run whose writer is gone is ended by the keep-alive).
-        raise CursorBeyondEnd(conversation_id)
-    if not _before(after_id, last_event.id) and last_event.type in TERMINAL_TYPES:
+        # Without one, a recent cursor may name a lost run.queued its entity writes again.
+        if not _may_be_requeued(after_id, requeue_window_seconds):
+            raise CursorBeyondEnd(conversation_id)
+    elif not _before(after_id, last_event.id) and last_event.type in TERMINAL_TYPES:
         raise NothingToDeliver(conversation_id)
     cursor_event = Event.from_entry(*at_cursor[0][0]) if at_cursor and at_cursor[0] else None
     return skey, after_id, cursor_event
+
+
+# How far a cursor's time may lead this worker's clock (the Redis server's clock made the id).
+_CLOCK_SKEW_MS = 5000
+
+
+def _may_be_requeued(after_id: str, window_seconds: float) -> bool:
+    """Whether a run queued at ``after_id`` could still be written again from its signal."""
+    if window_seconds <= 0:
+        return False
+    age_ms = time.time() * 1000 - _parse(after_id)[0]
+    return -_CLOCK_SKEW_MS <= age_ms <= window_seconds * 1000
 
 
 def _parse(stream_id: str) -> tuple[int, int]:

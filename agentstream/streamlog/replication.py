@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import redis
 import redis.asyncio as aioredis
@@ -24,12 +25,19 @@ from redis.asyncio.cluster import PipelineCommand
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.commands.core import AsyncScript, Script
 
+T = TypeVar("T")
+
 # What a cluster node answers while the slot map changes under a failover or a migration.
 _TOPOLOGY_ERRORS = (
     redis.exceptions.AskError,  # MOVED is one too
     redis.exceptions.ClusterDownError,
     redis.exceptions.TryAgainError,
 )
+
+
+class SlotMapChanged(redis.exceptions.ConnectionError):
+    """The node answered that it no longer owns the slot (a failover or a migration); the
+    client's slot map was learned again, so trying again reaches the owner."""
 
 
 def node_client(client: redis.Redis, key: str) -> redis.Redis:
@@ -40,9 +48,20 @@ def node_client(client: redis.Redis, key: str) -> redis.Redis:
     return client
 
 
-def reported_replicas(client: redis.Redis) -> int:
-    """How many replicas the server says are connected to it (``INFO replication``)."""
-    return int(client.info("replication").get("connected_slaves", 0))
+def replicas_to_wait_for(node: redis.Redis) -> int:
+    """1 when the node reports a connected replica, else 0 (remembered as below).
+
+    Remembered per node and shared with the HTTP side's :func:`replicas_needed`: a run that
+    begins while its replica is momentarily cut off still waits for it (one that stays away costs
+    each write ``REDIS_REPLICA_WAIT_MS``), so its writes are kept for repair exactly when the
+    replication they rely on is in trouble.
+    """
+    kwargs = node.connection_pool.connection_kwargs
+    address = (kwargs.get("host", ""), int(kwargs.get("port", 0)))
+    known = _remembered(address)
+    if known is None:
+        known = _remember(address, int(node.info("replication").get("connected_slaves", 0)))
+    return known
 
 
 def call_replicated(
@@ -78,8 +97,20 @@ def call_replicated(
             if isinstance(cluster, redis.RedisCluster):
                 _relearn_slots(cluster)
             # Retried like a blip, on the node that owns the slot now.
-            raise redis.exceptions.ConnectionError("the slot map changed") from exc
+            raise SlotMapChanged("the slot map changed") from exc
     raise AssertionError("unreachable")
+
+
+def call_on_node(client: redis.Redis, key: str, operation: Callable[[redis.Redis], T]) -> T:
+    """``operation`` on a plain client of the node that owns ``key``. A node that cannot be
+    reached makes a cluster client learn the slot map again (a failover may have moved the
+    slot), so a retry reaches the new owner."""
+    try:
+        return operation(node_client(client, key))
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+        if isinstance(client, redis.RedisCluster):
+            _relearn_slots(client)
+        raise
 
 
 def _relearn_slots(cluster: redis.RedisCluster) -> None:
@@ -102,10 +133,30 @@ async def call_replicated_async(
         return await script(keys=keys, args=args), 0
     command = ("EVALSHA", script.sha, len(keys), *keys, *args)
     wait = ("WAIT", replicas, timeout_ms)
+    # The client learns a failover slot by slot (from MOVED) but this pipeline goes straight to
+    # the node it believes owns the slot: the first call after a failover of that shard finds
+    # the old primary. It re-learned the whole map then, so one more try reaches the new one.
+    # (Only replayable scripts come through here: START recognises its own earlier run.)
+    for moved_already in (False, True):
+        try:
+            return await _replicated_async(client, script, command, keys[0], wait)
+        except SlotMapChanged:
+            if moved_already:
+                raise
+    raise AssertionError("unreachable")
+
+
+async def _replicated_async(
+    client: aioredis.Redis,
+    script: AsyncScript,
+    command: tuple[Any, ...],
+    key: str,
+    wait: tuple[Any, ...],
+) -> tuple[Any, int]:
     for loaded in (True, False):
         try:
             if isinstance(client, AsyncRedisCluster):
-                reply, confirmed = await _node_pipeline(client, keys[0], command, wait)
+                reply, confirmed = await _node_pipeline(client, key, command, wait)
             else:
                 async with client.pipeline(transaction=False) as pipe:
                     pipe.execute_command(*command)
@@ -134,15 +185,32 @@ async def _node_pipeline(
             # The slot moved or the node is gone: re-learn the slot map and try again later.
             with contextlib.suppress(redis.exceptions.RedisError, OSError):
                 await client.nodes_manager.initialize()
-            raise redis.exceptions.ConnectionError("the slot map changed") from result
+            raise SlotMapChanged("the slot map changed") from result
         if isinstance(result, Exception):
             raise result
     return results
 
 
-# node address -> (replicas it reported, when): the HTTP side asks once a minute, not per request.
+# node address -> (replicas it reported, when): asked once a minute, not per request, while the
+# node has a replica; without one, again after a second, so a replica that connects (after a
+# failover the old primary rejoins as one) is waited for at once.
 _REPORTED_TTL_SECONDS = 60.0
+_NO_REPLICA_TTL_SECONDS = 1.0
 _reported: dict[tuple[str, int], tuple[int, float]] = {}
+
+
+def _remembered(address: tuple[str, int]) -> int | None:
+    known = _reported.get(address)
+    if known is None:
+        return None
+    replicas, when = known
+    ttl = _REPORTED_TTL_SECONDS if replicas else _NO_REPLICA_TTL_SECONDS
+    return replicas if time.monotonic() - when <= ttl else None
+
+
+def _remember(address: tuple[str, int], connected: int) -> int:
+    _reported[address] = (min(1, connected), time.monotonic())
+    return min(1, connected)
 
 
 async def replicas_needed(client: aioredis.Redis, key: str, configured: int | None) -> int:
@@ -155,15 +223,14 @@ async def replicas_needed(client: aioredis.Redis, key: str, configured: int | No
     else:
         kwargs = client.connection_pool.connection_kwargs
         address = (kwargs.get("host", ""), int(kwargs.get("port", 0)))
-    known = _reported.get(address)
-    now = time.monotonic()
-    if known is None or now - known[1] > _REPORTED_TTL_SECONDS:
+    known = _remembered(address)
+    if known is None:
         if isinstance(client, AsyncRedisCluster):
             info = await client.info("replication", target_nodes=node)
         else:
             info = await client.info("replication")
-        known = _reported[address] = (min(1, int(info.get("connected_slaves", 0))), now)
-    return known[0]
+        known = _remember(address, int(info.get("connected_slaves", 0)))
+    return known
 
 
 async def _owner(client: AsyncRedisCluster, key: str) -> Any:

@@ -9,12 +9,15 @@ one has begun.
 With replicas (``REDIS_MIN_REPLICAS``), every begin and append is pipelined with ``WAIT``
 (:mod:`.replication`), and the log keeps the writes no replica has confirmed yet. When a failover
 lost some of them, the next append finds out (its script reports the gap) and they are written
-again with their original ids and ``seq`` (``REPAIR``) before it goes on.
+again with their original ids and ``seq`` (``REPAIR``) before it goes on. When the failover lost
+the run itself (its ``START`` had reached no replica either), the run is first written again from
+the entity's signal (``requeue``, :mod:`.requeue`), at ``begin`` or at that repair.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,9 +28,12 @@ import redis
 from ..events import as_text
 from ..failures import RunAlreadyFinished
 from . import scripts
-from .keys import conversation_keys
-from .replication import call_replicated, node_client, reported_replicas
+from .keys import conversation_keys, deleted_key
+from .replication import call_on_node, call_replicated, replicas_to_wait_for
+from .requeue import Requeue
 from .retry import call_with_retries
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,7 @@ class RunLog:
         clock: Callable[[], float] = time.time,
         min_replicas: int | None = 0,
         replica_wait_ms: int = 200,
+        requeue: Requeue | None = None,
     ) -> None:
         self._client = client
         self._keys = conversation_keys(conversation_id)
@@ -86,6 +93,9 @@ class RunLog:
         self._begin = client.register_script(scripts.BEGIN)
         self._heartbeat = client.register_script(scripts.HEARTBEAT)
         self._repair = client.register_script(scripts.REPAIR)
+        self._recreate = client.register_script(scripts.RECREATE)
+        self._requeue = requeue
+        self._deleted_key = deleted_key(conversation_id)
         self.attempt: int | None = None
         self._writes = 0
         self._token = ""
@@ -102,21 +112,23 @@ class RunLog:
     def replicas(self) -> int:
         """Replicas each write waits for."""
         if self._min_replicas is None:
-            self._min_replicas = min(1, self._call_plain(reported_replicas))
+            self._min_replicas = self._call_plain(replicas_to_wait_for)
         return self._min_replicas
 
     def _call_plain(self, operation: Callable[[redis.Redis], Any]) -> Any:
         """``operation`` on the node that owns the conversation, retried through blips."""
         return call_with_retries(
-            lambda: operation(node_client(self._client, self._keys[0])), self._retry_seconds
+            lambda: call_on_node(self._client, self._keys[0], operation), self._retry_seconds
         )
 
-    def _call_replicated(self, script: Any, args: list[Any]) -> tuple[Any, int]:
+    def _call_replicated(
+        self, script: Any, args: list[Any], keys: list[str] | None = None
+    ) -> tuple[Any, int]:
         return call_with_retries(
             lambda: call_replicated(
                 self._client,
                 script,
-                self._keys,
+                keys or self._keys,
                 args,
                 replicas=self.replicas,
                 timeout_ms=self._replica_wait_ms,
@@ -133,6 +145,9 @@ class RunLog:
         base = [self._ttl_ms, self._maxlen, self.run_id, token, self._lease_ms]
         reply, _ = self._call_replicated(self._begin, [*base, *committed_runs])
         outcome = as_text(reply[0])
+        if outcome == "unknown" and self.recreate():
+            reply, _ = self._call_replicated(self._begin, [*base, *committed_runs])
+            outcome = as_text(reply[0])
         if outcome == "begun":
             self.attempt = int(reply[1])
             self._writes = 0
@@ -171,8 +186,13 @@ class RunLog:
         )
         while True:
             reply, confirmed = self._call_replicated(self._append, args)
-            if reply and reply[0] is None and as_text(reply[1]) == "lost":
-                self._restore(int(reply[2]))
+            refused = as_text(reply[1]) if reply and reply[0] is None else None
+            if refused == "lost":
+                self._restore(int(reply[2]), self._writes - 1)
+                continue
+            if refused == "unknown" and keeping and self._requeue is not None:
+                # The run itself is gone: a failover took every write, its first included.
+                self._restore(0, self._writes - 1)
                 continue
             break
         if not reply or reply[0] is None:
@@ -205,22 +225,45 @@ class RunLog:
             [args[4], entry_id, seq, args[5], args[6], args[7], args[8], args[9], args[11]]
         )
 
-    def _restore(self, still_there: int) -> None:
-        """Write again what a failover lost: this attempt's writes after ``still_there``."""
+    def _restore(self, still_there: int, written: int) -> None:
+        """Write again what a failover lost: this attempt's writes after ``still_there`` up to
+        ``written`` (the run itself first, from its signal, when the failover lost that too)."""
         missing = [w for w in self._unconfirmed if w[0] > still_there]
-        if not missing or missing[0][0] != still_there + 1:
+        if [w[0] for w in missing] != list(range(still_there + 1, written + 1)):
             # Lost writes that a replica had confirmed: nothing here can bring them back.
             raise RunAlreadyFinished(f"{self.run_id}: writes lost beyond repair")
         args = [self._ttl_ms, self._maxlen, self.run_id, self.attempt, self._token]
         args += [self._lease_ms, json.dumps(missing, separators=(",", ":"))]
         reply, _ = self._call_replicated(self._repair, args)
+        if reply and reply[0] is None and as_text(reply[1]) == "unknown" and self.recreate():
+            reply, _ = self._call_replicated(self._repair, args)
         if reply and reply[0] is None:
             raise RunAlreadyFinished(f"{self.run_id}: {as_text(reply[1])}")
+
+    def recreate(self) -> bool:
+        """Write the run again from its signal if a failover lost it (:mod:`.requeue`); whether
+        the run is there now."""
+        if self._requeue is None:
+            return False
+        args = [self._ttl_ms, self._maxlen, *self._requeue.args(self.run_id)]
+        keys = [*self._keys, self._deleted_key]
+        reply, _ = self._call_replicated(self._recreate, args, keys)
+        answer = as_text(reply[0])
+        if answer == "recreated":
+            logger.warning("run %s was lost by a failover; queued again", self.run_id)
+        elif answer != "present":
+            logger.info("run %s is missing and not queued again (%s)", self.run_id, answer)
+        return answer in ("recreated", "present")
 
     def heartbeat(self) -> bool:
         """Extend the run's lease; True when a cancel was requested."""
         args = [self._ttl_ms, self._maxlen, self.run_id, self.attempt or 0, self._lease_ms]
         answer = int(self._call(self._heartbeat, args))
+        if answer < 0 and self.replicas > 0 and self._requeue is not None:
+            # Perhaps a failover took the run itself while the model was slow: write it again
+            # (this refuses, as before, when the run ended or a newer attempt took over).
+            self._restore(0, self._writes)
+            answer = int(self._call(self._heartbeat, args))
         if answer < 0:
             raise RunAlreadyFinished(f"{self.run_id}: no longer this attempt's to write")
         return answer == 1

@@ -45,6 +45,7 @@ it first (:data:`REAP`, and inside :data:`START` and :data:`CANCEL`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from typing import Any
@@ -112,6 +113,11 @@ def append_args(
     ]
 
 
+def request_digest(message: str) -> str:
+    """What an ``Idempotency-Key`` is bound to: the request's message."""
+    return hashlib.sha256(message.encode("utf-8")).hexdigest()[:32]
+
+
 WORKER_LOST = {
     "code": "worker_lost",
     "message": "The agent stopped responding. Please try again.",
@@ -135,6 +141,15 @@ local function is_finished(status)
   return status == 'completed' or status == 'failed' or status == 'cancelled'
 end
 
+-- Tells the stream hubs that the stream has new entries: a sharded pub/sub message on its slot
+-- group's channel (same hash tag, so same slot), carrying the stream's key. Redis 6 has neither
+-- SPUBLISH nor redis.REDIS_VERSION_NUM: nothing is sent there (the hub is off on Redis 6).
+local function notify()
+  if redis.REDIS_VERSION_NUM then
+    redis.call('SPUBLISH', 'agentstream-notify:' .. string.match(stream, '{[^}]*}'), stream)
+  end
+end
+
 -- wanted: an id the writer chose (kept across its retries), used when it is above the stream's
 -- newest; otherwise (and when absent) Redis picks one. first_noted: the meta hash already holds
 -- first_id (any run with a status was queued after it was noted), so it is not set again.
@@ -155,6 +170,7 @@ local function add(run, etype, data, ts, wanted, first_noted)
   if not first_noted then
     redis.call('HSETNX', meta, 'first_id', id)
   end
+  notify()
   return id, seq
 end
 
@@ -408,6 +424,50 @@ touch()
 return redis.call('HEXISTS', meta, 'cancel:' .. run)
 """)
 
+# What START writes for a run, shared with RECREATE (both take START's ARGV[3..13]): takes the run
+# lock and writes run.queued at ``wanted`` ('*': an id Redis picks). Returns the id.
+_QUEUE = """
+local function queue_run(run, key, digest, wanted, now)
+  redis.call('HSET', meta, 'seq:' .. run, 1)
+  local id = redis.call('XADD', stream, 'MAXLEN', '~', maxlen, wanted,
+    'type', 'run.queued', 'run', run, 'seq', 0, 'ts', ARGV[7], 'data', ARGV[6])
+  redis.call('HSETNX', meta, 'first_id', id)
+  notify()
+  redis.call('HSET', meta, 'active_run', run, 'latest_run', run, 'latest_start', id,
+    'status:' .. run, 'queued', 'created:' .. run, ARGV[7],
+    'deadline:' .. run, now + tonumber(ARGV[10]), 'record_ttl', ARGV[13],
+    'records_kept', ARGV[12])
+  if key ~= '' then
+    redis.call('HSET', meta, 'idem:' .. key, run .. ' ' .. id .. ' ' .. digest, 'key:' .. run, key)
+  end
+  -- Only the newest runs keep their fields: the oldest beyond the bound go, with their key.
+  local kept = {}
+  for old in string.gmatch(redis.call('HGET', meta, 'runs') or '', '%S+') do
+    kept[#kept + 1] = old
+  end
+  kept[#kept + 1] = run
+  while #kept > tonumber(ARGV[12]) do
+    local old = table.remove(kept, 1)
+    local old_key = redis.call('HGET', meta, 'key:' .. old)
+    if old_key then
+      redis.call('HDEL', meta, 'idem:' .. old_key)
+    end
+    redis.call('HDEL', meta, 'status:' .. old, 'seq:' .. old, 'created:' .. old,
+      'attempts:' .. old, 'token:' .. old, 'last:' .. old, 'lease:' .. old, 'deadline:' .. old,
+      'cancel:' .. old, 'turn:' .. old, 'key:' .. old, 'trace:' .. old)
+  end
+  redis.call('HSET', meta, 'runs', table.concat(kept, ' '))
+  touch()
+  redis.call('HSETNX', conv, 'created', ARGV[7])
+  if ARGV[11] ~= '' then
+    redis.call('HSETNX', conv, 'owner', ARGV[11])
+  end
+  redis.call('HSET', conv, 'updated', ARGV[7])
+  redis.call('PEXPIRE', conv, ARGV[8])
+  return id
+end
+"""
+
 # Takes the run lock and writes run.queued, or reports why not. A stale active run is ended first.
 # ARGV[3..]: run, idempotency key ('' = none), request digest, data, ts, conversation TTL ms,
 # must_exist ('1'/'0'), start deadline ms, owner ('' = none), runs kept (RUN_RECORDS_KEPT),
@@ -417,7 +477,9 @@ return redis.call('HEXISTS', meta, 'cancel:' .. run)
 # Replayable: the run id is new for every request, so finding it as the latest run means this
 # request already ran here (its reply was lost and the client retried the command), and the same
 # answer is returned: the caller signals the entity once, not reports its own run as busy.
-START = _script("""
+START = _script(
+    _QUEUE
+    + """
 local run, key, digest = ARGV[3], ARGV[4], ARGV[5]
 if redis.call('HGET', meta, 'latest_run') == run then
   return {'started', redis.call('HGET', meta, 'latest_start')}
@@ -442,43 +504,64 @@ local active = redis.call('HGET', meta, 'active_run')
 if active then
   return {'busy', active}
 end
-redis.call('HSET', meta, 'seq:' .. run, 1)
-local id = redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*',
-  'type', 'run.queued', 'run', run, 'seq', 0, 'ts', ARGV[7], 'data', ARGV[6])
-redis.call('HSETNX', meta, 'first_id', id)
-redis.call('HSET', meta, 'active_run', run, 'latest_run', run, 'latest_start', id,
-  'status:' .. run, 'queued', 'created:' .. run, ARGV[7],
-  'deadline:' .. run, now + tonumber(ARGV[10]), 'record_ttl', ARGV[13],
-  'records_kept', ARGV[12])
-if key ~= '' then
-  redis.call('HSET', meta, 'idem:' .. key, run .. ' ' .. id .. ' ' .. digest, 'key:' .. run, key)
-end
--- Only the newest runs keep their fields: the oldest beyond the bound go, with their key.
-local kept = {}
-for old in string.gmatch(redis.call('HGET', meta, 'runs') or '', '%S+') do
-  kept[#kept + 1] = old
-end
-kept[#kept + 1] = run
-while #kept > tonumber(ARGV[12]) do
-  local old = table.remove(kept, 1)
-  local old_key = redis.call('HGET', meta, 'key:' .. old)
-  if old_key then
-    redis.call('HDEL', meta, 'idem:' .. old_key)
-  end
-  redis.call('HDEL', meta, 'status:' .. old, 'seq:' .. old, 'created:' .. old,
-    'attempts:' .. old, 'token:' .. old, 'last:' .. old, 'lease:' .. old, 'deadline:' .. old,
-    'cancel:' .. old, 'turn:' .. old, 'key:' .. old, 'trace:' .. old)
-end
-redis.call('HSET', meta, 'runs', table.concat(kept, ' '))
-touch()
-redis.call('HSETNX', conv, 'created', ARGV[7])
-if ARGV[11] ~= '' then
-  redis.call('HSETNX', conv, 'owner', ARGV[11])
-end
-redis.call('HSET', conv, 'updated', ARGV[7])
-redis.call('PEXPIRE', conv, ARGV[8])
+local id = queue_run(run, key, digest, '*', now)
 return {'started', id}
-""")
+"""
+)
+
+
+# Writes again a queued run a failover lost (requeue.py), from what its entity signal carries.
+# KEYS: START's four, then the conversation's deleted mark. ARGV[3..13]: as START (must_exist =
+# '1' for a follow-up message), then the original run.queued id, the window (ms: the start
+# deadline) within which a run missing from Redis can only have been lost, the agent ('' = keep).
+# Returns {'recreated'} | {'present'} (the run is there: begin it) | {reason} with reason
+# deleted | expired | unknown | superseded (nothing written).
+RECREATE = _script(
+    _QUEUE
+    + """
+local run, key, digest, wanted = ARGV[3], ARGV[4], ARGV[5], ARGV[14]
+if redis.call('HEXISTS', meta, 'status:' .. run) == 1 then
+  return {'present'}
+end
+if redis.call('EXISTS', KEYS[5]) == 1 then
+  return {'deleted'}
+end
+local function parsed(id)
+  local ms, n = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(n)
+end
+local wanted_ms, wanted_n = parsed(wanted)
+local now = now_ms()
+if now - wanted_ms > tonumber(ARGV[15]) then
+  return {'expired'}
+end
+-- A follow-up message whose conversation record is gone: the conversation expired or was deleted.
+local recorded = redis.call('EXISTS', conv) == 1
+if (ARGV[9] == '1' and not recorded)
+    or (recorded and (redis.call('HGET', conv, 'owner') or '') ~= ARGV[11]) then
+  return {'unknown'}
+end
+reap(now)
+if redis.call('HGET', meta, 'active_run') then
+  return {'superseded'}
+end
+local top = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)[1]
+if top then
+  local top_ms, top_n = parsed(top[1])
+  if top_ms > wanted_ms or (top_ms == wanted_ms and top_n >= wanted_n) then
+    return {'superseded'}
+  end
+end
+if key ~= '' and redis.call('HEXISTS', meta, 'idem:' .. key) == 1 then
+  return {'superseded'}
+end
+queue_run(run, key, digest, wanted, now)
+if ARGV[16] ~= '' then
+  redis.call('HSETNX', conv, 'agent', ARGV[16])
+end
+return {'recreated'}
+"""
+)
 
 # Requests a cancel. A run nothing will end any more (lease or start deadline passed) is ended at
 # once with run.cancelled. ARGV[3..]: run, request token (new for every request).
@@ -520,7 +603,9 @@ return reap(now_ms()) or 0
 """)
 
 # First step of deleting a conversation: ends an active run with run.cancelled, so live readers
-# finish, before the keys go. Returns 0 when there is no such conversation.
+# finish, before the keys go. Returns 0 when there is no such conversation, else {1} or, when it
+# ended a run, {1, id, run, seq}: the run.cancelled entry, which the deleted mark then keeps for
+# a live reader that had not read it before the stream went.
 # ARGV[3]: ts
 END_FOR_DELETE = _script("""
 if redis.call('EXISTS', conv) == 0 and redis.call('EXISTS', meta) == 0 then
@@ -530,11 +615,12 @@ local run = redis.call('HGET', meta, 'active_run')
 if run then
   local status = redis.call('HGET', meta, 'status:' .. run)
   if status and not is_finished(status) then
-    add(run, 'run.cancelled', '{}', ARGV[3])
+    local id, seq = add(run, 'run.cancelled', '{}', ARGV[3])
     finish(run, 'cancelled')
+    return {1, id, run, tostring(seq)}
   end
 end
-return 1
+return {1}
 """)
 
 # After a failover lost some of the entity's latest writes: writes them again, with their original
@@ -570,6 +656,7 @@ for _, w in ipairs(cjson.decode(ARGV[7])) do
   if la < attempt or tonumber(w[1]) > lw then
     redis.call('XADD', stream, 'MAXLEN', '~', maxlen, w[2],
       'type', w[4], 'run', run, 'seq', w[3], 'ts', w[6], 'data', w[5])
+    notify()
     redis.call('HSETNX', meta, 'first_id', w[2])
     redis.call('HSET', meta, 'seq:' .. run, tonumber(w[3]) + 1,
       'last:' .. run, attempt .. ' ' .. w[1] .. ' ' .. w[2] .. ' ' .. w[3])
