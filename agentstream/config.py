@@ -101,7 +101,7 @@ class Settings:
     stream_ttl_seconds: int = 600
     stream_maxlen: int = 10_000
     delta_flush_chars: int = 64
-    delta_flush_ms: int = 22
+    delta_flush_ms: int = 23
     keepalive_seconds: float = 15.0
     max_stream_seconds: float = 200.0
     sse_retry_ms: int = 3000
@@ -164,7 +164,7 @@ class Settings:
             stream_ttl_seconds=60 * reader.integer("REDIS_STREAM_TTL_MINUTES", 10),
             stream_maxlen=reader.integer("REDIS_STREAM_MAXLEN", 10_000),
             delta_flush_chars=reader.integer("DELTA_FLUSH_CHARS", 64),
-            delta_flush_ms=reader.integer("DELTA_FLUSH_MS", 22, minimum=0),
+            delta_flush_ms=reader.integer("DELTA_FLUSH_MS", 23, minimum=0),
             keepalive_seconds=reader.number("STREAM_KEEPALIVE_SECONDS", 15.0),
             max_stream_seconds=reader.number("STREAM_MAX_SECONDS", 200.0),
             sse_retry_ms=reader.integer("SSE_RETRY_MS", 3000),

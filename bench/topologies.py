@@ -35,6 +35,7 @@ from .common import (
     Received,
     attach_clients,
     print_table,
+    run_clients,
     running_devhost,
     running_redis_server,
     sse_client,
@@ -152,7 +153,7 @@ def main() -> None:
                 }
                 started = time.monotonic()
                 with running_devhost(env) as (host, port, _pid):
-                    result = asyncio.run(run(writer_address, ports, client, host, port))
+                    result = run_clients(run(writer_address, ports, client, host, port))
                 client.close()
             results.append({"topology": name, "mode": mode, **result})
             print(f"  done in {time.monotonic() - started:.0f} s", flush=True)
