@@ -102,10 +102,13 @@ def write_runs(client: redis.Redis, runs: list[tuple[str, str]], deltas: int) ->
         log.append(RUN_COMPLETED, {"finish_reason": "stop", "usage": None})
 
 
-async def start_runs(aclient: Any, streams: int) -> list[tuple[str, str]]:
+async def start_runs(
+    aclient: Any, streams: int, cids: Iterator[str] | None = None
+) -> list[tuple[str, str]]:
+    """``streams`` runs, each of a new conversation (ids from ``cids`` when given)."""
     runs: list[tuple[str, str]] = []
     for _ in range(streams):
-        cid, run_id = uuid.uuid4().hex, uuid.uuid4().hex
+        cid, run_id = next(cids) if cids else uuid.uuid4().hex, uuid.uuid4().hex
         started = await start_run(
             aclient,
             cid,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,6 +14,7 @@ import httpx
 import pytest
 import redis
 import redis.asyncio.cluster as aiocluster
+from redis.crc import key_slot
 
 from agentstream.config import Settings
 from agentstream.redis_clients import is_cluster
@@ -20,6 +22,7 @@ from agentstream.streamlog.keys import (
     SLOT_GROUPS,
     conversation_keys,
     group_tag,
+    group_tags,
     hash_tag,
     stream_key,
 )
@@ -108,6 +111,18 @@ def test_a_conversation_runs_and_every_key_of_it_shares_its_groups_slot(
         store.close()
 
 
+def spread_over_shards(cluster: RedisClusterUnderTest) -> Iterator[str]:
+    """Conversation ids whose streams take the primaries in turn (10 conversations: 4/3/3)."""
+    owner = {tag: cluster.primary_of_slot(key_slot(tag.encode())).port for tag in group_tags()}
+    primaries = sorted(set(owner.values()))
+    turn = 0
+    while True:
+        cid = uuid.uuid4().hex
+        if owner[group_tag(cid)] == primaries[turn % len(primaries)]:
+            turn += 1
+            yield cid
+
+
 # A thousand readers of ten conversations, and a thousand conversations with a reader each (three
 # deltas per run there: the bound and the exactness are the same, the writing is 5x shorter).
 @pytest.mark.parametrize(("readers", "streams", "deltas"), [(1000, 10, 20), (1000, 1000, 3)])
@@ -119,7 +134,7 @@ async def test_many_readers_on_streams_of_every_shard_hold_a_bounded_number_of_c
     deltas: int,
 ) -> None:
     aclient = aiocluster.RedisCluster(host="127.0.0.1", port=cluster.port, decode_responses=True)
-    runs = await start_runs(aclient, streams)
+    runs = await start_runs(aclient, streams, spread_over_shards(cluster))
     await aclient.aclose()
     groups = {group_tag(cid) for cid, _ in runs}
     writer_client = sync_client(cluster)
@@ -138,7 +153,10 @@ async def test_many_readers_on_streams_of_every_shard_hold_a_bounded_number_of_c
             reference = {cid: await read_lines(http, cid) for cid, _ in runs}
     writer_client.close()
 
-    # Per node, whatever the readers: the hub's subscriber and reads, and the catch-up pool's two.
+    # Per node, whatever the readers: the hub's subscriber and reads, and the catch-up pool's two;
+    # every primary served some of the streams.
+    primaries = {cluster.primary_of_slot(slot).port for slot in (0, 8191, 16383)}
+    assert {port for port, count in seen.peaks["hub"].items() if count} == primaries, seen.peaks
     assert all(count <= HUB_BOUND for count in seen.peaks["hub"].values()), seen.peaks
     assert all(count <= 2 for count in seen.peaks["readers"].values()), seen.peaks
     assert len(groups) <= SLOT_GROUPS
