@@ -85,7 +85,9 @@ class PoolSettings:
     request_connections: int = 16  # REDIS_MAX_CONNECTIONS
     wait_seconds: float = 2.0  # REDIS_POOL_TIMEOUT_SECONDS: then 503 at_capacity
     hub: bool = True  # STREAM_HUB
-    hub_connections: int = 2  # STREAM_HUB_CONNECTIONS: blocking XREADs for all live readers
+    # STREAM_HUB_CONNECTIONS: the hub's connections per Redis node (shard): one subscriber for
+    # the append notices plus the rest for reads
+    hub_connections: int = 4
     catch_up_connections: int = 2  # STREAM_CATCH_UP_CONNECTIONS: opening checks, catch-up reads
     max_readers: int = 2000  # STREAM_MAX_READERS: concurrent stream responses per process
     reader_queue_events: int = 500  # STREAM_READER_QUEUE: a reader this far behind is cut loose
@@ -99,7 +101,7 @@ class Settings:
     stream_ttl_seconds: int = 600
     stream_maxlen: int = 10_000
     delta_flush_chars: int = 64
-    delta_flush_ms: int = 22
+    delta_flush_ms: int = 23
     keepalive_seconds: float = 15.0
     max_stream_seconds: float = 200.0
     sse_retry_ms: int = 3000
@@ -162,7 +164,7 @@ class Settings:
             stream_ttl_seconds=60 * reader.integer("REDIS_STREAM_TTL_MINUTES", 10),
             stream_maxlen=reader.integer("REDIS_STREAM_MAXLEN", 10_000),
             delta_flush_chars=reader.integer("DELTA_FLUSH_CHARS", 64),
-            delta_flush_ms=reader.integer("DELTA_FLUSH_MS", 22, minimum=0),
+            delta_flush_ms=reader.integer("DELTA_FLUSH_MS", 23, minimum=0),
             keepalive_seconds=reader.number("STREAM_KEEPALIVE_SECONDS", 15.0),
             max_stream_seconds=reader.number("STREAM_MAX_SECONDS", 200.0),
             sse_retry_ms=reader.integer("SSE_RETRY_MS", 3000),
@@ -351,7 +353,7 @@ def _pool_settings(reader: _Reader) -> PoolSettings:
         request_connections=reader.integer("REDIS_MAX_CONNECTIONS", 16),
         wait_seconds=reader.number("REDIS_POOL_TIMEOUT_SECONDS", 2.0),
         hub=reader.flag("STREAM_HUB", True),
-        hub_connections=reader.integer("STREAM_HUB_CONNECTIONS", 2),
+        hub_connections=reader.integer("STREAM_HUB_CONNECTIONS", 4, minimum=2),
         catch_up_connections=reader.integer("STREAM_CATCH_UP_CONNECTIONS", 2),
         max_readers=reader.integer("STREAM_MAX_READERS", 2000),
         reader_queue_events=reader.integer("STREAM_READER_QUEUE", 500),

@@ -1,7 +1,7 @@
 """Microsoft Entra ID tokens as Redis passwords, rotated under live connections.
 
 Azure Managed Redis closes a connection whose token expired, so a token fetched when the
-connection opened is not enough: a long-lived connection (a stream hub lane, a pooled request
+connection opened is not enough: a long-lived connection (a stream hub subscriber, a pooled request
 connection) must send ``AUTH`` again with a fresh token before the old one runs out.
 
 :class:`EntraTokenProvider` is a redis-py ``StreamingCredentialProvider``: redis-py subscribes every

@@ -2,7 +2,7 @@
 
 The entity (sync, worker thread) shares one synchronous pool. Each event loop of the HTTP side has
 three asyncio pools, so stream readers can never take the connections POST, status and health
-need: request commands; stream opening checks and catch-up reads; the stream hub's blocking reads.
+need: request commands; stream opening checks and catch-up reads; the stream hub's reads.
 A pool that stays empty for ``REDIS_POOL_TIMEOUT_SECONDS`` raises :class:`AtCapacity`.
 """
 
@@ -23,10 +23,15 @@ from redis.backoff import NoBackoff
 from .backoff import REDIS_COMMAND, REDIS_WRITE, RedisBackoff
 from .config import RedisSettings, Settings, get_settings
 from .redis_auth import EntraTokenProvider
-from .redis_topology import async_cluster_client, sync_cluster_client, uses_cluster
+from .redis_topology import (
+    ClusterHubShards,
+    SingleHubShards,
+    async_cluster_client,
+    sync_cluster_client,
+    uses_cluster,
+)
 from .streamlog.capacity import AtCapacity
-from .streamlog.hub import StreamHub
-from .streamlog.keys import SLOT_GROUPS
+from .streamlog.hub import HubShards, StreamHub
 from .telemetry import instrument_redis
 
 # Above the longest XREAD BLOCK a reader issues, so a blocked read is never cut by the socket.
@@ -117,9 +122,13 @@ class _Clients:
         self.blocking = client(
             "agentstream-blocking-readers", pools.max_readers, pools.wait_seconds
         )
-        # On a clustered Redis the hub reads each slot group on a lane of its own.
-        hub_size = max(pools.hub_connections, SLOT_GROUPS)
-        self.hub = client("agentstream-hub", hub_size, pools.wait_seconds)
+        # The hub: per node, one subscriber connection (made by the shards, not pooled) and the
+        # rest of STREAM_HUB_CONNECTIONS for its non-blocking reads, which queue for them.
+        self.hub = client("agentstream-hub", pools.hub_connections - 1, 10 * pools.wait_seconds)
+        hub_kwargs = {**kwargs, "client_name": "agentstream-hub"}
+        self.hub_shards: HubShards = (
+            ClusterHubShards(self.hub, hub_kwargs) if self.cluster else SingleHubShards(hub_kwargs)
+        )
 
 
 def is_cluster(settings: Settings) -> bool:
@@ -194,7 +203,7 @@ def blocking_reader_redis(settings: Settings | None = None) -> aioredis.Redis:
 
 
 def hub_redis(settings: Settings | None = None) -> aioredis.Redis:
-    """The running loop's client for the stream hub's blocking reads."""
+    """The running loop's client for the stream hub's reads."""
     return _clients(settings).hub
 
 
@@ -206,12 +215,9 @@ def stream_hub(settings: Settings) -> StreamHub:
     loop = asyncio.get_running_loop()
     hub = _hubs.get(loop)
     if hub is None:
+        clients = _clients(settings)
         hub = _hubs[loop] = StreamHub(
-            hub_redis(settings),
-            reader_redis(settings),
-            lanes=settings.pools.hub_connections,
-            queue_limit=settings.pools.reader_queue_events,
-            grouped=_clients(settings).cluster,
+            clients.hub, clients.hub_shards, queue_limit=settings.pools.reader_queue_events
         )
     return hub
 

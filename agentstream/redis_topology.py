@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import threading
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -20,6 +21,7 @@ import redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterPipeline
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import MaxConnectionsError
 
 from .config import TopologySettings
@@ -94,6 +96,29 @@ class BoundedAsyncCluster(AsyncRedisCluster):
         self._size = kwargs["max_connections"]
         self._turns: dict[str, asyncio.Semaphore] = {}
         self._wait_seconds = wait_seconds
+
+    async def initialize(self, *args: Any, **kwargs: Any) -> Any:
+        client = await super().initialize(*args, **kwargs)
+        await self._close_discovery_connections()
+        return client
+
+    async def refresh_slots(self) -> None:
+        """Ask the cluster for its slot map now (after a failover or a slot migration)."""
+        await self.nodes_manager.initialize()
+        await self._close_discovery_connections()
+
+    async def _close_discovery_connections(self) -> None:
+        # redis-py asks a startup node for the slot map through a node object of its own and
+        # keeps that connection open: one more than the pool's size on that node, for nothing.
+        manager = self.nodes_manager
+        await asyncio.gather(
+            *(
+                node.disconnect()
+                for name, node in manager.startup_nodes.items()
+                if manager.nodes_cache.get(name) is not node
+            ),
+            return_exceptions=True,
+        )
 
     @contextlib.asynccontextmanager
     async def turn(self, node_name: str) -> AsyncIterator[None]:
@@ -186,3 +211,70 @@ def sync_cluster_client(kwargs: dict[str, Any], *, size: int, wait_seconds: floa
         **cluster_kwargs(kwargs),
     )
     return client
+
+
+class _HubSubscriberConnections:
+    """The stream hub's subscriber connections: each made on its own, re-authenticated with every
+    new token (a subscribed connection is not in a pool, so a pool's re-authentication misses it).
+    """
+
+    def __init__(self, kwargs: dict[str, Any]) -> None:
+        self._kwargs = kwargs
+        self._open: weakref.WeakSet[AbstractConnection] = weakref.WeakSet()
+        self._provider = kwargs.get("credential_provider")
+        self._listening = False
+
+    async def _connect(self, host: str, port: int) -> AbstractConnection:
+        """A connection of its own, authenticated and named like the pools' ones.
+
+        No health checks (they would read the replies the subscriber's loop waits for) and no
+        automatic retries: the hub reconnects and subscribes again itself.
+        """
+        if self._provider is not None and not self._listening:
+            self._listening = True
+            self._provider.on_next(self._authenticate_again)
+        options = {**self._kwargs, "host": host, "port": port}
+        # RESP3: replies and pushes are told apart, and AUTH is allowed while subscribed.
+        client = aioredis.Redis(
+            **{**options, "health_check_interval": 0, "retry": None, "protocol": 3}
+        )
+        connection = client.connection_pool.make_connection()
+        await connection.connect()
+        self._open.add(connection)
+        return connection
+
+    async def _authenticate_again(self, _token: Any) -> None:
+        # RESP3 allows AUTH on a subscribed connection; its reply reaches the subscriber's loop.
+        assert self._provider is not None
+        username, password = await self._provider.get_credentials_async()
+        for connection in tuple(self._open):
+            if connection.is_connected:
+                await connection.send_command("AUTH", username, password, check_health=False)
+
+
+class ClusterHubShards(_HubSubscriberConnections):
+    """The stream hub's subscriptions on a Redis Cluster: each channel at its slot's primary."""
+
+    def __init__(self, cluster: aioredis.Redis, kwargs: dict[str, Any]) -> None:
+        super().__init__(cluster_kwargs(kwargs))
+        self._cluster: Any = cluster
+
+    async def owner(self, channel: str, *, refresh: bool = False) -> str:
+        await self._cluster.initialize()
+        if refresh:
+            await self._cluster.refresh_slots()
+        return str(self._cluster.get_node_from_key(channel).name)
+
+    async def connect(self, node: str) -> AbstractConnection:
+        host, port = node.rsplit(":", 1)
+        return await self._connect(host, int(port))
+
+
+class SingleHubShards(_HubSubscriberConnections):
+    """The stream hub's subscriptions on one server (or a proxy-clustered Redis): one node."""
+
+    async def owner(self, channel: str, *, refresh: bool = False) -> str:
+        return f"{self._kwargs['host']}:{self._kwargs['port']}"
+
+    async def connect(self, node: str) -> AbstractConnection:
+        return await self._connect(self._kwargs["host"], self._kwargs["port"])

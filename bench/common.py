@@ -11,11 +11,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import httpx
 
@@ -28,6 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
 AGENT = "travelplanner"
 RATE = 50.0  # tokens per second per stream
+T = TypeVar("T")
 
 __all__ = ["REPO", "running_devhost", "running_redis_server", "summary", "write_results"]
 
@@ -195,6 +196,8 @@ class Received:
     entries: dict[int, float] = field(default_factory=dict)
     done: bool = False
     first: asyncio.Event = field(default_factory=asyncio.Event)
+    # An SSE client's raw reads (arrival time, bytes), parsed by settle() once streaming is over.
+    reads: list[tuple[float, bytes]] = field(default_factory=list)
 
     def event(self, event: dict[str, Any], now: float) -> None:
         self.first.set()
@@ -207,6 +210,23 @@ class Received:
         if event["type"] in TERMINAL_TYPES:
             self.done = True
 
+    def settle(self) -> None:
+        """Parse the raw reads into events (after streaming: parsing would take CPU from the
+        server while other clients still wait for their tokens)."""
+        reads, self.reads = self.reads, []
+        buffer, headers_done = b"", False
+        for at, data in reads:
+            buffer += data
+            if not headers_done:
+                end = buffer.find(b"\r\n\r\n")
+                if end < 0:
+                    continue
+                buffer, headers_done = buffer[end + 4 :], True
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                if line.startswith(b"data: "):
+                    self.event(json.loads(line[6:]), at)
+
 
 class _SseReads(asyncio.Protocol):
     """The client's end of one stream: each read's arrival time and bytes, nothing more.
@@ -218,12 +238,11 @@ class _SseReads(asyncio.Protocol):
     def __init__(self, request: bytes, received: Received) -> None:
         self._request = request
         self._received = received
-        self.reads: list[tuple[float, bytes]] = []
+        self.reads = received.reads
         self.closed = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        transport.write(self._request)
+        cast(asyncio.WriteTransport, transport).write(self._request)  # uvloop's: no subclass
 
     def data_received(self, data: bytes) -> None:
         self.reads.append((time.monotonic(), data))
@@ -241,8 +260,10 @@ async def sse_client(
     """A lean SSE client, so that the client is not the bottleneck.
 
     HTTP/1.0 (no chunked framing; the server closes the connection after the terminal event).
-    While streaming it only notes each read's arrival time; parsing happens afterwards. With a
-    ``worker``, it talks to the worker's own server as the Functions host does.
+    It only notes each read's arrival time into ``received``; :meth:`Received.settle` parses
+    them afterwards. Once the connection is closed it raises if the answer was not ``200`` (a
+    ``503`` at capacity, say). With a ``worker``, it talks to the worker's own server as the
+    Functions host does.
     """
     path = f"/api/agents/{AGENT}/conversations/{received.cid}/stream?cursor=0"
     invocation_id = new_invocation_id()
@@ -258,21 +279,21 @@ async def sse_client(
         await reads.closed
     finally:
         transport.close()
-    buffer, headers_done = b"", False
-    for at, data in reads.reads:
-        buffer += data
-        if not headers_done:
-            end = buffer.find(b"\r\n\r\n")
-            if end < 0:
-                continue
-            status = buffer.split(b" ", 2)[1]
-            if status != b"200":
-                raise RuntimeError(f"stream answered {status.decode()}")
-            buffer, headers_done = buffer[end + 4 :], True
-        *lines, buffer = buffer.split(b"\n")
-        for line in lines:
-            if line.startswith(b"data: "):
-                received.event(json.loads(line[6:]), at)
+    status_line = b"".join(data for _, data in received.reads[:4]).split(b"\r\n", 1)[0]
+    status = status_line.split(b" ", 2)[1] if status_line.count(b" ") >= 1 else b"none"
+    if status != b"200":
+        raise RuntimeError(f"stream answered {status.decode(errors='replace')}")
+
+
+def run_clients(main: Coroutine[Any, Any, T]) -> T:
+    """Run the benchmark's clients on uvloop when it is installed (the ``dev`` extra): they
+    share the machine with the server, and uvloop spends less of it per read."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
 
 
 async def attach_clients(
@@ -300,7 +321,10 @@ async def attach_clients(
             failed = [t.exception() for t in tasks if t.done() and t.exception()]
             if failed or time.monotonic() > deadline:
                 attached.cancel()
-                raise RuntimeError(f"{len(failed)} clients failed to attach: {failed[:1]}")
+                waiting = sum(1 for r in batch if not r.first.is_set())
+                raise RuntimeError(
+                    f"{len(failed)} clients failed and {waiting} were not attached: {failed[:1]}"
+                )
             await asyncio.wait([attached], timeout=0.2)  # checking for failed clients meanwhile
     return tasks
 
@@ -343,10 +367,14 @@ async def write_tokens(
 def token_latencies(
     received: Sequence[Received], written: dict[str, Any]
 ) -> tuple[list[float], int]:
-    """Every token's production → arrival time (seconds), and the clients that missed some."""
+    """Every token's production → arrival time (seconds), and the clients that missed some.
+
+    Settles every client's reads first (see :meth:`Received.settle`).
+    """
     latencies: list[float] = []
     incomplete = 0
     for r in received:
+        r.settle()
         produced = written[r.cid]["token_produced"]
         incomplete += len(r.tokens) != len(produced)
         latencies.extend(got - made for got, made in zip(r.tokens, produced, strict=False))

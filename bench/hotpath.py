@@ -23,7 +23,6 @@ per delivery falls (``--clients 1000``).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import shutil
 import signal
@@ -48,6 +47,7 @@ from .common import (
     attach_clients,
     cpu_seconds,
     print_table,
+    run_clients,
     running_redis_server,
     serving,
     stack_env,
@@ -206,7 +206,7 @@ def run_variant(
         profile = Path(tmp) / "profile.txt"
         with serving(host_name, env, code) as (host, port, pid, worker):
             load = os.getloadavg()[0]
-            result = asyncio.run(
+            result = run_clients(
                 stream_once(
                     redis_port,
                     host,

@@ -50,6 +50,7 @@ from .common import (
     cpu_seconds,
     print_table,
     rss_mib,
+    run_clients,
     running_redis_server,
     serving,
     stack_env,
@@ -188,7 +189,7 @@ def measure(
                             f" (run {repeat + 1}) ...",
                             flush=True,
                         )
-                        result = asyncio.run(
+                        result = run_clients(
                             run_config(
                                 mode,
                                 clients,

@@ -150,7 +150,7 @@ async def test_readers_are_not_cut_when_the_token_rotates(
     closer = ExpiredTokenCloser(port, credential)
     closer.start()
     clients = _Clients(settings)
-    hub = StreamHub(clients.hub, clients.readers, lanes=2, queue_limit=10_000)
+    hub = StreamHub(clients.hub, clients.hub_shards, queue_limit=10_000)
     writer_client = redis.Redis(**client_kwargs(settings.redis, socket_timeout=5.0))
     runs = [(new_conversation_id(), uuid.uuid4().hex) for _ in range(STREAMS)]
     starts = {}

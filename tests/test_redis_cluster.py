@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,11 +13,9 @@ import httpx
 import pytest
 import redis
 import redis.asyncio.cluster as aiocluster
-from redis.crc import key_slot
 
 from agentstream.config import Settings
 from agentstream.redis_clients import is_cluster
-from agentstream.streamlog.control import Limits, start_run
 from agentstream.streamlog.keys import (
     SLOT_GROUPS,
     conversation_keys,
@@ -31,13 +28,19 @@ from agentstream_dev.scripted_model.server import create_app as create_model_app
 from .api_client import AGENT, Api
 from .devhost_process import running_devhost
 from .redis_cluster import RedisClusterUnderTest, running_cluster
+from .redis_connections import ConnectionPeaks
 from .standins import scripted_services
-from .test_many_readers import attached_readers, read_lines, write_runs
+from .test_many_readers import (
+    HUB_BOUND,
+    HUB_NAMES,
+    READER_NAMES,
+    attached_readers,
+    read_lines,
+    start_runs,
+    write_runs,
+)
 
 pytestmark = pytest.mark.slow  # six cluster nodes and the app on them
-
-HUB_NAMES = ("agentstream-hub",)
-READER_NAMES = ("agentstream-readers", "agentstream-blocking-readers")
 
 
 @pytest.fixture(scope="module", params=["3-shards", "1-node"])
@@ -64,15 +67,6 @@ def app_env(cluster: RedisClusterUnderTest, model: Any) -> Iterator[dict[str, st
 
 def sync_client(cluster: RedisClusterUnderTest) -> redis.RedisCluster:
     return redis.RedisCluster(host="127.0.0.1", port=cluster.port, decode_responses=True)
-
-
-def connections(cluster: RedisClusterUnderTest, names: tuple[str, ...]) -> dict[int, int]:
-    """How many connections with these client names each live node holds (``CLIENT LIST``)."""
-    counts = {}
-    for node in cluster.live_nodes():
-        with node.client() as client:
-            counts[node.port] = sum(1 for c in client.client_list() if c["name"] in names)
-    return counts
 
 
 def test_auto_detects_the_cluster(cluster: RedisClusterUnderTest) -> None:
@@ -114,54 +108,42 @@ def test_a_conversation_runs_and_every_key_of_it_shares_its_groups_slot(
         store.close()
 
 
-# Many readers of a few conversations, and as many conversations as readers.
-@pytest.mark.parametrize(("readers", "streams"), [(300, 10), (200, 200)])
+# A thousand readers of ten conversations, and a thousand conversations with a reader each (three
+# deltas per run there: the bound and the exactness are the same, the writing is 5x shorter).
+@pytest.mark.parametrize(("readers", "streams", "deltas"), [(1000, 10, 20), (1000, 1000, 3)])
 async def test_many_readers_on_streams_of_every_shard_hold_a_bounded_number_of_connections(
-    cluster: RedisClusterUnderTest, app_env: dict[str, str], readers: int, streams: int
+    cluster: RedisClusterUnderTest,
+    app_env: dict[str, str],
+    readers: int,
+    streams: int,
+    deltas: int,
 ) -> None:
     aclient = aiocluster.RedisCluster(host="127.0.0.1", port=cluster.port, decode_responses=True)
-    runs: list[tuple[str, str]] = []
-    for _ in range(streams):
-        cid, run_id = uuid.uuid4().hex, uuid.uuid4().hex
-        started = await start_run(
-            aclient,
-            cid,
-            run_id,
-            "hello",
-            idempotency_key=None,
-            must_exist=False,
-            limits=Limits(ttl_seconds=600, maxlen=10_000),
-        )
-        assert started.outcome == "started"
-        runs.append((cid, run_id))
+    runs = await start_runs(aclient, streams)
     await aclient.aclose()
     groups = {group_tag(cid) for cid, _ in runs}
     writer_client = sync_client(cluster)
 
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=0)
-    with running_devhost(app_env) as url:
+    ports = [node.port for node in cluster.live_nodes()]
+    names = {"hub": HUB_NAMES, "readers": READER_NAMES}
+    with running_devhost(app_env) as url, ConnectionPeaks(ports, names) as seen:
         async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as http:
-            reading = await attached_readers(http, runs, readers, 120)
-            hub = connections(cluster, HUB_NAMES)
-            catch_up = connections(cluster, READER_NAMES)
-            writer = threading.Thread(target=write_runs, args=(writer_client, runs, 20))
+            reading = await attached_readers(http, runs, readers, 300, wave=100)
+            writer = threading.Thread(target=write_runs, args=(writer_client, runs, deltas))
             writer.start()
-            async with asyncio.timeout(120):
+            async with asyncio.timeout(300):
                 results = await asyncio.gather(*reading)
             await asyncio.to_thread(writer.join)
             reference = {cid: await read_lines(http, cid) for cid, _ in runs}
     writer_client.close()
 
-    # Per node: one hub connection per slot group with readers there, whatever the number of
-    # readers, and the catch-up pool's two; plus one each client used to learn the slot map.
-    lanes = {node.port: 0 for node in cluster.live_nodes()}
-    for tag in groups:
-        lanes[cluster.primary_of_slot(key_slot(tag.encode())).port] += 1
-    assert all(hub[port] <= lanes[port] + 1 for port in lanes), (hub, lanes)
-    assert all(count <= 2 + 1 for count in catch_up.values()), catch_up
+    # Per node, whatever the readers: the hub's subscriber and reads, and the catch-up pool's two.
+    assert all(count <= HUB_BOUND for count in seen.peaks["hub"].values()), seen.peaks
+    assert all(count <= 2 for count in seen.peaks["readers"].values()), seen.peaks
     assert len(groups) <= SLOT_GROUPS
     for i, lines in enumerate(results):
         expected = reference[runs[i % streams][0]]
-        assert len(expected) == 1 + 1 + 20 + 1
+        assert len(expected) == 1 + 1 + deltas + 1
         assert lines == expected
         assert [json.loads(line)["seq"] for line in lines] == list(range(len(lines)))

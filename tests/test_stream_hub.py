@@ -32,10 +32,9 @@ from agentstream.events import (
     text_event,
 )
 from agentstream.redis_clients import AtCapacity, _Clients
-from agentstream.streamlog import hub as hub_module
 from agentstream.streamlog.cursor import Cursor
-from agentstream.streamlog.hub import StreamHub
-from agentstream.streamlog.keys import stream_key
+from agentstream.streamlog.hub import StreamHub, Subscription
+from agentstream.streamlog.keys import group_tag, notice_channel, stream_key
 from agentstream.streamlog.reader import (
     KEEPALIVE,
     CursorBeyondEnd,
@@ -50,18 +49,18 @@ from .streamlog_helpers import new_conversation_id, run_log
 
 
 def make_hub(
-    port: int, lanes: int = 2, queue_limit: int = 500, cluster: str = "auto"
+    port: int, connections: int = 4, queue_limit: int = 500, cluster: str = "auto"
 ) -> tuple[StreamHub, _Clients]:
     """A hub on the app's own pools (sizes, timeouts and retries as in production)."""
     settings = Settings.from_env(
         {
             "REDIS_CONNECTION_STRING": f"127.0.0.1:{port}",
-            "STREAM_HUB_CONNECTIONS": str(lanes),
+            "STREAM_HUB_CONNECTIONS": str(connections),
             "REDIS_CLUSTER": cluster,
         }
     )
     clients = _Clients(settings)
-    hub = StreamHub(clients.hub, clients.readers, lanes=lanes, queue_limit=queue_limit)
+    hub = StreamHub(clients.hub, clients.hub_shards, queue_limit=queue_limit)
     return hub, clients
 
 
@@ -77,8 +76,8 @@ async def hub_factory(
 ) -> AsyncIterator[Callable[..., StreamHub]]:
     made: list[tuple[StreamHub, _Clients]] = []
 
-    def make(lanes: int = 2, queue_limit: int = 500) -> StreamHub:
-        made.append(make_hub(redis_port, lanes, queue_limit))
+    def make(connections: int = 4, queue_limit: int = 500) -> StreamHub:
+        made.append(make_hub(redis_port, connections, queue_limit))
         return made[-1][0]
 
     yield make
@@ -167,7 +166,7 @@ async def test_readers_joining_at_random_points_miss_and_repeat_nothing(
     seed: int,
 ) -> None:
     rng = random.Random(seed)
-    hub = hub_factory(lanes=2)
+    hub = hub_factory(connections=2)
     cids = [new_conversation_id() for _ in range(3)]
     logs = [run_log(redis_client, cid, "run") for cid in cids]
     ids: dict[str, list[str]] = {cid: ["0-0"] for cid in cids}
@@ -203,7 +202,7 @@ async def test_readers_joining_at_random_points_miss_and_repeat_nothing(
 async def test_a_slow_reader_is_cut_loose_and_the_others_finish(
     redis_client: redis.Redis, aclient: aioredis.Redis, hub_factory: Callable[..., StreamHub]
 ) -> None:
-    hub = hub_factory(lanes=1, queue_limit=4)
+    hub = hub_factory(connections=2, queue_limit=4)
     cid = new_conversation_id()
     log = run_log(redis_client, cid, "run")
     first = log.append(RUN_QUEUED, {"message": "go"}).id
@@ -229,68 +228,160 @@ async def test_a_slow_reader_is_cut_loose_and_the_others_finish(
     assert got + resumed == expected
 
 
-async def test_a_blocked_hub_wakes_at_once_for_a_new_stream(
-    redis_client: redis.Redis,
-    aclient: aioredis.Redis,
-    hub_factory: Callable[..., StreamHub],
-    monkeypatch: pytest.MonkeyPatch,
+def shard_subscribers(client: redis.Redis, cid: str) -> int:
+    """How many connections are subscribed to the conversation's group channel."""
+    channel = notice_channel(group_tag(cid))
+    return int(client.execute_command("PUBSUB", "SHARDNUMSUB", channel)[1])
+
+
+def cids_of_one_group(count: int) -> list[str]:
+    """Conversation ids whose keys share one slot group."""
+    first = new_conversation_id()
+    cids = [first]
+    while len(cids) < count:
+        cid = new_conversation_id()
+        if group_tag(cid) == group_tag(first):
+            cids.append(cid)
+    return cids
+
+
+async def taken(subscription: Subscription, count: int) -> list[Event]:
+    """The next ``count`` events the hub hands the subscription."""
+    got: list[Event] = []
+    async with asyncio.timeout(30):
+        while len(got) < count:
+            got += await subscription.take(1.0)
+    return got
+
+
+async def test_a_stream_joining_a_subscribed_group_is_read_at_once_and_nothing_blocks(
+    redis_client: redis.Redis, hub_factory: Callable[..., StreamHub]
 ) -> None:
-    # Without the wake-up, the second stream would wait out this ten-minute block.
-    monkeypatch.setattr(hub_module, "BLOCK_MS", 600_000)
-    hub = hub_factory(lanes=1)
-    first_cid, second_cid = new_conversation_id(), new_conversation_id()
+    hub = hub_factory(connections=2)
+    first_cid, second_cid = cids_of_one_group(2)
     first_log, second_log = (
         run_log(redis_client, first_cid, "a"),
         run_log(redis_client, second_cid, "b"),
     )
     first_start = first_log.append(RUN_QUEUED, {"message": "a"}).id
     second_start = second_log.append(RUN_QUEUED, {"message": "b"}).id
-    first = asyncio.create_task(events_of(await hub_reader(aclient, hub, first_cid, first_start)))
-    await until(lambda: redis_client.info("clients")["blocked_clients"] == 1)
-    second = asyncio.create_task(
-        events_of(await hub_reader(aclient, hub, second_cid, second_start))
-    )
-    await until(lambda: hub.reader_count() == 2)
-    second_log.append(RUN_COMPLETED, {"finish_reason": "stop"})
-    async with asyncio.timeout(60):
-        assert [e.type for e in await second] == [RUN_COMPLETED]
-    first_log.append(RUN_COMPLETED, {"finish_reason": "stop"})
-    async with asyncio.timeout(60):
-        assert [e.type for e in await first] == [RUN_COMPLETED]
+    first, _ = hub.join(stream_key(first_cid), first_start)
+    await until(lambda: shard_subscribers(redis_client, first_cid) == 1)
+    first_log.append(MESSAGE_DELTA, {"text": "1"})
+    await taken(first, 1)  # the group is subscribed and read
+    # An entry of the second stream whose notice the hub handles before the stream has a reader
+    # here (notices of one group come in order: the first stream's next one follows it), so
+    # only the hub's read at the join delivers it.
+    between = second_log.append(MESSAGE_DELTA, {"text": "between"}).id
+    first_log.append(MESSAGE_DELTA, {"text": "2"})
+    await taken(first, 1)
+    second, _ = hub.join(stream_key(second_cid), second_start)
+    assert [e.id for e in await taken(second, 1)] == [between]
+    # One subscription serves the group, and no connection ever waits in a blocking read.
+    assert shard_subscribers(redis_client, first_cid) == 1
+    assert redis_client.info("clients")["blocked_clients"] == 0
+    hub.leave(first)
+    hub.leave(second)
 
 
 async def test_a_reader_that_goes_away_leaves_the_hub_at_once(
-    redis_client: redis.Redis,
-    aclient: aioredis.Redis,
-    hub_factory: Callable[..., StreamHub],
-    monkeypatch: pytest.MonkeyPatch,
+    redis_client: redis.Redis, aclient: aioredis.Redis, hub_factory: Callable[..., StreamHub]
 ) -> None:
-    # Without the wake-up, the lane would keep reading the stream for this ten-minute block.
-    monkeypatch.setattr(hub_module, "BLOCK_MS", 600_000)
-    hub = hub_factory(lanes=1)
+    hub = hub_factory(connections=2)
     cid = new_conversation_id()
     start = run_log(redis_client, cid, "run").append(RUN_QUEUED, {"message": "go"}).id
     items = (await hub_reader(aclient, hub, cid, start)).items()
     waiting = asyncio.create_task(anext(items))
     await until(lambda: hub.reader_count() == 1)
-    await until(lambda: redis_client.info("clients")["blocked_clients"] == 1)
+    await until(lambda: shard_subscribers(redis_client, cid) == 1)
     waiting.cancel()  # what the server does when the client disconnects
     with pytest.raises(asyncio.CancelledError):
         await waiting
     assert hub.reader_count() == 0
-    # The lane's blocked read over that stream is reissued without it, and nothing is left.
-    await until(lambda: redis_client.info("clients")["blocked_clients"] == 0)
+    # The group without readers is unsubscribed, and its connection closed.
+    await until(lambda: shard_subscribers(redis_client, cid) == 0)
+    await until(lambda: hub.connection_count() == 0)
+
+
+async def test_a_dropped_subscription_is_made_again_and_what_came_meanwhile_is_read(
+    redis_client: redis.Redis, hub_factory: Callable[..., StreamHub]
+) -> None:
+    hub = hub_factory(connections=2)
+    cid = new_conversation_id()
+    log = run_log(redis_client, cid, "run")
+    start = log.append(RUN_QUEUED, {"message": "go"}).id
+    subscription, _ = hub.join(stream_key(cid), start)
+    await until(lambda: shard_subscribers(redis_client, cid) == 1)
+    log.append(MESSAGE_DELTA, {"text": "before"})
+    await taken(subscription, 1)  # nothing is left in flight to the hub
+    # A dropped connection (a proxy, a token that expired): pub/sub forgets what it sent while
+    # nobody listened, so the entry below reaches the hub only through the read that follows
+    # the new subscription's confirmation.
+    assert redis_client.client_kill_filter(_type="pubsub") == 1
+    meanwhile = log.append(RUN_COMPLETED, {"finish_reason": "stop"}).id
+    assert [e.id for e in await taken(subscription, 1)] == [meanwhile]
+    assert shard_subscribers(redis_client, cid) == 1
+    hub.leave(subscription)
+
+
+async def reading_with_fallback(
+    clients: _Clients, hub: StreamHub, cid: str, start: str
+) -> asyncio.Task[list[Event]]:
+    """A reader through the hub, as the app opens one (a blocking read of its own as fallback)."""
+    opened = await open_stream(
+        clients.readers,
+        cid,
+        Cursor(start),
+        keepalive_seconds=15,
+        max_seconds=60,
+        hub=hub,
+        fallback=clients.blocking,
+    )
+    return asyncio.create_task(events_of(opened))
+
+
+async def test_a_redis_that_refuses_sharded_pub_sub_gets_a_blocking_read_per_reader(
+    redis_port: int, redis_client: redis.Redis
+) -> None:
+    """What Redis 6 (no SSUBSCRIBE) does; here an ACL user that may not use it."""
+    redis_client.acl_setuser(
+        "no-sharded-pubsub",
+        enabled=True,
+        passwords=["+secret"],
+        keys=["*"],
+        channels=["*"],
+        commands=["+@all", "-ssubscribe"],
+    )
+    settings = Settings.from_env(
+        {"REDIS_CONNECTION_STRING": f"redis://no-sharded-pubsub:secret@127.0.0.1:{redis_port}"}
+    )
+    clients = _Clients(settings)
+    hub = StreamHub(clients.hub, clients.hub_shards, queue_limit=500)
+    try:
+        cid = new_conversation_id()
+        log = run_log(redis_client, cid, "run")
+        start = log.append(RUN_QUEUED, {"message": "go"}).id
+        reader = await reading_with_fallback(clients, hub, cid, start)
+        await until(lambda: hub.unsupported)
+        for i in range(3):
+            log.append(MESSAGE_DELTA, {"text": f"{i}"})
+        log.append(RUN_COMPLETED, {"finish_reason": "stop"})
+        async with asyncio.timeout(60):
+            assert await reader == expected_after(redis_client, cid, start)
+    finally:
+        await close_hub(hub, clients)
+        redis_client.acl_deluser("no-sharded-pubsub")
 
 
 @pytest.mark.slow  # an outage
 async def test_readers_end_cleanly_when_the_hub_loses_redis() -> None:
     with running_redis_server() as port, redis.Redis(port=port, decode_responses=True) as client:
-        hub, clients = make_hub(port, lanes=1)
+        hub, clients = make_hub(port, connections=2)
         cid = new_conversation_id()
         start = run_log(client, cid, "run").append(RUN_QUEUED, {"message": "go"}).id
         opened = await hub_reader(clients.readers, hub, cid, start)
         reader = asyncio.create_task(events_of(opened))
-        await until(lambda: client.info("clients")["blocked_clients"] == 1)
+        await until(lambda: shard_subscribers(client, cid) == 1)
         client.shutdown(nosave=True)
         async with asyncio.timeout(60):
             assert await reader == []  # the response ends; the client resumes by cursor
@@ -320,55 +411,30 @@ def single_node_cluster() -> Iterator[int]:
 
 
 @pytest.mark.slow  # a cluster-mode redis-server of its own
-async def test_a_plain_client_on_a_clustered_redis_turns_the_hub_to_one_lane_per_slot_group() -> (
-    None
-):
-    """A proxy-clustered Redis answers a plain client but refuses multi-slot reads."""
+async def test_a_plain_client_on_a_clustered_redis_is_served_by_the_hub() -> None:
+    """A proxy-clustered Redis answers a plain client and refuses multi-slot commands: the hub
+    sends none (one channel per SSUBSCRIBE, one group's streams per XREAD)."""
     with single_node_cluster() as port, redis.Redis(port=port, decode_responses=True) as client:
-        hub, clients = make_hub(port, lanes=1, cluster="false")
-        cid = new_conversation_id()
-        log = run_log(client, cid, "run")
-        start = log.append(RUN_QUEUED, {"message": "go"}).id
-        opened = await open_stream(
-            clients.readers,
-            cid,
-            Cursor(start),
-            keepalive_seconds=15,
-            max_seconds=60,
-            hub=hub,
-            fallback=clients.blocking,
-        )
-        # The first read mixes the lane's wake stream and the conversation's: CROSSSLOT. The
-        # reader goes on with a blocking read of its own.
-        reader = asyncio.create_task(events_of(opened))
-        await until(lambda: hub.grouped)
+        hub, clients = make_hub(port, connections=2, cluster="false")
+        cids = [new_conversation_id() for _ in range(6)]  # most likely of several groups
+        logs = [run_log(client, cid, "run") for cid in cids]
+        starts = [log.append(RUN_QUEUED, {"message": "go"}).id for log in logs]
+        readers = []
+        for cid, start in zip(cids, starts, strict=True):
+            readers.append(await reading_with_fallback(clients, hub, cid, start))
+        await until(lambda: hub.reader_count() == len(cids))
         for i in range(5):
-            log.append(MESSAGE_DELTA, {"text": f"{i}"})
-        log.append(RUN_COMPLETED, {"finish_reason": "stop"})
+            for log in logs:
+                log.append(MESSAGE_DELTA, {"text": f"{i}"})
+        for log in logs:
+            log.append(RUN_COMPLETED, {"finish_reason": "stop"})
         async with asyncio.timeout(60):
-            assert await reader == expected_after(client, cid, start)
-        # Later readers are served by the slot group's lane.
-        cid2 = new_conversation_id()
-        log2 = run_log(client, cid2, "run")
-        start2 = log2.append(RUN_QUEUED, {"message": "go"}).id
-        later = await open_stream(
-            clients.readers,
-            cid2,
-            Cursor(start2),
-            keepalive_seconds=15,
-            max_seconds=60,
-            hub=hub,
-            fallback=clients.blocking,
-        )
-        assert isinstance(later, HubStream)
-        live = asyncio.create_task(events_of(later))
-        await until(lambda: hub.reader_count() == 1)
-        for i in range(5):
-            log2.append(MESSAGE_DELTA, {"text": f"{i}"})
-        log2.append(RUN_COMPLETED, {"finish_reason": "stop"})
-        async with asyncio.timeout(60):
-            assert await live == expected_after(client, cid2, start2)
+            results = await asyncio.gather(*readers)
+        for cid, start, got in zip(cids, starts, results, strict=True):
+            assert got == expected_after(client, cid, start)
         assert not hub.unsupported
+        names = [c["name"] for c in client.client_list()]
+        assert "agentstream-blocking-readers" not in names
         await close_hub(hub, clients)
 
 
@@ -453,11 +519,14 @@ async def test_an_exhausted_pool_is_at_capacity_and_other_pools_still_answer(
 
 def test_pool_settings_have_small_defaults_and_errors_name_the_setting() -> None:
     pools = Settings.from_env({}).pools
-    assert (pools.hub, pools.hub_connections, pools.catch_up_connections) == (True, 2, 2)
+    assert (pools.hub, pools.hub_connections, pools.catch_up_connections) == (True, 4, 2)
     assert pools.request_connections == 16 and pools.max_readers == 2000
     assert Settings.from_env({"STREAM_HUB": "off"}).pools.hub is False
     for name in ("REDIS_MAX_CONNECTIONS", "STREAM_HUB_CONNECTIONS", "STREAM_READER_QUEUE"):
         with pytest.raises(ConfigError, match=name):
             Settings.from_env({name: "0"})
+    # One subscriber and at least one reading connection.
+    with pytest.raises(ConfigError, match="STREAM_HUB_CONNECTIONS must be at least 2"):
+        Settings.from_env({"STREAM_HUB_CONNECTIONS": "1"})
     with pytest.raises(ConfigError, match="STREAM_HUB"):
         Settings.from_env({"STREAM_HUB": "maybe"})

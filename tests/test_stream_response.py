@@ -28,7 +28,7 @@ from agentstream.events import (
 )
 from agentstream.streamlog.cursor import Cursor
 from agentstream.streamlog.hub import StreamHub, Subscription
-from agentstream.streamlog.keys import stream_key
+from agentstream.streamlog.keys import group_tag, notice_channel, stream_key
 from agentstream.streamlog.reader import CATCH_UP_PAGE, ReaderSlots, open_stream
 
 from .streamlog_helpers import new_conversation_id
@@ -39,13 +39,14 @@ FORMAT = stream_format(SSE, 1000)
 
 @pytest_asyncio.fixture
 async def hub(redis_port: int) -> AsyncIterator[StreamHub]:
-    made, clients = make_hub(redis_port, lanes=1)
+    made, clients = make_hub(redis_port, connections=2)
     yield made
     await close_hub(made, clients)
 
 
 def append_events(client: redis.Redis, cid: str, types: list[str], *, atomic: bool = False) -> list:
-    """Entries as the append script writes them (same fields, same order), in one round trip."""
+    """Entries as the append script writes them (same fields, same order, the same notice), in
+    one round trip."""
     key = stream_key(cid)
     first_seq = client.xlen(key)
     with client.pipeline(transaction=atomic) as pipe:
@@ -54,7 +55,8 @@ def append_events(client: redis.Redis, cid: str, types: list[str], *, atomic: bo
             data = f'{{"text":"{seq} "}}' if event_type == MESSAGE_DELTA else "{}"
             fields = {"type": event_type, "run": "r1", "seq": seq, "ts": 1, "data": data}
             pipe.xadd(key, fields)
-        return pipe.execute()
+        pipe.spublish(notice_channel(group_tag(cid)), key)  # what the script's notify() sends
+        return pipe.execute()[: len(types)]
 
 
 class Recorder:
@@ -136,9 +138,9 @@ async def test_events_of_one_loop_turn_reach_a_live_reader_in_one_write(
     recorder = Recorder()
     responding = asyncio.create_task(respond(aclient, cid, "0-0", hub, recorder))
     await until(lambda: hub.reader_count() == 1)
-    await until(lambda: redis_client.info("clients")["blocked_clients"] == 1)
-    # One transaction: the hub's blocked read returns the three entries in one reply, handed to
-    # the reader in one loop turn.
+    await until(lambda: hub.connection_count() >= 1)
+    # One transaction: the hub's read after its notice returns the three entries in one reply,
+    # handed to the reader in one loop turn.
     append_events(redis_client, cid, [MESSAGE_DELTA] * 3, atomic=True)
     await until(lambda: len(recorder.bodies) == 2)
     append_events(redis_client, cid, [RUN_COMPLETED])

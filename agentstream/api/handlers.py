@@ -351,6 +351,7 @@ async def stream(req: Request) -> Response:
         _lease_check(redis, conversation_id, limits),
         on_end=ended,
         on_batch=observation.batch_sent if observation is not None else None,
+        on_gone=functools.partial(control.deletion_event, redis, conversation_id),
     )
     return response
 

@@ -35,7 +35,7 @@ _IDS = {"agent": "agentstream.agent", "cid": "agentstream.conversation_id"}
 _RUN_ID = "agentstream.run_id"
 _LOG_NAMES = {"agentstream.agent": "agent", _IDS["cid"]: "conversation", _RUN_ID: "run"}
 
-telemetry.observe_hub_connections(lambda: [hub.lane_count() for hub in live_hubs()])
+telemetry.observe_hub_connections(lambda: [hub.connection_count() for hub in live_hubs()])
 
 
 def route_template(request: Request) -> str:

@@ -42,9 +42,10 @@ class EventStreamResponse(Response):
     """A stream's events after the cursor, in one format, until the terminal event.
 
     ``on_idle`` runs on every keep-alive tick (it ends a run whose worker is gone); when it
-    returns False the stream itself is gone and the response ends. ``on_batch`` (telemetry, when
-    it is on) sees each batch sent. ``on_end`` runs when the response ends, however it ends;
-    ``events_sent``, ``bytes_sent`` and ``end_reason`` then say what it did.
+    returns False the stream itself is gone, and the response ends with ``on_gone``'s event (the
+    ``run.cancelled`` of a delete this reader had not read yet) if it follows on. ``on_batch``
+    (telemetry, when it is on) sees each batch sent. ``on_end`` runs when the response ends,
+    however it ends; ``events_sent``, ``bytes_sent`` and ``end_reason`` then say what it did.
     """
 
     def __init__(
@@ -54,6 +55,7 @@ class EventStreamResponse(Response):
         on_idle: Callable[[], Awaitable[bool]],
         on_end: Callable[[], None] = lambda: None,
         on_batch: Callable[[list[Event]], None] | None = None,
+        on_gone: Callable[[], Awaitable[Event | None]] | None = None,
     ) -> None:
         # Not Response.__init__: a streamed body has no Content-Length.
         self.status_code = 200
@@ -65,6 +67,7 @@ class EventStreamResponse(Response):
         self._on_idle = on_idle
         self._on_end = on_end
         self._on_batch = on_batch
+        self._on_gone = on_gone
         self.events_sent = 0
         self.bytes_sent = 0
         # terminal | max_duration | gone (deleted or expired) | truncated | store_error
@@ -104,7 +107,7 @@ class EventStreamResponse(Response):
                         if keepalive:
                             await send(_body(keepalive))
                         if not await self._on_idle():
-                            self.end_reason = "gone"
+                            await self._end_gone(send, continuity)
                             return
                         continue
                     following = continuity.follow(batch)
@@ -128,6 +131,21 @@ class EventStreamResponse(Response):
             # The response has started; end it cleanly and let the client resume from its cursor.
             logger.warning("stream ended early: %s", type(exc).__name__)
             self.end_reason = "store_error"
+
+    async def _end_gone(self, send: Send, continuity: SeqContinuity) -> None:
+        """The stream went (deleted or expired) while this reader waited for more."""
+        self.end_reason = "gone"
+        final = await self._on_gone() if self._on_gone is not None else None
+        if final is None or continuity.follow([final]) == 0:
+            return  # nothing kept, or the reader was further behind than the last event
+        chunk = final.frame(self._format.media_type)
+        if chunk:
+            await send(_body(chunk))
+        self.events_sent += 1
+        self.bytes_sent += len(chunk)
+        self.end_reason = "terminal"
+        if self._on_batch is not None:
+            self._on_batch([final])
 
     def _truncated(self, batch: list[Event], following: int, continuity: SeqContinuity) -> bytes:
         """The events before the hole the ``MAXLEN`` cap left, then the frame that names it.

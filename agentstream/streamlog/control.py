@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
 from ..config import Settings
-from ..events import RUN_FAILED, TERMINAL_TYPES, dumps_line
+from ..events import RUN_CANCELLED, RUN_FAILED, TERMINAL_TYPES, Event, dumps_line
 from . import scripts
 from .keys import conversation_key, conversation_keys, deleted_key, meta_key
 from .replication import call_replicated_async, replicas_needed
@@ -255,19 +255,37 @@ async def delete_conversation(client: aioredis.Redis, conversation_id: str, limi
     conversation.
 
     An active run is ended with ``run.cancelled`` first, in its own step, so that readers blocked
-    on the stream receive it before the stream goes.
+    on the stream receive it before the stream goes; a reader that was still behind finds it in
+    the deleted mark (:func:`deletion_event`).
     """
-    found = await _run(
-        client, scripts.END_FOR_DELETE, conversation_id, limits, int(time.time() * 1000)
-    )
-    if not found:
+    ts = int(time.time() * 1000)
+    ended = await _run(client, scripts.END_FOR_DELETE, conversation_id, limits, ts)
+    if not ended:
         return False
+    mark = "1"
+    if len(ended) > 1:
+        entry_id, run, seq = ended[1:]
+        fields = {"type": RUN_CANCELLED, "run": run, "seq": seq, "ts": str(ts), "data": "{}"}
+        mark = json.dumps([entry_id, fields])
     # The mark keeps a run signalled before the delete from being re-created (requeue.py).
     async with client.pipeline(transaction=True) as pipe:
         pipe.delete(*conversation_keys(conversation_id))
-        pipe.set(deleted_key(conversation_id), 1, px=int(limits.start_deadline_seconds * 1000))
+        pipe.set(deleted_key(conversation_id), mark, px=int(limits.start_deadline_seconds * 1000))
         await pipe.execute()
     return True
+
+
+async def deletion_event(client: aioredis.Redis, conversation_id: str) -> Event | None:
+    """The ``run.cancelled`` a delete ended the conversation's run with, while the mark lasts.
+
+    A live reader that was behind when the stream went never read it from the stream; this is
+    the same entry (id, run, ``seq``), so it ends that reader's response as the stream would have.
+    """
+    mark = await client.get(deleted_key(conversation_id))
+    if not mark or mark == "1":
+        return None
+    entry_id, fields = json.loads(mark)
+    return Event.from_entry(entry_id, fields)
 
 
 async def conversation_exists(client: aioredis.Redis, conversation_id: str) -> bool:

@@ -1,51 +1,72 @@
-"""The per-process stream hub: a few blocking ``XREAD``s serve every live reader.
+"""The per-process stream hub: a bounded set of Redis connections serves every live reader.
 
-A reader that has caught up joins the hub at its last id and gets a :class:`Subscription`. The
-hub spreads the streams that have readers over a fixed number of *lanes*, one Redis connection
-each; a lane issues one blocking ``XREAD`` over all of its streams, decodes each new entry once
-and hands the same :class:`~agentstream.events.Event` to every reader of that stream (the
-encodings are cached on the event, so they are computed once too).
+A reader that has caught up joins the hub at its last id and gets a :class:`Subscription`. The hub
+learns that a stream has new entries from a **sharded pub/sub notice**: every script that appends
+to a stream publishes the stream's key on its slot group's channel (``SPUBLISH``, in the same
+script, so the writer pays no extra round trip; :func:`~.keys.notice_channel`). The hub keeps one
+subscriber connection per Redis node (shard) for the channels of the groups that have readers, and
+on a notice reads the group's notified streams with one non-blocking ``XREAD`` (the group's keys
+share one slot), on a pool of at most ``STREAM_HUB_CONNECTIONS - 1`` connections per node. Each
+entry is decoded once and the same :class:`~agentstream.events.Event` goes to every reader of that
+stream (its encodings are cached on it, so they are computed once too). So a worker holds at most
+``STREAM_HUB_CONNECTIONS`` hub connections per node, whatever its readers and streams, on a single
+Redis, a Redis Cluster and a proxy-clustered Redis alike: no command of the hub spans two slots.
 
-A lane blocked in ``XREAD`` is woken at once when a new stream joins it or its last reader of a
-stream leaves: every lane's read also covers a small wake stream of its own, and such a change
-appends to it. The wake stream is read from the
-last id the lane saw (not ``$``), so a wake that reaches Redis before the read still counts. Plain
-``XADD`` works on every Redis from 6.0 and needs no ``CLIENT`` permissions.
+Pub/sub delivers at most once, so nothing relies on a notice alone. A group's streams are read
+once its subscription is confirmed (``ssubscribe``), which covers what was appended before; a
+stream that joins a live group is read at once. When the subscriber connection drops, or Redis
+moves the channel's slot away (``-MOVED`` on ``SSUBSCRIBE``, an unasked ``sunsubscribe`` when the
+node loses the slot), the channel is subscribed again at its owner and read again after the
+confirmation. Only when Redis stays unreachable for about ten seconds do the readers' responses
+end (the clients resume by cursor).
 
 A reader whose bounded queue fills is cut loose: it keeps what is queued, ends its response, and
-the client resumes by cursor; the others are not held back. A reader that goes away leaves at once.
-If a lane's connection fails, its readers' responses end the same way.
-
-On a Redis Cluster (or any Redis that refuses multi-slot commands) one ``XREAD`` can only cover
-keys of one slot. There the hub is *grouped*: it keeps one lane per slot group
-(:data:`~.keys.SLOT_GROUPS`, see :mod:`.keys`), created when the group's first stream gets a
-reader; every stream and the lane's wake stream share the group's hash tag. A worker then holds at
-most one hub connection per group, however many readers and streams it serves. A hub that is not
-grouped and meets ``CROSSSLOT`` (a proxy-clustered Redis reached with a plain client) turns
-grouped; the readers of that read go on with a blocking read each for the rest of their response.
+the client resumes by cursor; the others are not held back. A reader that goes away leaves at once;
+a group without readers is unsubscribed. A Redis without sharded pub/sub (Redis 6) or an ACL that
+refuses it turns the hub off: readers go on with a blocking read each (:data:`UNSUPPORTED`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from collections import deque
+from collections.abc import Coroutine
+from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 import redis.exceptions
+from redis.asyncio.connection import AbstractConnection
+from redis.crc import key_slot
 
+from ..backoff import REDIS_WRITE
 from ..events import Event
-from .keys import hash_tag
+from .keys import hash_tag, notice_channel
 
 logger = logging.getLogger(__name__)
 
-WAKE_KEY_TTL_MS = 3_600_000
 UNSUPPORTED = "unsupported"  # why subscriptions end when Redis cannot serve the hub
-# How long one blocking read waits before it is reissued (with the current set of streams).
-BLOCK_MS = 5_000
+# A subscriber connection that stayed silent this long is sent a PING; one that stays silent
+# for another such interval is taken for dead and replaced.
+PING_SECONDS = 10.0
+# Reconnecting a subscriber: about ten seconds of tries (a failover's election fits), then the
+# readers of its groups end and their clients resume by cursor.
+RECONNECT_TRIES = 12
 # A timer may fire this much before its deadline (the loop's clock resolution and rounding).
 _TIMER_SLACK = 0.001
+_NOTICE_PREFIX = notice_channel("")[: -len("{}")]
+
+
+class HubShards(Protocol):
+    """Where the hub's subscriptions go: the node that owns a channel, and a connection to it."""
+
+    async def owner(self, channel: str, *, refresh: bool = False) -> str:
+        """The name of the node serving ``channel``'s slot (``refresh``: ask Redis again)."""
+        ...
+
+    async def connect(self, node: str) -> AbstractConnection:
+        """A new connection to ``node`` (authenticated, named, not pooled)."""
+        ...
 
 
 class Subscription:
@@ -144,144 +165,40 @@ class _Stream:
         self.subscribers: set[Subscription] = set()
 
 
-class _Lane:
-    """One connection's worth of streams, read by one blocking ``XREAD`` at a time."""
+class _Group:
+    """The streams of one slot group that have readers: one channel, one read at a time."""
 
-    def __init__(self, hub: StreamHub, wake_key: str, *, single_slot: bool = False) -> None:
-        self.hub = hub
-        self.single_slot = single_slot  # a slot group's lane: its keys share one hash tag
+    __slots__ = ("channel", "dirty", "live", "node", "reader", "streams", "tag")
+
+    def __init__(self, tag: str) -> None:
+        self.tag = tag
+        self.channel = notice_channel(tag)
         self.streams: dict[str, _Stream] = {}
-        self.wake_key = wake_key
-        self.wake_last = "0-0"
-        self.task: asyncio.Task[None] | None = None
-        self.reading = False  # the current XREAD's set of streams is fixed
-        self.wake_sent = False
-
-    def added_stream(self) -> None:
-        """A stream joined: make sure the lane reads it now, not after the current block."""
-        if self.task is None or self.task.done():
-            self.task = asyncio.get_running_loop().create_task(self._run())
-            self.hub.tasks.add(self.task)
-            self.task.add_done_callback(self.hub.tasks.discard)
-        else:
-            self._reissue_read()
-
-    def removed_stream(self) -> None:
-        """A stream lost its last reader: stop reading it now, not after the current block."""
-        self._reissue_read()
-
-    def _reissue_read(self) -> None:
-        if self.reading and not self.wake_sent:
-            self.wake_sent = True
-            wake = asyncio.get_running_loop().create_task(self._wake())
-            self.hub.tasks.add(wake)
-            wake.add_done_callback(self.hub.tasks.discard)
-
-    async def _wake(self) -> None:
-        try:
-            async with self.hub.waker.pipeline(transaction=False) as pipe:
-                pipe.xadd(self.wake_key, {"w": "1"}, maxlen=1, approximate=False)
-                pipe.pexpire(self.wake_key, WAKE_KEY_TTL_MS)
-                await pipe.execute()
-        except (redis.exceptions.RedisError, OSError) as exc:
-            # The new stream is still read when the current block times out.
-            logger.warning("stream hub wake-up failed: %s", type(exc).__name__)
-
-    async def _run(self) -> None:
-        try:
-            while self.streams:
-                self.reading = True
-                asked = dict(self.streams)
-                keys = {self.wake_key: self.wake_last}
-                keys.update((key, stream.last_id) for key, stream in asked.items())
-                try:
-                    reply = await self.hub.client.xread(
-                        keys, count=self.hub.batch_size, block=BLOCK_MS
-                    )
-                finally:
-                    self.reading = False
-                    self.wake_sent = False
-                for key, entries in reply or ():
-                    if key == self.wake_key:
-                        self.wake_last = entries[-1][0]
-                        continue
-                    stream = self.streams.get(key)
-                    # A stream that was left and joined again during the read starts at its own
-                    # new position: its next read fetches what it needs.
-                    if stream is not None and stream is asked.get(key):
-                        self._deliver(key, stream, entries)
-        except redis.exceptions.ClusterCrossSlotError:
-            # A clustered Redis (Azure Managed Redis among them) refuses an XREAD over keys in
-            # different hash slots. This read's readers go on with a blocking read each; later
-            # readers are served by one lane per slot group.
-            if not self.single_slot:
-                if not self.hub.grouped:
-                    logger.warning(
-                        "Redis refuses reading streams of several slots at once (clustered); "
-                        "the stream hub now reads each slot group on a lane of its own"
-                    )
-                self.hub.grouped = True
-            elif not self.hub.unsupported:
-                logger.warning(
-                    "Redis refuses reading several streams at once; the stream hub is off, "
-                    "every reader uses a blocking read of its own"
-                )
-                self.hub.unsupported = True
-            self._end_all(UNSUPPORTED)
-        except (redis.exceptions.RedisError, OSError) as exc:
-            logger.warning("stream hub read failed, ending its readers: %s", type(exc).__name__)
-            self._end_all("redis")
-        except Exception as exc:  # noqa: BLE001 - whatever it was, no reader may wait forever
-            logger.error("stream hub failed, ending its readers: %s", type(exc).__name__)
-            self._end_all("error")
-        except asyncio.CancelledError:
-            self._end_all("closed")
-            raise
-
-    def _deliver(
-        self, key: str, stream: _Stream, entries: list[tuple[str, dict[str, str]]]
-    ) -> None:
-        for entry_id, fields in entries:
-            event = Event.from_entry(entry_id, fields)
-            stream.last_id = event.id
-            for subscription in tuple(stream.subscribers):
-                if not subscription.offer(event):
-                    stream.subscribers.discard(subscription)
-        if not stream.subscribers:
-            del self.streams[key]
-
-    def _end_all(self, reason: str) -> None:
-        for stream in self.streams.values():
-            for subscription in stream.subscribers:
-                subscription.end(reason)
-        self.streams.clear()
+        self.dirty: set[str] = set()  # streams to read: notified, or not read since they joined
+        self.live = False  # the subscription is confirmed: notices arrive
+        self.node: _NodeSubscriber | None = None
+        self.reader: asyncio.Task[None] | None = None
 
 
 class StreamHub:
-    """Live readers of one event loop, served by ``lanes`` blocking reads."""
+    """Live readers of one event loop, served by a bounded set of connections per Redis node."""
 
     def __init__(
         self,
         client: aioredis.Redis,
-        waker: aioredis.Redis,
+        shards: HubShards,
         *,
-        lanes: int,
         queue_limit: int,
         batch_size: int = 100,
-        grouped: bool = False,
     ) -> None:
-        self.client = client  # one connection per lane, for the blocking reads
-        self.waker = waker  # short commands: the wake-up appends
+        self.client = client  # the non-blocking reads (a pool bounded per node)
+        self.shards = shards
         self.batch_size = batch_size
         self.queue_limit = queue_limit
         self.tasks: set[asyncio.Task[None]] = set()
-        self.unsupported = False  # set once Redis refused even a single-slot multi-stream read
-        self.grouped = grouped  # one lane per slot group (a cluster), else ``lanes`` lanes
-        self._id = uuid.uuid4().hex
-        self._lanes = [
-            _Lane(self, f"agentstream-hub-wake:{self._id}:{index}") for index in range(lanes)
-        ]
-        self._group_lanes: dict[str, _Lane] = {}
+        self.unsupported = False  # set once Redis refused sharded pub/sub
+        self._groups: dict[str, _Group] = {}
+        self._nodes: dict[str, _NodeSubscriber] = {}
 
     def join(self, key: str, last_id: str) -> tuple[Subscription, str]:
         """Subscribe to ``key`` after ``last_id``.
@@ -290,53 +207,330 @@ class StreamHub:
         after that id will be queued; if it is later than ``last_id`` the reader fetches the ones
         in between itself, and if it is earlier the reader skips those it already has.
         """
-        lane = self._lane_of(key)
-        stream = lane.streams.get(key)
-        created = stream is None
-        if stream is None:
-            stream = lane.streams[key] = _Stream(last_id)
+        tag = hash_tag(key)
+        group = self._groups.get(tag)
+        if group is None:
+            group = self._groups[tag] = _Group(tag)
+            self.spawn(self._place(group))
+        stream = group.streams.get(key)
         subscription = Subscription(key, self.queue_limit)
+        if stream is None:
+            stream = group.streams[key] = _Stream(last_id)
+            if group.live:
+                self._mark(group, key)
+            # else: read once the subscription is confirmed
         stream.subscribers.add(subscription)
-        if created:
-            lane.added_stream()
         return subscription, stream.last_id
 
     def leave(self, subscription: Subscription) -> None:
         """The reader is gone (finished, disconnected or cut loose)."""
         subscription.end("left")
-        for lane in self._all_lanes():
-            stream = lane.streams.get(subscription.key)
-            if stream is not None and subscription in stream.subscribers:
-                stream.subscribers.discard(subscription)
-                if not stream.subscribers:
-                    del lane.streams[subscription.key]
-                    lane.removed_stream()
-                return
+        group = self._groups.get(hash_tag(subscription.key))
+        stream = group.streams.get(subscription.key) if group is not None else None
+        if group is not None and stream is not None and subscription in stream.subscribers:
+            stream.subscribers.discard(subscription)
+            if not stream.subscribers:
+                self._forget_stream(group, subscription.key)
 
     def reader_count(self) -> int:
-        return sum(len(s.subscribers) for lane in self._all_lanes() for s in lane.streams.values())
+        return sum(
+            len(s.subscribers) for group in self._groups.values() for s in group.streams.values()
+        )
 
-    def lane_count(self) -> int:
-        """Lanes that read (each holds one Redis connection while it does)."""
-        return sum(1 for lane in self._all_lanes() if lane.streams)
+    def connection_count(self) -> int:
+        """Subscriber connections open plus reads in flight (each holds a Redis connection)."""
+        subscribers = sum(1 for node in self._nodes.values() if node.conn is not None)
+        reads = sum(1 for group in self._groups.values() if group.reader is not None)
+        return subscribers + reads
 
     async def aclose(self) -> None:
         for task in tuple(self.tasks):
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
 
-    def _all_lanes(self) -> list[_Lane]:
-        return [*self._lanes, *self._group_lanes.values()]
+    def spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(work)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
 
-    def _lane_of(self, key: str) -> _Lane:
-        for lane in self._all_lanes():
-            if key in lane.streams:
-                return lane
-        if self.grouped:
-            tag = hash_tag(key)
-            group_lane = self._group_lanes.get(tag)
-            if group_lane is None:
-                wake_key = f"agentstream-hub-wake:{{{tag}}}:{self._id}"
-                group_lane = self._group_lanes[tag] = _Lane(self, wake_key, single_slot=True)
-            return group_lane
-        return min(self._lanes, key=lambda lane: len(lane.streams))
+    # -- subscriptions
+
+    async def _place(self, group: _Group, *, refresh: bool = False) -> None:
+        """Subscribe the group's channel at the node that owns it."""
+        try:
+            node = await self.shards.owner(group.channel, refresh=refresh)
+        except (redis.exceptions.RedisError, OSError) as exc:
+            logger.warning("stream hub cannot locate its channel: %s", type(exc).__name__)
+            self._end_group(group, "redis")
+            return
+        if self._groups.get(group.tag) is group:
+            subscriber = self._nodes.get(node)
+            if subscriber is None:
+                subscriber = self._nodes[node] = _NodeSubscriber(self, node)
+            subscriber.want(group)
+
+    def _confirmed(self, group: _Group) -> None:
+        """The group's subscription is (again) confirmed: read every stream, for what came
+        before it."""
+        if self._groups.get(group.tag) is group:
+            group.live = True
+            for key in group.streams:
+                self._mark(group, key)
+
+    def _notice(self, group: _Group, key: str) -> None:
+        if group.live and key in group.streams:
+            self._mark(group, key)
+
+    def _relocate(self, group: _Group) -> None:
+        """The group's node no longer serves its channel: subscribe where it went."""
+        group.live = False
+        group.node = None
+        if self._groups.get(group.tag) is group:
+            self.spawn(self._place(group, refresh=True))
+
+    def _refused(self) -> None:
+        """Redis has no sharded pub/sub for us: every reader goes on with a read of its own."""
+        if not self.unsupported:
+            logger.warning(
+                "Redis refuses sharded pub/sub (SSUBSCRIBE); the stream hub is off, every reader "
+                "uses a blocking read of its own"
+            )
+            self.unsupported = True
+        for group in tuple(self._groups.values()):
+            self._end_group(group, UNSUPPORTED)
+
+    # -- reads
+
+    def _mark(self, group: _Group, key: str) -> None:
+        group.dirty.add(key)
+        if group.reader is None:
+            group.reader = self.spawn(self._read(group))
+
+    async def _read(self, group: _Group) -> None:
+        """Read the group's notified streams until none is left, one ``XREAD`` at a time."""
+        try:
+            while group.dirty:
+                asked = {key: group.streams[key] for key in group.dirty if key in group.streams}
+                group.dirty.clear()
+                if not asked:
+                    continue
+                reply = await self.client.xread(
+                    {key: stream.last_id for key, stream in asked.items()},
+                    count=self.batch_size,
+                )
+                for key, entries in reply or ():
+                    stream = group.streams.get(key)
+                    # A stream that was left and joined again during the read starts at its own
+                    # new position: it is read again.
+                    if stream is not None and stream is asked.get(key):
+                        self._deliver(group, key, stream, entries)
+                        if len(entries) >= self.batch_size and key in group.streams:
+                            group.dirty.add(key)  # there may be more waiting
+            group.reader = None
+        except (redis.exceptions.RedisError, OSError) as exc:
+            group.reader = None
+            logger.warning("stream hub read failed, ending its readers: %s", type(exc).__name__)
+            self._end_group(group, "redis")
+        except asyncio.CancelledError:
+            group.reader = None
+            self._end_group(group, "closed")
+            raise
+        except Exception as exc:  # noqa: BLE001 - whatever it was, no reader may wait forever
+            group.reader = None
+            logger.error("stream hub failed, ending its readers: %s", type(exc).__name__)
+            self._end_group(group, "error")
+
+    def _deliver(
+        self, group: _Group, key: str, stream: _Stream, entries: list[tuple[str, dict[str, str]]]
+    ) -> None:
+        for entry_id, fields in entries:
+            event = Event.from_entry(entry_id, fields)
+            stream.last_id = event.id
+            for subscription in tuple(stream.subscribers):
+                if not subscription.offer(event):
+                    stream.subscribers.discard(subscription)
+        if not stream.subscribers:
+            self._forget_stream(group, key)
+
+    def _forget_stream(self, group: _Group, key: str) -> None:
+        del group.streams[key]
+        group.dirty.discard(key)
+        if not group.streams:
+            self._forget_group(group)
+
+    def _forget_group(self, group: _Group) -> None:
+        if self._groups.get(group.tag) is group:
+            del self._groups[group.tag]
+        if group.node is not None:
+            group.node.drop(group)
+            group.node = None
+
+    def _end_group(self, group: _Group, reason: str) -> None:
+        for stream in group.streams.values():
+            for subscription in stream.subscribers:
+                subscription.end(reason)
+        group.streams.clear()
+        group.dirty.clear()
+        self._forget_group(group)
+
+
+class _NodeSubscriber:
+    """One connection to one Redis node, subscribed to the channels of the groups it serves.
+
+    Commands are sent as the wanted channels change, while the connection's one reading loop waits
+    for replies: confirmations, notices, ``MOVED`` and the node's own ``sunsubscribe`` when it
+    loses a slot. Each channel gets an ``SSUBSCRIBE`` of its own (one command may not span slots).
+    """
+
+    def __init__(self, hub: StreamHub, node: str) -> None:
+        self.hub = hub
+        self.node = node
+        self.wanted: dict[str, _Group] = {}
+        self.sent: set[str] = set()  # tags subscribed (or asked) on this connection
+        self.confirmed: set[str] = set()
+        self.leaving: dict[str, int] = {}  # unsubscribes asked for and not answered yet
+        self.conn: AbstractConnection | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.flushing = False
+        self.failures = 0  # connection attempts in a row that came to nothing
+
+    def want(self, group: _Group) -> None:
+        self.wanted[group.tag] = group
+        group.node = self
+        if self._subscribed(group.tag):
+            self.hub._confirmed(group)  # still subscribed for an earlier group of the same tag
+        self._changed()
+
+    def _subscribed(self, tag: str) -> bool:
+        """Notices of ``tag`` arrive and keep arriving (no unsubscribe is on its way)."""
+        return tag in self.sent and tag in self.confirmed and not self.leaving.get(tag)
+
+    def drop(self, group: _Group) -> None:
+        if self.wanted.get(group.tag) is group:
+            del self.wanted[group.tag]
+            self._changed()
+
+    def _changed(self) -> None:
+        if self.task is None or self.task.done():
+            if self.wanted:
+                self.task = self.hub.spawn(self._run())
+        elif self.conn is not None and not self.flushing:
+            self.flushing = True
+            self.hub.spawn(self._flush(self.conn))
+
+    async def _flush(self, conn: AbstractConnection) -> None:
+        """Send the (un)subscriptions that make the connection's channels the wanted ones."""
+        try:
+            while True:
+                if self.conn is not conn or conn is None:
+                    return
+                subscribe = [tag for tag in self.wanted if tag not in self.sent]
+                unsubscribe = [tag for tag in self.sent if tag not in self.wanted]
+                if not subscribe and not unsubscribe:
+                    return
+                for tag in subscribe:
+                    self.sent.add(tag)
+                    await conn.send_command("SSUBSCRIBE", notice_channel(tag), check_health=False)
+                for tag in unsubscribe:
+                    self.sent.discard(tag)
+                    self.leaving[tag] = self.leaving.get(tag, 0) + 1
+                    await conn.send_command("SUNSUBSCRIBE", notice_channel(tag), check_health=False)
+        except (redis.exceptions.RedisError, OSError):
+            pass  # the reading loop sees the connection fail and starts over
+        finally:
+            self.flushing = False
+
+    async def _run(self) -> None:
+        while self.wanted:
+            try:
+                conn = self.conn = await self.hub.shards.connect(self.node)
+                try:
+                    self.flushing = True
+                    await self._flush(conn)
+                    await self._listen(conn)
+                finally:
+                    self.conn = None
+                    self.sent.clear()
+                    self.confirmed.clear()
+                    self.leaving.clear()
+                    await conn.disconnect()
+            except (redis.exceptions.RedisError, OSError) as exc:
+                for group in self.wanted.values():
+                    group.live = False
+                self.failures += 1
+                if self.failures > RECONNECT_TRIES:
+                    self.failures = 0
+                    logger.warning(
+                        "stream hub lost Redis, ending its readers: %s", type(exc).__name__
+                    )
+                    for group in tuple(self.wanted.values()):
+                        self.hub._end_group(group, "redis")
+                    return
+                await asyncio.sleep(REDIS_WRITE.delay(self.failures))
+                # A failover may have moved the channels: each goes where its slot is now.
+                for group in tuple(self.wanted.values()):
+                    del self.wanted[group.tag]
+                    self.hub._relocate(group)
+            except asyncio.CancelledError:
+                for group in tuple(self.wanted.values()):
+                    self.hub._end_group(group, "closed")
+                raise
+
+    async def _listen(self, conn: AbstractConnection) -> None:
+        """Handle replies until the connection fails or no channel is wanted any more."""
+        pinged = False
+        while self.wanted or self.sent:
+            try:
+                reply = await conn.read_response(timeout=PING_SECONDS, push_request=True)
+            except redis.exceptions.MovedError as moved:
+                self._moved(moved.slot_id)
+                continue
+            except redis.exceptions.ResponseError:
+                # SSUBSCRIBE is unknown (Redis 6) or not permitted: not something a retry fixes.
+                self.wanted.clear()
+                self.hub._refused()
+                return
+            if reply is None:
+                if pinged:
+                    raise redis.exceptions.ConnectionError("no answer to PING")
+                pinged = True
+                await conn.send_command("PING", check_health=False)
+                continue
+            pinged = False
+            self._dispatch(reply)
+
+    def _dispatch(self, reply: Any) -> None:
+        if not isinstance(reply, list) or len(reply) < 3:
+            return  # PONG
+        kind, channel = reply[0], reply[1]
+        tag = channel[len(_NOTICE_PREFIX) + 1 : -1]
+        if kind == "smessage":
+            group = self.wanted.get(tag)
+            if group is not None:
+                self.hub._notice(group, reply[2])
+        elif kind == "ssubscribe":
+            self.confirmed.add(tag)
+            self.failures = 0
+            group = self.wanted.get(tag)
+            if group is not None and self._subscribed(tag):
+                self.hub._confirmed(group)
+        elif kind == "sunsubscribe":
+            self.confirmed.discard(tag)
+            if self.leaving.get(tag, 0) > 0:
+                self.leaving[tag] -= 1
+            else:
+                # Unasked: the node lost the slot (a migration or a failover).
+                self._lost(tag)
+
+    def _moved(self, slot: int) -> None:
+        for tag in tuple(self.sent):
+            if key_slot(notice_channel(tag).encode()) == slot:
+                self._lost(tag)
+
+    def _lost(self, tag: str) -> None:
+        self.sent.discard(tag)
+        self.confirmed.discard(tag)
+        group = self.wanted.pop(tag, None)
+        if group is not None:
+            self.hub._relocate(group)

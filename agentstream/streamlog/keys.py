@@ -3,11 +3,11 @@
 Every key of a conversation carries the hash tag of the conversation's *slot group*
 (``agent-stream:{cg07-12}:<conversation id>``): one of :data:`SLOT_GROUPS` tags, chosen by the
 conversation id. So all keys of a conversation share one Redis Cluster slot (every script and
-transaction stays single-slot), and so do all conversations of a group, which is what lets one
-blocking ``XREAD`` of the stream hub cover every live stream of a group on any topology
-(docs/architecture.md, "Redis topologies"). The tags are picked once so that group ``k`` lands in
-the ``k``-th sixteenth of the slot space: a cluster whose shards own even slot ranges gets an even
-share of the groups.
+transaction stays single-slot), and so do all conversations of a group and the group's notice
+channel, which is what lets one ``XREAD`` of the stream hub cover the notified streams of a group
+on any topology (docs/architecture.md, "Redis topologies"). The tags are picked once so that
+group ``k`` lands in the ``k``-th sixteenth of the slot space: a cluster whose shards own even slot
+ranges gets an even share of the groups.
 """
 
 from __future__ import annotations
@@ -23,8 +23,7 @@ _MAX_SEQ = 2**64 - 1
 
 
 # How many slot groups there are. Part of the key layout: every worker must use the same number.
-# It bounds the stream hub's connections on a cluster (one blocking read per group with readers)
-# and how many shards the conversations can spread over.
+# It bounds how many shards the conversations can spread over (and the hub's notice channels).
 SLOT_GROUPS = 16
 
 
@@ -119,3 +118,10 @@ def deleted_key(conversation_id: str) -> str:
     """A short-lived mark left by a delete: a run signalled before the delete is not re-created
     from its signal (:mod:`.requeue`) as if a failover had lost it."""
     return f"agent-deleted:{{{group_tag(conversation_id)}}}:{conversation_id}"
+
+
+def notice_channel(tag: str) -> str:
+    """The slot group's sharded pub/sub channel: every script that appends to a stream of the
+    group publishes the stream's key there (``notify`` in :mod:`.scripts`); same slot as its keys.
+    """
+    return f"agentstream-notify:{{{tag}}}"

@@ -141,6 +141,15 @@ local function is_finished(status)
   return status == 'completed' or status == 'failed' or status == 'cancelled'
 end
 
+-- Tells the stream hubs that the stream has new entries: a sharded pub/sub message on its slot
+-- group's channel (same hash tag, so same slot), carrying the stream's key. Redis 6 has neither
+-- SPUBLISH nor redis.REDIS_VERSION_NUM: nothing is sent there (the hub is off on Redis 6).
+local function notify()
+  if redis.REDIS_VERSION_NUM then
+    redis.call('SPUBLISH', 'agentstream-notify:' .. string.match(stream, '{[^}]*}'), stream)
+  end
+end
+
 -- wanted: an id the writer chose (kept across its retries), used when it is above the stream's
 -- newest; otherwise (and when absent) Redis picks one. first_noted: the meta hash already holds
 -- first_id (any run with a status was queued after it was noted), so it is not set again.
@@ -161,6 +170,7 @@ local function add(run, etype, data, ts, wanted, first_noted)
   if not first_noted then
     redis.call('HSETNX', meta, 'first_id', id)
   end
+  notify()
   return id, seq
 end
 
@@ -422,6 +432,7 @@ local function queue_run(run, key, digest, wanted, now)
   local id = redis.call('XADD', stream, 'MAXLEN', '~', maxlen, wanted,
     'type', 'run.queued', 'run', run, 'seq', 0, 'ts', ARGV[7], 'data', ARGV[6])
   redis.call('HSETNX', meta, 'first_id', id)
+  notify()
   redis.call('HSET', meta, 'active_run', run, 'latest_run', run, 'latest_start', id,
     'status:' .. run, 'queued', 'created:' .. run, ARGV[7],
     'deadline:' .. run, now + tonumber(ARGV[10]), 'record_ttl', ARGV[13],
@@ -592,7 +603,9 @@ return reap(now_ms()) or 0
 """)
 
 # First step of deleting a conversation: ends an active run with run.cancelled, so live readers
-# finish, before the keys go. Returns 0 when there is no such conversation.
+# finish, before the keys go. Returns 0 when there is no such conversation, else {1} or, when it
+# ended a run, {1, id, run, seq}: the run.cancelled entry, which the deleted mark then keeps for
+# a live reader that had not read it before the stream went.
 # ARGV[3]: ts
 END_FOR_DELETE = _script("""
 if redis.call('EXISTS', conv) == 0 and redis.call('EXISTS', meta) == 0 then
@@ -602,11 +615,12 @@ local run = redis.call('HGET', meta, 'active_run')
 if run then
   local status = redis.call('HGET', meta, 'status:' .. run)
   if status and not is_finished(status) then
-    add(run, 'run.cancelled', '{}', ARGV[3])
+    local id, seq = add(run, 'run.cancelled', '{}', ARGV[3])
     finish(run, 'cancelled')
+    return {1, id, run, tostring(seq)}
   end
 end
-return 1
+return {1}
 """)
 
 # After a failover lost some of the entity's latest writes: writes them again, with their original
@@ -642,6 +656,7 @@ for _, w in ipairs(cjson.decode(ARGV[7])) do
   if la < attempt or tonumber(w[1]) > lw then
     redis.call('XADD', stream, 'MAXLEN', '~', maxlen, w[2],
       'type', w[4], 'run', run, 'seq', w[3], 'ts', w[6], 'data', w[5])
+    notify()
     redis.call('HSETNX', meta, 'first_id', w[2])
     redis.call('HSET', meta, 'seq:' .. run, tonumber(w[3]) + 1,
       'last:' .. run, attempt .. ' ' .. w[1] .. ' ' .. w[2] .. ' ' .. w[3])

@@ -65,5 +65,5 @@ def observe_hub_connections(lanes: Callable[[], Iterable[int]]) -> None:
         "agentstream.hub.connections",
         callbacks=[observe],
         unit="{connection}",
-        description="Redis connections the worker's stream hub holds for blocking reads.",
+        description="Redis connections the worker's stream hub holds (subscribers, reads).",
     )
