@@ -85,6 +85,16 @@ async def hub_factory(
         await close_hub(hub, clients)
 
 
+@pytest_asyncio.fixture
+async def hub_alone() -> AsyncIterator[tuple[StreamHub, redis.Redis, _Clients]]:
+    """A hub on a Redis of its own: no other test's subscriber shares its channels (the session's
+    Redis can hold those of apps that other test files left behind)."""
+    with running_redis_server() as port, redis.Redis(port=port, decode_responses=True) as client:
+        hub, clients = make_hub(port, connections=2)
+        yield hub, client, clients
+        await close_hub(hub, clients)
+
+
 async def until(condition: Callable[[], bool | Awaitable[bool]], timeout: float = 30.0) -> None:
     """Wait for a condition only observable by looking (a reader's place in the hub)."""
     async with asyncio.timeout(timeout):
@@ -255,9 +265,9 @@ async def taken(subscription: Subscription, count: int) -> list[Event]:
 
 
 async def test_a_stream_joining_a_subscribed_group_is_read_at_once_and_nothing_blocks(
-    redis_client: redis.Redis, hub_factory: Callable[..., StreamHub]
+    hub_alone: tuple[StreamHub, redis.Redis, _Clients],
 ) -> None:
-    hub = hub_factory(connections=2)
+    hub, redis_client, _ = hub_alone
     first_cid, second_cid = cids_of_one_group(2)
     first_log, second_log = (
         run_log(redis_client, first_cid, "a"),
@@ -285,12 +295,12 @@ async def test_a_stream_joining_a_subscribed_group_is_read_at_once_and_nothing_b
 
 
 async def test_a_reader_that_goes_away_leaves_the_hub_at_once(
-    redis_client: redis.Redis, aclient: aioredis.Redis, hub_factory: Callable[..., StreamHub]
+    hub_alone: tuple[StreamHub, redis.Redis, _Clients],
 ) -> None:
-    hub = hub_factory(connections=2)
+    hub, redis_client, clients = hub_alone
     cid = new_conversation_id()
     start = run_log(redis_client, cid, "run").append(RUN_QUEUED, {"message": "go"}).id
-    items = (await hub_reader(aclient, hub, cid, start)).items()
+    items = (await hub_reader(clients.readers, hub, cid, start)).items()
     waiting = asyncio.create_task(anext(items))
     await until(lambda: hub.reader_count() == 1)
     await until(lambda: shard_subscribers(redis_client, cid) == 1)
@@ -304,16 +314,17 @@ async def test_a_reader_that_goes_away_leaves_the_hub_at_once(
 
 
 async def test_a_dropped_subscription_is_made_again_and_what_came_meanwhile_is_read(
-    redis_client: redis.Redis, hub_factory: Callable[..., StreamHub]
+    hub_alone: tuple[StreamHub, redis.Redis, _Clients],
 ) -> None:
-    hub = hub_factory(connections=2)
+    hub, redis_client, _ = hub_alone
     cid = new_conversation_id()
     log = run_log(redis_client, cid, "run")
     start = log.append(RUN_QUEUED, {"message": "go"}).id
     subscription, _ = hub.join(stream_key(cid), start)
     await until(lambda: shard_subscribers(redis_client, cid) == 1)
     log.append(MESSAGE_DELTA, {"text": "before"})
-    await taken(subscription, 1)  # nothing is left in flight to the hub
+    await taken(subscription, 1)
+    await until(lambda: hub.connection_count() == 1)  # the subscriber only: no read in flight
     # A dropped connection (a proxy, a token that expired): pub/sub forgets what it sent while
     # nobody listened, so the entry below reaches the hub only through the read that follows
     # the new subscription's confirmation.
