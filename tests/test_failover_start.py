@@ -41,6 +41,18 @@ def cluster() -> Iterator[RedisClusterUnderTest]:
         yield started
 
 
+@pytest.fixture(autouse=True)
+def whole_cluster(cluster: RedisClusterUnderTest) -> Iterator[None]:
+    """A node a failed test left frozen or dead comes back, so the next test starts on a whole
+    cluster."""
+    yield
+    for node in cluster.live_nodes():
+        node.thaw()
+    for node in cluster.nodes:
+        if not node.alive:
+            restart(cluster, node)
+
+
 @pytest.fixture(scope="module")
 def gate() -> Iterator[ModelGate]:
     gate = ModelGate(create_model_app(delay_seconds=0.001))
