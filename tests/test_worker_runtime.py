@@ -18,7 +18,7 @@ import pytest
 import redis
 from httpx_sse import connect_sse
 
-from agentstream.streamlog.keys import stream_key
+from agentstream.streamlog.keys import group_tag, notice_channel, stream_key
 from agentstream_dev.scripted_model.server import create_app as create_model_app
 
 from .api_client import TERMINAL, Api, started, text_of
@@ -103,9 +103,12 @@ def types_in_stream(client: redis.Redis, cid: str) -> list[str]:
     return [fields["type"] for _, fields in client.xrange(stream_key(cid))]
 
 
-def blocked_stream_reads(client: redis.Redis) -> int:
-    """Redis clients blocked in an XREAD right now."""
-    return sum(1 for c in client.client_list() if c["cmd"] == "xread" and "b" in c["flags"])
+def hub_subscriptions(client: redis.Redis, cid: str) -> int:
+    """Connections subscribed to the notices of the conversation's slot group: while a reader of
+    it is live, the worker's hub is one; a hub whose group has no reader left unsubscribes, and
+    so gets no notices and reads nothing more for it."""
+    channel = notice_channel(group_tag(cid))
+    return int(client.execute_command("PUBSUB", "SHARDNUMSUB", channel)[1])
 
 
 def wait_for(condition: Any, timeout: float) -> bool:
@@ -228,27 +231,26 @@ def test_more_conversations_than_worker_threads_all_complete(
 def test_a_client_that_disconnects_stops_the_workers_redis_reads(
     api: Api, gate: ModelGate, redis_store: redis.Redis
 ) -> None:
-    assert wait_for(lambda: blocked_stream_reads(redis_store) == 0, DISCONNECT_BOUND_SECONDS)
     cid = started(api.start(f"Plan 2 days in Prague {HELD}"))["conversation_id"]
+    assert wait_for(lambda: hub_subscriptions(redis_store, cid) == 0, DISCONNECT_BOUND_SECONDS)
     with connect_sse(api.http, "GET", api.stream_path(cid)) as source:
         # Keep the iterator referenced: dropping it mid-stream closes the connection.
         events = sse_events(source)
         read_until(events, "run.started")
-        # The run is held, so the worker's reader is waiting on Redis for the next event.
-        blocked = wait_for(lambda: blocked_stream_reads(redis_store) > 0, 30)
-        assert blocked, [(c["cmd"], c["flags"]) for c in redis_store.client_list()]
+        # The run is held, so the worker's reader waits for the next notice of its group.
+        assert wait_for(lambda: hub_subscriptions(redis_store, cid) == 1, 30)
         events.close()
     disconnected = time.monotonic()
-    dropped = wait_for(lambda: blocked_stream_reads(redis_store) == 0, DISCONNECT_BOUND_SECONDS)
+    dropped = wait_for(lambda: hub_subscriptions(redis_store, cid) == 0, DISCONNECT_BOUND_SECONDS)
     took = time.monotonic() - disconnected
-    print(f"blocked XREAD gone {took:.3f} s after the client disconnected")
+    print(f"group unsubscribed {took:.3f} s after the client disconnected")
     assert dropped, "the worker kept reading Redis for a client that had gone"
     gate.open()
     assert api.read_run(cid)[-1]["type"] == "run.completed"
 
 
 def test_entity_batches_in_the_extensions_format(
-    api: Api, gate: ModelGate, harness: Harness
+    api: Api, gate: ModelGate, harness: Harness, redis_store: redis.Redis
 ) -> None:
     body = started(api.start(f"Plan 2 days in Madrid {HELD}"))
     cid = body["conversation_id"]
@@ -267,8 +269,17 @@ def test_entity_batches_in_the_extensions_format(
 
     assert wait_for(lambda: len(batches()) == 2, 30), batches()
     (first, first_reply), (second, second_reply) = batches()
-    run_input = {"run_id": body["run_id"], "message": f"Plan 2 days in Madrid {HELD}"}
-    assert [op["input"] for op in first["batch"]] == [json.dumps(json.dumps(run_input))]
+    [run_op] = first["batch"]
+    run_input = json.loads(json.loads(run_op["input"]))
+    assert (run_input["run_id"], run_input["message"]) == (
+        body["run_id"],
+        f"Plan 2 days in Madrid {HELD}",
+    )
+    # What START wrote travels with the signal, for a failover that loses it (requeue.py).
+    queued = [
+        i for i, fields in redis_store.xrange(stream_key(cid)) if fields["type"] == "run.queued"
+    ]
+    assert [run_input["queued"]["id"]] == queued
     assert [op["input"] for op in second["batch"]] == [None, malformed]
     for op in first["batch"] + second["batch"]:
         assert op["isSignal"] is True and op["name"] == "run"
