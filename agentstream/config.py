@@ -79,7 +79,8 @@ class PoolSettings:
     """How many Redis connections a worker process opens, and how many streams it serves.
 
     Request commands (POST, status, cancel, health), stream catch-up reads and the stream hub's
-    blocking reads use separate pools, so readers can never starve the other routes.
+    reads use separate pools (the hub's subscriber connections are its own), so readers can never
+    starve the other routes.
     """
 
     request_connections: int = 16  # REDIS_MAX_CONNECTIONS

@@ -202,11 +202,6 @@ def blocking_reader_redis(settings: Settings | None = None) -> aioredis.Redis:
     return _clients(settings).blocking
 
 
-def hub_redis(settings: Settings | None = None) -> aioredis.Redis:
-    """The running loop's client for the stream hub's reads."""
-    return _clients(settings).hub
-
-
 _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, StreamHub] = weakref.WeakKeyDictionary()
 
 
