@@ -181,8 +181,21 @@ class _BoundedPipeline(ClusterPipeline):
             return await super().execute(*args, **kwargs)
         await client.initialize()
         node = client.get_node_from_key(queued[0].args[1])
+        commands = [(command.args, command.kwargs) for command in queued]
         async with client.turn(node.name):
-            return await super().execute(*args, **kwargs)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + client._wait_seconds
+            while True:
+                try:
+                    return await super().execute(*args, **kwargs)
+                except MaxConnectionsError:
+                    # As for a command (_execute_command): nothing was sent, so wait for a
+                    # connection and send the pipeline again (execute() emptied it).
+                    if loop.time() > deadline:
+                        raise AtCapacity("no Redis connection free in this worker") from None
+                    await asyncio.sleep(_CONNECTION_BACK_SECONDS)
+                    for command_args, command_kwargs in commands:
+                        self.execute_command(*command_args, **command_kwargs)
 
 
 def async_cluster_client(
