@@ -2,7 +2,8 @@
 
 Deleting ends the active run with ``run.cancelled`` and then removes the keys. A reader blocked on
 the stream gets the event before the keys go; a reader that was busy sending its previous batch
-reads next from a stream that is gone. The deleted mark keeps the event for it.
+(or a hub reader whose notice had not been read yet) reads next from a stream that is gone. The
+deleted mark keeps the event for it; events it had not read are gone with the conversation.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import uuid
 from typing import Any
 
+import pytest
 import redis
 import redis.asyncio as aioredis
 
@@ -28,8 +30,9 @@ from .streamlog_helpers import new_conversation_id, run_log
 LIMITS = control.Limits(ttl_seconds=600, maxlen=10_000)
 
 
+@pytest.mark.parametrize("unread", [0, 2], ids=["caught-up", "further-behind"])
 async def test_a_reader_busy_when_the_stream_went_gets_the_deletes_run_cancelled(
-    redis_client: redis.Redis, redis_port: int
+    redis_client: redis.Redis, redis_port: int, unread: int
 ) -> None:
     cid, run_id = new_conversation_id(), uuid.uuid4().hex
     async with aioredis.Redis(port=redis_port, decode_responses=True) as client:
@@ -71,6 +74,8 @@ async def test_a_reader_busy_when_the_stream_went_gets_the_deletes_run_cancelled
         )
         serving = asyncio.create_task(response({"type": "http"}, receive, send))
         await in_send.wait()
+        for n in range(unread):  # written while the reader was busy: gone with the conversation
+            log.append(MESSAGE_DELTA, {"text": f" more {n}"})
         assert await control.delete_conversation(client, cid, LIMITS)
         assert redis_client.exists(*conversation_keys(cid)) == 0
         go_on.set()
@@ -79,7 +84,7 @@ async def test_a_reader_busy_when_the_stream_went_gets_the_deletes_run_cancelled
     lines = [json.loads(line) for line in b"".join(sent).splitlines() if line.strip()]
     assert [(line["type"], line["id"], line["seq"]) for line in lines] == [
         (MESSAGE_DELTA, delta.id, 2),
-        (RUN_CANCELLED, lines[-1]["id"], 3),
+        (RUN_CANCELLED, lines[-1]["id"], 3 + unread),
     ]
     assert parse_stream_id(lines[-1]["id"]) > parse_stream_id(delta.id)
     assert lines[-1]["run"] == run_id

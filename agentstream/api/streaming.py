@@ -26,7 +26,7 @@ from fastapi import Response
 from ..events import Event, StreamFormat, truncation_notice
 from ..streamlog.capacity import AtCapacity
 from ..streamlog.continuity import SeqContinuity
-from ..streamlog.keys import stream_id_before
+from ..streamlog.keys import parse_stream_id, stream_id_before
 from ..streamlog.reader import HubStream, OpenStream
 
 logger = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ class EventStreamResponse(Response):
 
     ``on_idle`` runs on every keep-alive tick (it ends a run whose worker is gone); when it
     returns False the stream itself is gone, and the response ends with ``on_gone``'s event (the
-    ``run.cancelled`` of a delete this reader had not read yet) if it follows on. ``on_batch``
+    ``run.cancelled`` of a delete, when this reader had not read it yet). ``on_batch``
     (telemetry, when it is on) sees each batch sent. ``on_end`` runs when the response ends,
     however it ends; ``events_sent``, ``bytes_sent`` and ``end_reason`` then say what it did.
     """
@@ -136,8 +136,11 @@ class EventStreamResponse(Response):
         """The stream went (deleted or expired) while this reader waited for more."""
         self.end_reason = "gone"
         final = await self._on_gone() if self._on_gone is not None else None
-        if final is None or continuity.follow([final]) == 0:
-            return  # nothing kept, or the reader was further behind than the last event
+        read_up_to = continuity.last.id if continuity.last else self._opened.after_id
+        if final is None or final.order <= (parse_stream_id(read_up_to) or (0, 0)):
+            return
+        # Delivered even when the reader was further behind: the events it had not read went with
+        # the conversation, and what it can still learn is that the run ended.
         chunk = final.frame(self._format.media_type)
         if chunk:
             await send(_body(chunk))
