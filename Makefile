@@ -65,8 +65,9 @@ test: $(VENV)/.installed worker-venv infra-tools redis-server chromium check
 	$(PY) -m pytest
 
 # The inner loop: the tests not marked slow (under a minute), timed. `make check` for the rest.
-# Two workers, each taking whole modules (a module's app process starts once).
-FAST := -m "not slow" -n 2 --dist loadfile
+# Three workers, each taking whole modules (a module's app process starts once): the tests spend
+# much of their time waiting on their app processes, so a third worker helps even on two cores.
+FAST := -m "not slow" -n 3 --dist loadfile
 test-fast: $(VENV)/.installed redis-server
 	@start=$$(date +%s); \
 	$(PY) -m pytest -q $(FAST); status=$$?; \
@@ -108,7 +109,7 @@ lint: $(VENV)/.installed
 help:
 	@echo "make run                the app on http://localhost:7071 (offline demo without a model)"
 	@echo "make test               the static checks and every test (what CI runs)"
-	@echo "make test-fast          the tests not marked slow, on two workers; prints its time"
+	@echo "make test-fast          the tests not marked slow, on three workers; prints its time"
 	@echo "make check              ruff, the lock check, mypy over agentstream/, the import contracts"
 	@echo "make lock               requirements.txt (the hashed deploy lock) from pyproject.toml"
 	@echo "make test-lower-bounds  the fast tests on the lowest versions the ranges allow"
