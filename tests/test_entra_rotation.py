@@ -34,8 +34,8 @@ from .streamlog_helpers import new_conversation_id
 
 ROTATE_SECONDS = 2.0
 LIFETIME_SECONDS = 4.0
-STREAM_SECONDS = 10.0
-READERS = 40
+STREAM_SECONDS = 30.0  # 15 rotations
+READERS = 100
 STREAMS = 4
 USER = "agentstream-app"
 
