@@ -62,6 +62,10 @@ class LaunchError(RuntimeError):
 
 
 def main() -> int:
+    # "Press Ctrl-C to stop" holds even when started with SIGINT ignored: a shell without job
+    # control starts background jobs so, and Python then keeps the ignore.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN and sys.stdin.isatty():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     # `make run` stopped by a signal cleans up like Ctrl-C does.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     signal.signal(signal.SIGHUP, lambda *_: sys.exit(129))

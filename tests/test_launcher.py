@@ -7,8 +7,9 @@ import json
 import os
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import pexpect
 import pytest
@@ -40,7 +41,9 @@ def launcher_env(**settings: str) -> dict[str, str]:
 
 
 @contextmanager
-def launcher(**settings: str) -> Iterator[pexpect.spawn]:
+def launcher(
+    preexec_fn: Callable[[], Any] | None = None, **settings: str
+) -> Iterator[pexpect.spawn]:
     child = pexpect.spawn(
         sys.executable,
         ["-m", "agentstream_dev.launcher"],
@@ -48,6 +51,7 @@ def launcher(**settings: str) -> Iterator[pexpect.spawn]:
         env=launcher_env(**settings),
         encoding="utf-8",
         timeout=90,
+        preexec_fn=preexec_fn,
     )
     child.logfile_read = io.StringIO()  # everything it printed, for assertions on the whole
     try:

@@ -4,6 +4,7 @@ start-up lines that tell the truth."""
 from __future__ import annotations
 
 import json
+import signal
 import stat
 import sys
 from pathlib import Path
@@ -116,11 +117,18 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+@pytest.mark.parametrize("inherited", ["default", "ignored"])
 def test_ctrl_c_during_a_run_stops_everything_promptly_quietly_and_ends_the_run(
-    redis_port: int,
+    redis_port: int, inherited: str
 ) -> None:
+    """Also when started with SIGINT ignored, as a shell without job control starts a background
+    job (pytest itself may run so): the launcher has a terminal, and says Ctrl-C stops it."""
     port = free_port()
-    with launcher(PORT=str(port), REDIS_CONNECTION_STRING=f"127.0.0.1:{redis_port}") as child:
+    ignore = (
+        (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if inherited == "ignored" else None
+    )
+    env = {"PORT": str(port), "REDIS_CONNECTION_STRING": f"127.0.0.1:{redis_port}"}
+    with launcher(ignore, **env) as child:
         child.expect_exact("Press Ctrl-C to stop.")
         api = Api(f"http://127.0.0.1:{port}")
         started = api.start("Plan 5 days in Lisbon [[slow]]").json()
